@@ -1,0 +1,193 @@
+// Package keyspace builds every Redis key and channel name Megane uses.
+//
+// Nothing else in the project concatenates key strings: a key that is not
+// built here does not exist. Every key starts with "megane:<namespace>:", so
+// several bots (or a test and a bot) can share one Redis. The trailing comment
+// of each method names the Redis type of the key.
+//
+// Redis Cluster: keys that one Lua script or MULTI touches together carry the
+// same hash tag (the part in braces); per-entity cache keys carry none, so they
+// spread across slots.
+package keyspace
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+)
+
+// Prefix is the first segment of every key.
+const Prefix = "megane"
+
+// ErrBadNamespace is returned by New for a namespace that cannot be used in keys.
+var ErrBadNamespace = errors.New("keyspace: namespace must be 1-64 characters of [A-Za-z0-9_.-]")
+
+var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
+
+// Keyspace builds the keys of one namespace. The zero value is not usable; use New.
+type Keyspace struct {
+	ns   string
+	base string // "megane:<ns>:"
+}
+
+// New returns the keyspace of namespace ns.
+func New(ns string) (Keyspace, error) {
+	if !namespaceRE.MatchString(ns) {
+		return Keyspace{}, fmt.Errorf("%w: %q", ErrBadNamespace, ns)
+	}
+	return Keyspace{ns: ns, base: Prefix + ":" + ns + ":"}, nil
+}
+
+// MustNew is New that panics on a bad namespace; for tests and constants.
+func MustNew(ns string) Keyspace {
+	k, err := New(ns)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// Namespace returns the namespace the keys are built in.
+func (k Keyspace) Namespace() string { return k.ns }
+
+// Base returns "megane:<ns>:", the prefix of every key of the namespace
+// (for SCAN MATCH patterns in tools and tests).
+func (k Keyspace) Base() string { return k.base }
+
+func id(n int) string { return strconv.Itoa(n) }
+
+func u64(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// ---------------------------------------------------------------------------
+// Gateway, sharding and sessions (launcher, cluster)
+// ---------------------------------------------------------------------------
+
+// Gateway holds what the bot knows of Discord's gateway: shard count,
+// max_concurrency (the effective value, after any override), url, and the
+// session_start_limit (total, remaining, reset_at unix ms). HASH
+func (k Keyspace) Gateway() string { return k.base + "gateway" }
+
+// ShardMap maps shard id -> cluster id, plus the fields "shard_count" and
+// "clusters". Routing a guild to its cluster reads it. HASH
+func (k Keyspace) ShardMap() string { return k.base + "shardmap" }
+
+// ShardSession is shard id's resumable session: fields session_id, seq,
+// resume_url, updated_at. seq only moves forward (Lua). HASH
+func (k Keyspace) ShardSession(shard int) string { return k.base + "session:" + id(shard) }
+
+// ShardStatus is shard id's live status: status, cluster, latency_ms,
+// updated_at, guilds. HASH
+func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(shard) }
+
+// IdentifyBucket is the lock of identify bucket b (shard_id % max_concurrency).
+// Held (SET NX PX) from dial to READY, then kept 5 s plus a margin so the next
+// IDENTIFY in the bucket waits. STRING
+func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:" + id(bucket) }
+
+// Cluster is cluster id's state: status, pid, host, shards, started_at,
+// ready_at, restarts. HASH
+func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
+
+// ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills
+// and respawns a cluster whose heartbeat expired. STRING
+func (k Keyspace) ClusterHeartbeat(cluster int) string {
+	return k.base + "cluster:" + id(cluster) + ":heartbeat"
+}
+
+// Events is the capped stream of lifecycle events (cluster spawned, ready,
+// exited, restarted, all clusters ready, shard ready/resumed/disconnected). STREAM
+func (k Keyspace) Events() string { return k.base + "events" }
+
+// Stats is the latest statistics snapshot of node addr (e.g. "cluster:3"). HASH
+func (k Keyspace) Stats(addr string) string { return k.base + "stats:" + addr }
+
+// Launcher is the launcher's state: pid, host, started_at, clusters, status. HASH
+func (k Keyspace) Launcher() string { return k.base + "launcher" }
+
+// ---------------------------------------------------------------------------
+// IPC (redisipc)
+// ---------------------------------------------------------------------------
+
+// Nodes indexes live nodes: member = instance id, score = expiry (unix ms). ZSET
+func (k Keyspace) Nodes() string { return k.base + "nodes" }
+
+// Node is the registration of one process instance: addr, pid, host,
+// started_at, kind. Expires unless heartbeated. HASH
+func (k Keyspace) Node(instance string) string { return k.base + "node:" + instance }
+
+// Inbox is the request stream of address addr ("cluster:3", "service:x",
+// "launcher"). Service copies read it through the consumer group
+// InboxGroup. STREAM
+func (k Keyspace) Inbox(addr string) string { return k.base + "{inbox:" + addr + "}" }
+
+// InboxGroup is the consumer group name used on service inboxes.
+func (k Keyspace) InboxGroup() string { return "workers" }
+
+// Replies is the reply stream of one process instance. STREAM
+func (k Keyspace) Replies(instance string) string { return k.base + "{replies:" + instance + "}" }
+
+// DeadLetter keeps messages that could not be handled, with the reason. STREAM
+func (k Keyspace) DeadLetter() string { return k.base + "deadletter" }
+
+// Broadcast is the pub/sub channel for eval and control broadcasts. PubSub channel
+func (k Keyspace) Broadcast() string { return k.base + "broadcast" }
+
+// StoreBucket is one bucket of the central store: field = key, value = JSON. HASH
+func (k Keyspace) StoreBucket(bucket string) string { return k.base + "store:" + bucket }
+
+// StoreBuckets lists the store's bucket names. SET
+func (k Keyspace) StoreBuckets() string { return k.base + "store-buckets" }
+
+// ---------------------------------------------------------------------------
+// Cache projections (cache)
+// ---------------------------------------------------------------------------
+
+// Guild is the projection of guild id. HASH
+func (k Keyspace) Guild(guild uint64) string { return k.base + "guild:" + u64(guild) }
+
+// GuildChannels is the set of channel (and thread) ids of guild id. SET
+func (k Keyspace) GuildChannels(guild uint64) string {
+	return k.base + "guild:" + u64(guild) + ":channels"
+}
+
+// GuildRoles is the set of role ids of guild id. SET
+func (k Keyspace) GuildRoles(guild uint64) string { return k.base + "guild:" + u64(guild) + ":roles" }
+
+// GuildMembers is the set of member user ids of guild id. SET
+func (k Keyspace) GuildMembers(guild uint64) string {
+	return k.base + "guild:" + u64(guild) + ":members"
+}
+
+// GuildEmojis maps emoji id -> name for guild id. HASH
+func (k Keyspace) GuildEmojis(guild uint64) string {
+	return k.base + "guild:" + u64(guild) + ":emojis"
+}
+
+// Channel is the projection of channel or thread id. HASH
+func (k Keyspace) Channel(channel uint64) string { return k.base + "channel:" + u64(channel) }
+
+// Role is the projection of role id. HASH
+func (k Keyspace) Role(role uint64) string { return k.base + "role:" + u64(role) }
+
+// User is the projection of user id. HASH
+func (k Keyspace) User(user uint64) string { return k.base + "user:" + u64(user) }
+
+// Member is the projection of user id's membership of guild id. HASH
+func (k Keyspace) Member(guild, user uint64) string {
+	return k.base + "member:" + u64(guild) + ":" + u64(user)
+}
+
+// ShardGuilds is the set of guild ids shard id owns. SET
+func (k Keyspace) ShardGuilds(shard int) string { return k.base + "shard:" + id(shard) + ":guilds" }
+
+// ShardUnavailable is the set of guild ids of shard id that are unavailable. SET
+func (k Keyspace) ShardUnavailable(shard int) string {
+	return k.base + "shard:" + id(shard) + ":unavailable"
+}
+
+// ShardCounts holds the counters of shard id: guilds, channels, members, roles. HASH
+func (k Keyspace) ShardCounts(shard int) string { return k.base + "shard:" + id(shard) + ":counts" }
+
+// Users is the set of every cached user id (the user count is its SCARD). SET
+func (k Keyspace) Users() string { return k.base + "users" }
