@@ -1,0 +1,164 @@
+// Package sessions keeps each shard's resumable gateway session in Redis, so
+// a shard survives the process that ran it: a restarted (or moved) cluster
+// RESUMEs instead of spending an IDENTIFY, and Discord replays what was
+// dispatched while it was away.
+//
+// A session is the keyspace.ShardSession hash with the fields session_id,
+// seq, resume_url and updated_at (unix ms). Writes go through a Lua script
+// that lets seq only move forward within one session_id, so a late or
+// duplicated writer can never rewind a shard into replaying events twice;
+// a different session_id (the shard identified again) replaces the session.
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/keyspace"
+)
+
+// State is one shard's resumable session.
+type State struct {
+	// SessionID is READY's session_id.
+	SessionID string
+	// Sequence is the last dispatch sequence the shard handled. Zero means
+	// no dispatch, which disgo treats as "identify".
+	Sequence int
+	// ResumeURL is READY's resume_gateway_url.
+	ResumeURL string
+	// UpdatedAt is when the state was last written.
+	UpdatedAt time.Time
+}
+
+// Complete reports whether s can be resumed: disgo silently IDENTIFYs when
+// the session or the sequence is missing, and an empty resume URL breaks
+// every later reconnect.
+func (s State) Complete() bool {
+	return s.SessionID != "" && s.Sequence > 0 && s.ResumeURL != ""
+}
+
+// Hash field names of keyspace.ShardSession.
+const (
+	fieldSessionID = "session_id"
+	fieldSeq       = "seq"
+	fieldResumeURL = "resume_url"
+	fieldUpdatedAt = "updated_at"
+)
+
+// saveScript stores a session, letting seq only move forward for the same
+// session_id.
+//
+//	KEYS[1] -> session hash
+//	ARGV[1] -> session_id
+//	ARGV[2] -> seq
+//	ARGV[3] -> resume_url (empty keeps the stored one for the same session)
+//	ARGV[4] -> updated_at, unix ms
+//
+// Returns 2 when a new session replaced the stored one, 1 when the stored
+// session moved forward (or stayed), 0 when the write was behind and ignored.
+var saveScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'session_id')
+if cur == ARGV[1] then
+  local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') or 0
+  if tonumber(ARGV[2]) < seq then return 0 end
+  redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'updated_at', ARGV[4])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'resume_url', ARGV[3]) end
+  return 1
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'seq', ARGV[2], 'resume_url', ARGV[3], 'updated_at', ARGV[4])
+return 2
+`)
+
+// Save writes shard's session. Within one session_id the stored sequence
+// only moves forward (an older write is ignored without error); a different
+// session_id replaces the stored session. An empty SessionID is refused.
+func Save(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, shard int, s State) error {
+	if s.SessionID == "" {
+		return fmt.Errorf("sessions: save shard %d: empty session id", shard)
+	}
+	if err := saveCmd(ctx, rdb, ks, shard, s).Err(); err != nil {
+		return fmt.Errorf("sessions: save shard %d: %w", shard, err)
+	}
+	return nil
+}
+
+// SaveAll writes several shards' sessions in one pipeline, with the same
+// rules as Save. States with an empty SessionID are skipped.
+func SaveAll(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, states map[int]State) error {
+	if len(states) == 0 {
+		return nil
+	}
+	// EVAL rather than EVALSHA: inside a pipeline a NOSCRIPT reply cannot be
+	// retried, and the script is short.
+	pipe := rdb.Pipeline()
+	for shard, s := range states {
+		if s.SessionID == "" {
+			continue
+		}
+		saveScript.Eval(ctx, pipe, []string{ks.ShardSession(shard)}, saveArgs(s)...)
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		for _, c := range cmds {
+			if c.Err() != nil {
+				return fmt.Errorf("sessions: save: %w", c.Err())
+			}
+		}
+		return fmt.Errorf("sessions: save: %w", err)
+	}
+	return nil
+}
+
+func saveCmd(ctx context.Context, rdb redis.Scripter, ks keyspace.Keyspace, shard int, s State) *redis.Cmd {
+	return saveScript.Run(ctx, rdb, []string{ks.ShardSession(shard)}, saveArgs(s)...)
+}
+
+func saveArgs(s State) []any {
+	at := s.UpdatedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return []any{s.SessionID, s.Sequence, s.ResumeURL, at.UnixMilli()}
+}
+
+// Load returns the complete sessions (see State.Complete) of the given
+// shards; shards without one are absent from the map.
+func Load(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, shards []int) (map[int]State, error) {
+	out := make(map[int]State, len(shards))
+	if len(shards) == 0 {
+		return out, nil
+	}
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(shards))
+	for i, shard := range shards {
+		cmds[i] = pipe.HGetAll(ctx, ks.ShardSession(shard))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("sessions: load: %w", err)
+	}
+	for i, shard := range shards {
+		m := cmds[i].Val()
+		s := State{SessionID: m[fieldSessionID], ResumeURL: m[fieldResumeURL]}
+		s.Sequence, _ = strconv.Atoi(m[fieldSeq])
+		if ms, _ := strconv.ParseInt(m[fieldUpdatedAt], 10, 64); ms > 0 {
+			s.UpdatedAt = time.UnixMilli(ms)
+		}
+		if s.Complete() {
+			out[shard] = s
+		}
+	}
+	return out, nil
+}
+
+// Delete forgets shard's session, so its next start IDENTIFYs.
+func Delete(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, shard int) error {
+	if err := rdb.Del(ctx, ks.ShardSession(shard)).Err(); err != nil {
+		return fmt.Errorf("sessions: delete shard %d: %w", shard, err)
+	}
+	return nil
+}

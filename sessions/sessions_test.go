@@ -1,0 +1,124 @@
+package sessions
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
+)
+
+var ks = keyspace.MustNew("test")
+
+func setup(t *testing.T) (*miniredis.Miniredis, redis.UniversalClient) {
+	t.Helper()
+	return testredis.Mini(t)
+}
+
+func load1(t *testing.T, rdb redis.UniversalClient, shard int) (State, bool) {
+	t.Helper()
+	m, err := Load(context.Background(), rdb, ks, []int{shard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := m[shard]
+	return s, ok
+}
+
+func TestSaveSequenceOnlyMovesForward(t *testing.T) {
+	_, rdb := setup(t)
+	ctx := context.Background()
+	steps := []struct {
+		name    string
+		save    State
+		wantSID string
+		wantSeq int
+		wantURL string
+	}{
+		{"first", State{SessionID: "a", Sequence: 10, ResumeURL: "ws://r1"}, "a", 10, "ws://r1"},
+		{"forward", State{SessionID: "a", Sequence: 12}, "a", 12, "ws://r1"},
+		{"behind is ignored", State{SessionID: "a", Sequence: 11, ResumeURL: "ws://stale"}, "a", 12, "ws://r1"},
+		{"equal is kept", State{SessionID: "a", Sequence: 12, ResumeURL: "ws://r2"}, "a", 12, "ws://r2"},
+		{"new session replaces even with a lower seq", State{SessionID: "b", Sequence: 1, ResumeURL: "ws://r3"}, "b", 1, "ws://r3"},
+		{"old session's late write replaces too", State{SessionID: "a", Sequence: 40, ResumeURL: "ws://r1"}, "a", 40, "ws://r1"},
+	}
+	for _, st := range steps {
+		if err := Save(ctx, rdb, ks, 3, st.save); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, ok := load1(t, rdb, 3)
+		if !ok || got.SessionID != st.wantSID || got.Sequence != st.wantSeq || got.ResumeURL != st.wantURL {
+			t.Fatalf("%s: got %+v (ok=%v), want %s/%d/%s", st.name, got, ok, st.wantSID, st.wantSeq, st.wantURL)
+		}
+	}
+	if err := Save(ctx, rdb, ks, 3, State{Sequence: 5}); err == nil {
+		t.Fatal("Save accepted an empty session id")
+	}
+}
+
+func TestLoadOnlyCompleteStates(t *testing.T) {
+	m, rdb := setup(t)
+	ctx := context.Background()
+	at := time.UnixMilli(1_700_000_000_000)
+	all := map[int]State{
+		0: {SessionID: "s0", Sequence: 5, ResumeURL: "ws://r", UpdatedAt: at},
+		1: {SessionID: "s1", Sequence: 0, ResumeURL: "ws://r"}, // disgo would IDENTIFY
+		2: {SessionID: "s2", Sequence: 7},                      // no resume url
+		3: {},                                                  // skipped by SaveAll
+	}
+	if err := SaveAll(ctx, rdb, ks, all); err != nil {
+		t.Fatal(err)
+	}
+	if m.Exists(ks.ShardSession(3)) {
+		t.Fatal("SaveAll wrote an empty state")
+	}
+	got, err := Load(ctx, rdb, ks, []int{0, 1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("Load = %+v, want only shard 0", got)
+	}
+	if s := got[0]; s.SessionID != "s0" || s.Sequence != 5 || s.ResumeURL != "ws://r" || !s.UpdatedAt.Equal(at) {
+		t.Fatalf("shard 0 = %+v", s)
+	}
+	// The layout is what redis-cli users see.
+	if v := m.HGet(ks.ShardSession(0), "seq"); v != "5" {
+		t.Fatalf("seq field = %q", v)
+	}
+	if v := m.HGet(ks.ShardSession(0), "updated_at"); v != "1700000000000" {
+		t.Fatalf("updated_at field = %q", v)
+	}
+}
+
+func TestSaveAllForwardOnly(t *testing.T) {
+	_, rdb := setup(t)
+	ctx := context.Background()
+	if err := SaveAll(ctx, rdb, ks, map[int]State{0: {SessionID: "a", Sequence: 9, ResumeURL: "ws://r"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveAll(ctx, rdb, ks, map[int]State{0: {SessionID: "a", Sequence: 3, ResumeURL: "ws://r"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := load1(t, rdb, 0); s.Sequence != 9 {
+		t.Fatalf("seq = %d, want 9", s.Sequence)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	_, rdb := setup(t)
+	ctx := context.Background()
+	if err := Save(ctx, rdb, ks, 1, State{SessionID: "a", Sequence: 2, ResumeURL: "ws://r"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Delete(ctx, rdb, ks, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := load1(t, rdb, 1); ok {
+		t.Fatal("session survived Delete")
+	}
+}
