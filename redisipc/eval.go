@@ -1,0 +1,216 @@
+package redisipc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/parser"
+)
+
+// Built-in ops every node answers. The "$" prefix is reserved, so user ops
+// can never collide with them.
+const (
+	// OpPing answers {"addr","instance"}.
+	OpPing = "$ping"
+	// OpInfo answers the node's NodeInfo plus the ops it serves.
+	OpInfo = "$info"
+	// OpStats answers the node's counters merged with its SetStats function.
+	OpStats = "$stats"
+	// OpEval evaluates the payload as an expression (see Eval).
+	OpEval = "$eval"
+)
+
+// EvalEnv is the environment expressions are evaluated against: the
+// values and functions a process exposes. Every node starts with addr,
+// instance, kind, pid, host, started_at, uptime_seconds, goroutines and
+// memory (a map of Go runtime memory figures); a cluster node also gets
+// cluster_id. Clusters add their shard ids and statuses and guild, user and
+// channel counts (by convention shard_ids, shards, guilds, users,
+// channels); users add their own.
+//
+// Expressions can only read what is here and call the functions registered
+// here; they cannot change the process otherwise.
+type EvalEnv struct {
+	mu   sync.RWMutex
+	vals map[string]any
+	dyn  map[string]func() any
+}
+
+func newEvalEnv(n *Node) *EvalEnv {
+	e := &EvalEnv{vals: map[string]any{}, dyn: map[string]func() any{}}
+	e.Set("addr", n.addr)
+	e.Set("instance", n.inst)
+	e.Set("kind", n.kind)
+	e.Set("pid", os.Getpid())
+	e.Set("host", n.host)
+	e.Set("started_at", n.started.UnixMilli())
+	if id, ok := strings.CutPrefix(n.addr, KindCluster+":"); ok {
+		if v, err := strconv.Atoi(id); err == nil {
+			e.Set("cluster_id", v)
+		}
+	}
+	e.Provide("uptime_seconds", func() any { return time.Since(n.started).Seconds() })
+	e.Provide("goroutines", func() any { return runtime.NumGoroutine() })
+	e.Provide("memory", func() any {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return map[string]any{"heap_alloc": m.HeapAlloc, "heap_sys": m.HeapSys, "sys": m.Sys, "num_gc": m.NumGC}
+	})
+	return e
+}
+
+// EvalEnv returns the node's eval environment, for adding values and
+// functions.
+func (n *Node) EvalEnv() *EvalEnv { return n.env }
+
+// Set exposes v under name. A func value becomes callable from
+// expressions; it is the only way an expression can act on the process.
+func (e *EvalEnv) Set(name string, v any) {
+	e.mu.Lock()
+	delete(e.dyn, name)
+	e.vals[name] = v
+	e.mu.Unlock()
+}
+
+// Provide exposes the result of f under name, called afresh for every
+// evaluation, for values that change (shard statuses, counts).
+func (e *EvalEnv) Provide(name string, f func() any) {
+	e.mu.Lock()
+	delete(e.vals, name)
+	e.dyn[name] = f
+	e.mu.Unlock()
+}
+
+// Delete removes name.
+func (e *EvalEnv) Delete(name string) {
+	e.mu.Lock()
+	delete(e.vals, name)
+	delete(e.dyn, name)
+	e.mu.Unlock()
+}
+
+// Names returns the names currently exposed.
+func (e *EvalEnv) Names() []string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]string, 0, len(e.vals)+len(e.dyn))
+	for k := range e.vals {
+		out = append(out, k)
+	}
+	for k := range e.dyn {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (e *EvalEnv) snapshot() map[string]any {
+	e.mu.RLock()
+	m := make(map[string]any, len(e.vals)+len(e.dyn))
+	for k, v := range e.vals {
+		m[k] = v
+	}
+	dyn := make(map[string]func() any, len(e.dyn))
+	for k, f := range e.dyn {
+		dyn[k] = f
+	}
+	e.mu.RUnlock()
+	for k, f := range dyn {
+		m[k] = f()
+	}
+	return m
+}
+
+// evaluate compiles and runs code against the environment and returns the
+// result as JSON. Every failure wraps ErrEval, so it reaches the caller as
+// a RemoteError with code "eval" rather than as a crash.
+func (e *EvalEnv) evaluate(code string) ([]byte, error) {
+	env := e.snapshot()
+	prog, err := expr.Compile(code, expr.Env(env))
+	if err != nil {
+		return nil, fmt.Errorf("%w: compile: %w", ErrEval, err)
+	}
+	out, err := expr.Run(prog, env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: run: %w", ErrEval, err)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("%w: result is not JSON: %w", ErrEval, err)
+	}
+	return b, nil
+}
+
+// Eval evaluates expression on every live target (see Gather for targets)
+// against each target's EvalEnv, and gathers the JSON results. A syntax
+// error is reported at once, wrapping ErrEval; errors that depend on the
+// target's environment (an unknown name) come back per answer as a
+// RemoteError matching ErrEval.
+//
+// The language is expr-lang/expr: arithmetic, comparisons, maps, arrays,
+// closures over collections (filter, map, sum, ...), and calls of the
+// functions in the environment.
+func (n *Node) Eval(ctx context.Context, target, expression string) (*Gathered, error) {
+	if _, err := parser.Parse(expression); err != nil {
+		return nil, fmt.Errorf("%w: compile: %w", ErrEval, err)
+	}
+	return n.Gather(ctx, target, OpEval, []byte(expression))
+}
+
+func (n *Node) registerBuiltins() {
+	n.handle(OpPing, func(ctx context.Context, req *Request) ([]byte, error) {
+		return json.Marshal(map[string]string{"addr": n.addr, "instance": n.inst})
+	})
+	n.handle(OpInfo, func(ctx context.Context, req *Request) ([]byte, error) {
+		n.mu.RLock()
+		ops := make([]string, 0, len(n.handlers))
+		for op := range n.handlers {
+			if !strings.HasPrefix(op, "$") {
+				ops = append(ops, op)
+			}
+		}
+		n.mu.RUnlock()
+		return json.Marshal(struct {
+			NodeInfo
+			Ops []string `json:"ops"`
+		}{NodeInfo{Instance: n.inst, Addr: n.addr, Kind: n.kind, PID: os.Getpid(), Host: n.host,
+			Group: n.opts.Group, StartedAt: n.started}, ops})
+	})
+	n.handle(OpStats, func(ctx context.Context, req *Request) ([]byte, error) {
+		return json.Marshal(n.Stats(ctx))
+	})
+	n.handle(OpEval, func(ctx context.Context, req *Request) ([]byte, error) {
+		return n.env.evaluate(string(req.Payload))
+	})
+}
+
+// Stats returns the node's counters (handled, failed, dropped,
+// dead_letters, in_flight, uptime_seconds, goroutines, heap_alloc) merged
+// with the result of the SetStats function.
+func (n *Node) Stats(ctx context.Context) map[string]any {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	out := map[string]any{
+		"addr": n.addr, "instance": n.inst,
+		"handled": n.handled.Load(), "failed": n.failed.Load(), "dropped": n.dropped.Load(),
+		"dead_letters": n.deadLetters.Load(), "in_flight": len(n.sem),
+		"uptime_seconds": time.Since(n.started).Seconds(), "goroutines": runtime.NumGoroutine(),
+		"heap_alloc": m.HeapAlloc,
+	}
+	n.mu.RLock()
+	f := n.statsFn
+	n.mu.RUnlock()
+	if f != nil {
+		for k, v := range f(ctx) {
+			out[k] = v
+		}
+	}
+	return out
+}

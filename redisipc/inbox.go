@@ -1,0 +1,379 @@
+package redisipc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// entryBytes returns the envelope bytes of a stream entry.
+func entryBytes(m redis.XMessage) []byte {
+	switch v := m.Values[fieldMsg].(type) {
+	case string:
+		return []byte(v)
+	case []byte:
+		return v
+	}
+	return nil
+}
+
+// pause waits d or until the node closes; it reports whether to go on.
+func (n *Node) pause(stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// replyReader is the process's one reader of its reply stream: every call's
+// answer arrives here and is routed by id, so a thousand waiting calls cost
+// one blocked connection, not a thousand.
+func (n *Node) replyReader() {
+	defer n.loopsWG.Done()
+	defer close(n.replyDone)
+	last := "0-0"
+	for {
+		res, err := n.rdb.XRead(n.base, &redis.XReadArgs{
+			Streams: []string{n.replyKey, last}, Count: n.opts.ReadCount, Block: n.opts.BlockTimeout,
+		}).Result()
+		if err != nil {
+			if errors.Is(err, redis.Nil) {
+				if n.isClosing() {
+					return
+				}
+				continue
+			}
+			if n.isClosing() {
+				return
+			}
+			n.log.Warn("redisipc: read replies", "err", err)
+			if !n.pause(n.closing, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				last = m.ID
+				e, err := decodeEnvelope(entryBytes(m))
+				if err != nil {
+					n.deadLetterNow(n.replyKey, m.ID, entryBytes(m), err.Error())
+					continue
+				}
+				switch e.Kind {
+				case kindReply:
+					n.pending.deliver(e)
+				case kindWake:
+					if n.isClosing() {
+						return
+					}
+				default:
+					n.deadLetterNow(n.replyKey, m.ID, entryBytes(m), fmt.Sprintf("kind %d on a reply stream", e.Kind))
+				}
+			}
+		}
+	}
+}
+
+func (n *Node) isClosing() bool {
+	select {
+	case <-n.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *Node) inboxStopped() bool {
+	select {
+	case <-n.inboxStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// inboxReader reads the inbox in batches and hands each entry to a handler
+// goroutine; the replies and acks are batched again by the writer.
+func (n *Node) inboxReader() {
+	defer n.inboxWG.Done()
+	last := n.inboxLast
+	group := n.ks.InboxGroup()
+	for !n.inboxStopped() {
+		var res []redis.XStream
+		var err error
+		if n.opts.Group {
+			res, err = n.rdb.XReadGroup(n.base, &redis.XReadGroupArgs{
+				Group: group, Consumer: n.inst, Streams: []string{n.inboxKey, ">"},
+				Count: n.opts.ReadCount, Block: n.opts.BlockTimeout,
+			}).Result()
+		} else {
+			res, err = n.rdb.XRead(n.base, &redis.XReadArgs{
+				Streams: []string{n.inboxKey, last}, Count: n.opts.ReadCount, Block: n.opts.BlockTimeout,
+			}).Result()
+		}
+		if err != nil {
+			if errors.Is(err, redis.Nil) || n.inboxStopped() {
+				continue
+			}
+			if n.opts.Group && strings.HasPrefix(err.Error(), "NOGROUP") {
+				// The inbox was deleted (FLUSHDB, expiry by hand): recreate.
+				if gerr := n.ensureGroup(n.base); gerr == nil {
+					continue
+				}
+			}
+			n.log.Warn("redisipc: read inbox", "err", err)
+			n.pause(n.inboxStop, 100*time.Millisecond)
+			continue
+		}
+		now := time.Now()
+		for _, s := range res {
+			for _, m := range s.Messages {
+				last = m.ID
+				if n.opts.Group {
+					n.inflight.add(m.ID, now)
+				}
+				n.dispatch(n.inboxKey, m.ID, entryBytes(m))
+			}
+		}
+	}
+}
+
+// reclaimLoop keeps this copy's leases on entries it is still handling, and
+// takes over entries whose reader went silent for ClaimIdle: a copy that
+// died with requests pending loses them to a live copy.
+func (n *Node) reclaimLoop() {
+	defer n.inboxWG.Done()
+	every := n.opts.ClaimIdle / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	group := n.ks.InboxGroup()
+	for {
+		select {
+		case <-n.inboxStop:
+			return
+		case <-t.C:
+		}
+		if ids := n.inflight.stale(time.Now(), every); len(ids) > 0 {
+			// Re-claiming to ourselves resets the idle time, so slow handlers
+			// are not mistaken for dead ones.
+			err := n.rdb.XClaimJustID(n.base, &redis.XClaimArgs{
+				Stream: n.inboxKey, Group: group, Consumer: n.inst, MinIdle: 0, Messages: ids,
+			}).Err()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				n.log.Warn("redisipc: refresh leases", "err", err)
+			}
+		}
+		start := "0-0"
+		for range 16 {
+			msgs, next, err := n.rdb.XAutoClaim(n.base, &redis.XAutoClaimArgs{
+				Stream: n.inboxKey, Group: group, Consumer: n.inst, MinIdle: n.opts.ClaimIdle,
+				Start: start, Count: n.opts.ReadCount,
+			}).Result()
+			if err != nil {
+				if !errors.Is(err, redis.Nil) && !n.inboxStopped() {
+					n.log.Warn("redisipc: reclaim", "err", err)
+				}
+				break
+			}
+			if len(msgs) > 0 {
+				n.log.Info("redisipc: reclaimed entries of a silent copy", slog.Int("entries", len(msgs)))
+			}
+			now := time.Now()
+			for _, m := range msgs {
+				n.inflight.add(m.ID, now)
+				n.dispatch(n.inboxKey, m.ID, entryBytes(m))
+			}
+			if next == "0-0" || next == "" || n.inboxStopped() {
+				break
+			}
+			start = next
+		}
+	}
+}
+
+// broadcastLoop answers pub/sub broadcasts aimed at this node.
+func (n *Node) broadcastLoop() {
+	defer n.loopsWG.Done()
+	for msg := range n.pubsub.Channel() {
+		if !n.serving.Load() || n.inboxStopped() {
+			continue
+		}
+		n.dispatch("", "", []byte(msg.Payload))
+	}
+}
+
+// dispatch runs one message in a handler goroutine, waiting for a free
+// slot first so a flooded node stops reading instead of growing without
+// bound. stream and entry are empty for broadcasts.
+func (n *Node) dispatch(stream, entry string, raw []byte) {
+	n.sem <- struct{}{}
+	n.handlerWG.Add(1)
+	go func() {
+		defer func() {
+			<-n.sem
+			n.handlerWG.Done()
+		}()
+		n.serve(stream, entry, raw)
+	}()
+}
+
+// serve handles one message and queues its reply (and ack). Whatever
+// arrives, the process survives and its neighbours' messages are untouched:
+// undecodable messages go to the dead-letter stream, bad requests get an
+// error reply.
+func (n *Node) serve(stream, entry string, raw []byte) {
+	ack := outMsg{op: outAckOnly}
+	if n.opts.Group && stream == n.inboxKey {
+		ack.ackKey, ack.ackID = stream, entry
+	}
+	e, err := decodeEnvelope(raw)
+	if err != nil {
+		n.deadLetter(ack, stream, entry, raw, err.Error())
+		return
+	}
+	if stream == "" {
+		if e.Kind != kindBroadcast || !matchTarget(e.To, n.addr) {
+			return
+		}
+	} else if e.Kind == kindWake {
+		n.finish(ack)
+		return
+	} else if e.Kind != kindRequest && e.Kind != kindSend {
+		n.deadLetter(ack, stream, entry, raw, fmt.Sprintf("kind %d in an inbox", e.Kind))
+		return
+	}
+	wantsReply := e.Kind != kindSend
+	if wantsReply && e.ReplyTo == "" {
+		n.deadLetter(ack, stream, entry, raw, "request without reply-to")
+		return
+	}
+	dl := e.deadline()
+	if !dl.IsZero() && !time.Now().Before(dl) {
+		// The caller has given up: running it would only waste work.
+		n.dropped.Add(1)
+		n.finish(ack)
+		return
+	}
+	fail := func(code, msg string) {
+		if !wantsReply {
+			n.deadLetter(ack, stream, entry, raw, code+": "+msg)
+			return
+		}
+		n.reply(ack, e, nil, code, msg)
+	}
+	if len(e.Payload) > n.opts.MaxPayload {
+		fail(codeTooLarge, fmt.Sprintf("payload of %d bytes exceeds the limit of %d", len(e.Payload), n.opts.MaxPayload))
+		return
+	}
+	h := n.handler(e.Op)
+	if h == nil {
+		fail(codeUnknown, fmt.Sprintf("unknown op %q", e.Op))
+		return
+	}
+	ctx := n.base
+	if !dl.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	req := &Request{ID: e.ID, Op: e.Op, From: e.From, ReplyTo: e.ReplyTo, Deadline: dl,
+		Payload: e.Payload, To: e.To, Instance: e.Instance}
+	out, err := n.run(ctx, h, req)
+	n.handled.Add(1)
+	if err != nil {
+		n.failed.Add(1)
+		code := codeHandler
+		var pe panicError
+		switch {
+		case errors.As(err, &pe):
+			code = codePanic
+		case errors.Is(err, ErrUnknownOp):
+			code = codeUnknown
+		case errors.Is(err, ErrEval):
+			code = codeEval
+		case errors.Is(err, ErrPayloadTooLarge):
+			code = codeTooLarge
+		}
+		if !wantsReply {
+			n.log.Warn("redisipc: handler failed", "op", e.Op, "from", e.From, "err", err)
+			n.finish(ack)
+			return
+		}
+		n.reply(ack, e, nil, code, err.Error())
+		return
+	}
+	if !wantsReply {
+		n.finish(ack)
+		return
+	}
+	if len(out) > n.opts.MaxPayload {
+		n.reply(ack, e, nil, codeTooLarge, fmt.Sprintf("reply of %d bytes exceeds the limit of %d", len(out), n.opts.MaxPayload))
+		return
+	}
+	n.reply(ack, e, out, "", "")
+}
+
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return fmt.Sprintf("handler panicked: %v", p.v) }
+
+func (n *Node) run(ctx context.Context, h Handler, req *Request) (out []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n.log.Error("redisipc: handler panicked", "op", req.Op, "panic", v)
+			err = panicError{v}
+		}
+	}()
+	return h(ctx, req)
+}
+
+// reply queues the answer to e together with the ack of its entry.
+func (n *Node) reply(ack outMsg, e *envelope, payload []byte, code, msg string) {
+	r := envelope{Kind: kindReply, ID: e.ID, Op: e.Op, From: n.addr, Instance: n.inst, To: e.From, Payload: payload}
+	if code != "" {
+		r.Status, r.Code, r.Payload = statusError, code, []byte(msg)
+	}
+	ack.op, ack.key, ack.maxLen, ack.data = outXAdd, n.ks.Replies(e.ReplyTo), n.opts.ReplyMaxLen, r.encode()
+	n.finish(ack)
+}
+
+func (n *Node) finish(m outMsg) {
+	if m.op == outAckOnly && m.ackKey == "" {
+		return
+	}
+	if err := n.enqueue(n.base, m); err != nil {
+		n.log.Warn("redisipc: reply not written", "err", err)
+	}
+}
+
+// deadLetter records a message that cannot be handled, with the reason,
+// and acks it so it is not redelivered forever.
+func (n *Node) deadLetter(ack outMsg, stream, entry string, raw []byte, reason string) {
+	n.deadLetters.Add(1)
+	n.log.Warn("redisipc: dead letter", "stream", stream, "entry", entry, "reason", reason)
+	ack.op, ack.key, ack.maxLen = outXAdd, n.ks.DeadLetter(), n.opts.DeadLetterMaxLen
+	ack.values = deadLetterValues(n.inst, stream, entry, raw, reason)
+	n.finish(ack)
+}
+
+func (n *Node) deadLetterNow(stream, entry string, raw []byte, reason string) {
+	n.deadLetter(outMsg{op: outAckOnly}, stream, entry, raw, reason)
+}
+
+func deadLetterValues(inst, stream, entry string, raw []byte, reason string) []any {
+	if stream == "" {
+		stream = "broadcast"
+	}
+	return []any{"reason", reason, "stream", stream, "entry", entry, "node", inst, "raw", raw,
+		"at", time.Now().UnixMilli()}
+}
