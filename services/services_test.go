@@ -1,0 +1,177 @@
+package services_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/services"
+)
+
+type counter struct {
+	launched  atomic.Bool
+	shutdown  atomic.Bool
+	handled   atomic.Int64
+	launchFor time.Duration
+}
+
+type addIn struct{ A, B int }
+
+func (c *counter) Launch(ctx context.Context, s *services.Service) error {
+	select {
+	case <-time.After(c.launchFor):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.launched.Store(true)
+	return nil
+}
+
+func (c *counter) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
+	c.handled.Add(1)
+	switch cmd.Op {
+	case "add":
+		var in addIn
+		if err := cmd.Decode(&in); err != nil {
+			return nil, err
+		}
+		return map[string]int{"sum": in.A + in.B, "copy": s.Copy}, nil
+	case "zero":
+		return 0, nil
+	case "store":
+		n, err := s.Store.Bucket("svc").Incr(ctx, "calls", 1)
+		return n, err
+	}
+	return nil, fmt.Errorf("%w: %s", redisipc.ErrUnknownOp, cmd.Op)
+}
+
+func (c *counter) Shutdown(ctx context.Context) error { c.shutdown.Store(true); return nil }
+
+func (c *counter) Stats(ctx context.Context) map[string]any {
+	return map[string]any{"handled_here": c.handled.Load()}
+}
+
+var fastIPC = redisipc.Options{BlockTimeout: 100 * time.Millisecond, HeartbeatTTL: 600 * time.Millisecond,
+	DirectoryRefresh: 100 * time.Millisecond}
+
+func TestRunCallStatsShutdown(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("unit")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	workers := make([]*counter, 3)
+	ready := make(chan int, 3)
+	var wg sync.WaitGroup
+	for i := range workers {
+		workers[i] = &counter{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := services.Run(ctx, services.Options{Name: "math", Copy: i, Redis: rdb, Keys: ks,
+				IPC: fastIPC, OnReady: func() { ready <- i }}, workers[i])
+			if err != nil {
+				t.Errorf("Run copy %d: %v", i, err)
+			}
+		}()
+	}
+	for range workers {
+		select {
+		case <-ready:
+		case <-time.After(5 * time.Second):
+			t.Fatal("copies not ready")
+		}
+	}
+	cli, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cli:t",
+		BlockTimeout: 100 * time.Millisecond, DirectoryRefresh: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close(context.Background())
+
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	var out struct{ Sum, Copy int }
+	for i := range 30 {
+		if err := services.Call(cctx, cli, "math", "add", addIn{i, 1}, &out); err != nil || out.Sum != i+1 {
+			t.Fatalf("add: %+v, %v", out, err)
+		}
+	}
+	var zero = -1
+	if err := services.Call(cctx, cli, "math", "zero", nil, &zero); err != nil || zero != 0 {
+		t.Fatalf("zero: %d, %v", zero, err)
+	}
+	if err := services.Call(cctx, cli, "math", "nope", nil, nil); !errors.Is(err, redisipc.ErrUnknownOp) {
+		t.Fatalf("unknown command: %v, want ErrUnknownOp", err)
+	}
+	if err := services.Call(cctx, cli, "math", "store", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := services.Call(cctx, cli, "absent", "add", nil, nil); !errors.Is(err, redisipc.ErrNoResponders) {
+		t.Fatalf("absent service: %v, want ErrNoResponders", err)
+	}
+
+	// Discovery: every copy answers ping and stats by itself.
+	g, err := cli.Gather(cctx, "service:math", redisipc.OpPing, nil)
+	if err != nil || len(g.Answers) != 3 || len(g.Missing) != 0 {
+		t.Fatalf("ping: %+v, %v", g, err)
+	}
+	g, err = cli.Gather(cctx, redisipc.TargetServices, redisipc.OpStats, nil)
+	if err != nil || len(g.Answers) != 3 {
+		t.Fatalf("stats: %+v, %v", g, err)
+	}
+	var total int64
+	for _, a := range g.Answers {
+		var st struct {
+			Service     string `json:"service"`
+			HandledHere int64  `json:"handled_here"`
+		}
+		if err := a.Decode(&st); err != nil || st.Service != "math" {
+			t.Fatalf("stats answer %s: %+v, %v", a.Instance, st, err)
+		}
+		total += st.HandledHere
+	}
+	if total != 33 {
+		t.Fatalf("copies handled %d commands in all, want 33", total)
+	}
+
+	cancel()
+	wg.Wait()
+	for i, w := range workers {
+		if !w.shutdown.Load() {
+			t.Errorf("copy %d: Shutdown not called", i)
+		}
+	}
+}
+
+func TestReadyTimeout(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("unit")
+	start := time.Now()
+	err := services.Run(context.Background(), services.Options{Name: "slow", Redis: rdb, Keys: ks,
+		ReadyTimeout: 100 * time.Millisecond, IPC: fastIPC}, &counter{launchFor: time.Hour})
+	if !errors.Is(err, services.ErrReadyTimeout) {
+		t.Fatalf("Run = %v, want ErrReadyTimeout", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("ready timeout took %v", el)
+	}
+	// A copy that never got ready was never advertised.
+	nodes, err := redisipc.LiveNodes(context.Background(), rdb, ks)
+	if err != nil || len(nodes) != 0 {
+		t.Fatalf("LiveNodes = %+v, %v", nodes, err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrBadOptions) {
+		t.Fatalf("Run = %v, want ErrBadOptions", err)
+	}
+}
