@@ -158,11 +158,25 @@ func newDirectory(n *Node) *directory {
 // into a storm of registry reads.
 const minRefreshGap = 20 * time.Millisecond
 
-func (d *directory) refresh(ctx context.Context, ifOlder time.Duration) (*snapshot, error) {
+// refresh re-reads the registry unless the snapshot was read after
+// notBefore. Reads are at least minRefreshGap apart; a caller that needs a
+// newer view than the last read waits out the gap instead of being told
+// about a stale one.
+func (d *directory) refresh(ctx context.Context, notBefore time.Time) (*snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if s := d.snap.Load(); time.Since(s.at) < ifOlder {
+	s := d.snap.Load()
+	if !s.at.Before(notBefore) {
 		return s, nil
+	}
+	if wait := minRefreshGap - time.Since(s.at); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
 	}
 	rdb, ks := d.n.rdb, d.n.ks
 	now := time.Now()
@@ -191,7 +205,7 @@ func (d *directory) refresh(ctx context.Context, ifOlder time.Duration) (*snapsh
 			}
 		}
 	}
-	s := &snapshot{at: now, addrs: map[string]int{}}
+	s = &snapshot{at: now, addrs: map[string]int{}}
 	live := make(map[string]string, len(insts))
 	for _, i := range insts {
 		a, ok := d.addrOf[i]
@@ -213,7 +227,7 @@ func (d *directory) current(ctx context.Context) (*snapshot, error) {
 	if time.Since(s.at) < 2*d.n.opts.DirectoryRefresh {
 		return s, nil
 	}
-	return d.refresh(ctx, d.n.opts.DirectoryRefresh)
+	return d.refresh(ctx, time.Now().Add(-d.n.opts.DirectoryRefresh))
 }
 
 // hasAddr reports whether a live node serves addr, re-reading the registry
@@ -226,7 +240,7 @@ func (d *directory) hasAddr(ctx context.Context, addr string) (bool, error) {
 	if s.addrs[addr] > 0 {
 		return true, nil
 	}
-	s, err = d.refresh(ctx, minRefreshGap)
+	s, err = d.refresh(ctx, time.Now())
 	if err != nil {
 		return false, err
 	}
@@ -244,7 +258,7 @@ func (n *Node) directoryLoop() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(n.base, n.opts.DirectoryRefresh)
-		if _, err := n.dir.refresh(ctx, n.opts.DirectoryRefresh/2); err != nil && !n.closed.Load() {
+		if _, err := n.dir.refresh(ctx, time.Now().Add(-n.opts.DirectoryRefresh/2)); err != nil && !n.closed.Load() {
 			n.log.Warn("redisipc: refresh directory", "err", err)
 		}
 		cancel()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Answer is one node's reply to a Gather.
@@ -60,7 +61,7 @@ func (n *Node) Gather(ctx context.Context, target, op string, payload []byte) (*
 	}
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
-	snap, err := n.dir.refresh(ctx, minRefreshGap)
+	snap, err := n.dir.refresh(ctx, time.Now().Add(-minRefreshGap))
 	if err != nil {
 		return nil, err
 	}

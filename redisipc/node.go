@@ -81,24 +81,24 @@ type Node struct {
 	dir    *directory
 	shards shardMapCache
 
-	base       context.Context
-	cancelBase context.CancelFunc
-	closing    chan struct{}
-	closed     atomic.Bool
-	serving    atomic.Bool
-	startOnce  sync.Once
-	inboxLast  string
-	inboxStop  chan struct{}
-	inboxWG    sync.WaitGroup
-	loopsWG    sync.WaitGroup
-	handlerWG  sync.WaitGroup
-	replyDone  chan struct{}
-	sem        chan struct{}
-	pubsub     *redis.PubSub
-	inflight   inflightSet
-	handled    atomic.Int64
-	failed     atomic.Int64
-	dropped    atomic.Int64
+	base        context.Context
+	cancelBase  context.CancelFunc
+	closing     chan struct{}
+	closed      atomic.Bool
+	serving     atomic.Bool
+	startOnce   sync.Once
+	inboxLast   string
+	inboxStop   chan struct{}
+	inboxWG     sync.WaitGroup
+	loopsWG     sync.WaitGroup
+	handlerWG   sync.WaitGroup
+	replyDone   chan struct{}
+	sem         chan struct{}
+	pubsub      *redis.PubSub
+	inflight    inflightSet
+	handled     atomic.Int64
+	failed      atomic.Int64
+	dropped     atomic.Int64
 	deadLetters atomic.Int64
 }
 

@@ -65,8 +65,8 @@ func TestCallSendHandle(t *testing.T) {
 
 	for _, tc := range []struct {
 		op, in, want string
-		is         error
-		substr     string
+		is           error
+		substr       string
 	}{
 		{op: "echo", in: "hello", want: "hello"},
 		{op: "echo", in: "", want: ""},
