@@ -186,8 +186,21 @@ func (k Keyspace) ShardUnavailable(shard int) string {
 	return k.base + "shard:" + id(shard) + ":unavailable"
 }
 
-// ShardCounts holds the counters of shard id: guilds, channels, members, roles. HASH
+// ShardCounts holds the relation sizes of every guild of shard id: field
+// "<guild>" -> "<channels>,<roles>,<members>". Absolute sizes rather than
+// counters, so replayed events cannot make them drift; a shard's totals are
+// the sum of its HVALS. HASH
 func (k Keyspace) ShardCounts(shard int) string { return k.base + "shard:" + id(shard) + ":counts" }
 
 // Users is the set of every cached user id (the user count is its SCARD). SET
 func (k Keyspace) Users() string { return k.base + "users" }
+
+// UserGuilds is the set of cached guild ids user id is a member of. It is the
+// user's reference count (the user hash goes when it empties) and tells a
+// fetch which cluster can answer for the user. SET
+func (k Keyspace) UserGuilds(user uint64) string { return k.base + "user:" + u64(user) + ":guilds" }
+
+// CacheSchema records what the projection keeps: field "<entity>" ->
+// comma-separated hash fields, so readers in other processes know whether a
+// missing field is null or not projected. HASH
+func (k Keyspace) CacheSchema() string { return k.base + "cache:schema" }
