@@ -83,7 +83,7 @@ func decodeEnvelope(b []byte) (*envelope, error) {
 		return nil, fmt.Errorf("%w: unknown status %d", ErrBadEnvelope, b[2])
 	}
 	b = b[3:]
-	d, n := binary.Uvarint(b)
+	d, n := uvarint(b)
 	if n <= 0 || d > 1<<62 {
 		return nil, fmt.Errorf("%w: bad deadline", ErrBadEnvelope)
 	}
@@ -91,7 +91,7 @@ func decodeEnvelope(b []byte) (*envelope, error) {
 	b = b[n:]
 	var fields [8][]byte
 	for i := range fields {
-		l, n := binary.Uvarint(b)
+		l, n := uvarint(b)
 		if n <= 0 {
 			return nil, fmt.Errorf("%w: bad length of field %d", ErrBadEnvelope, i)
 		}
@@ -117,4 +117,15 @@ func (e *envelope) deadline() time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(e.Deadline)
+}
+
+// uvarint is binary.Uvarint that also refuses overlong encodings, so every
+// envelope has exactly one encoding and a decoded envelope re-encodes to the
+// bytes it came from.
+func uvarint(b []byte) (uint64, int) {
+	v, n := binary.Uvarint(b)
+	if n > 1 && b[n-1] == 0 {
+		return 0, 0
+	}
+	return v, n
 }
