@@ -1,0 +1,653 @@
+// Package cli is megane-cli: inspect and control a running Megane bot from
+// any machine that reaches its Redis. It is built only on the public
+// packages (inspect, lifecycle, redisipc, store, cache), so everything it
+// shows is available to user code too.
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/megane-go/megane/cache"
+	"github.com/megane-go/megane/inspect"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/store"
+)
+
+// Launcher IPC ops, as served by the launcher at the address "launcher".
+// They are repeated here rather than imported so the CLI does not link the
+// launcher (and with it disgo).
+const (
+	opRestartCluster = "restart-cluster"
+	opRollingRestart = "rolling-restart"
+	opStatus         = "status"
+	opShutdown       = "shutdown"
+)
+
+// App returns the megane-cli application. out receives command output.
+func App(out io.Writer) *ucli.App {
+	return &ucli.App{
+		Name:      "megane-cli",
+		Usage:     "inspect and control a Megane bot through its Redis",
+		Writer:    out,
+		ErrWriter: os.Stderr,
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "redis", Aliases: []string{"r"}, EnvVars: []string{"REDIS_URL"}, Value: "redis://127.0.0.1:6379/0", Usage: "Redis URL (redis://, redis+cluster://, redis+sentinel://)"},
+			&ucli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"MEGANE_NAMESPACE"}, Usage: "bot namespace (default: the only one in Redis)"},
+			&ucli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
+			&ucli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "deadline of each request"},
+		},
+		Commands: []*ucli.Command{
+			{Name: "namespaces", Usage: "list the bot namespaces in this Redis", Action: cmdNamespaces},
+			{Name: "status", Usage: "launcher, clusters, shards, sessions and gateway limits", Action: cmdStatus},
+			{Name: "nodes", Usage: "live IPC nodes (launcher, clusters, services, CLIs)", Action: cmdNodes},
+			{Name: "events", Usage: "lifecycle events (cluster spawned/ready/exited, shard resumed, …)",
+				Flags: []ucli.Flag{
+					&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 50, Usage: "how many recent events"},
+					&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events"},
+				}, Action: cmdEvents},
+			{Name: "restart", Usage: "restart one cluster (its shards resume)", ArgsUsage: "<cluster id>", Action: cmdRestart},
+			{Name: "rolling-restart", Usage: "restart every cluster in turn", Action: cmdRolling},
+			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved)", Action: cmdShutdown},
+			{Name: "eval", Usage: "evaluate an expression on clusters/services/the launcher", ArgsUsage: "<expression>",
+				Flags: []ucli.Flag{
+					&ucli.StringFlag{Name: "target", Aliases: []string{"t"}, Value: redisipc.TargetClusters, Usage: "clusters, services, all, launcher, cluster:<id> or service:<name>"},
+				}, Action: cmdEval},
+			{Name: "ping", Usage: "ping a node", ArgsUsage: "<address>", Action: cmdPing},
+			{Name: "store", Usage: "read and write the central store", Subcommands: storeCommands()},
+			{Name: "cache", Usage: "read the cache projections", Subcommands: cacheCommands()},
+			{Name: "deadletter", Usage: "messages IPC could not handle, with the reason",
+				Flags: []ucli.Flag{&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 20}}, Action: cmdDeadLetter},
+		},
+	}
+}
+
+// Main runs megane-cli with the process arguments and exits.
+func Main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := App(os.Stdout).RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "megane-cli:", err)
+		os.Exit(1)
+	}
+}
+
+// env is what every command needs: a Redis client and a namespace.
+type env struct {
+	rdb     redis.UniversalClient
+	ks      keyspace.Keyspace
+	json    bool
+	timeout time.Duration
+	out     io.Writer
+}
+
+func open(c *ucli.Context) (*env, error) {
+	rdb, err := redisconn.Open(c.Context, c.String("redis"))
+	if err != nil {
+		return nil, err
+	}
+	ns := c.String("namespace")
+	if ns == "" {
+		found, err := inspect.Namespaces(c.Context, rdb)
+		if err != nil {
+			_ = rdb.Close()
+			return nil, err
+		}
+		switch len(found) {
+		case 0:
+			_ = rdb.Close()
+			return nil, errors.New("no Megane bot found in this Redis; is the launcher running, and is --redis right?")
+		case 1:
+			ns = found[0]
+		default:
+			_ = rdb.Close()
+			return nil, fmt.Errorf("several bots share this Redis (%s); pick one with --namespace", strings.Join(found, ", "))
+		}
+	}
+	ks, err := keyspace.New(ns)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &env{rdb: rdb, ks: ks, json: c.Bool("json"), timeout: c.Duration("timeout"), out: c.App.Writer}, nil
+}
+
+func (e *env) close() { _ = e.rdb.Close() }
+
+// node registers a short-lived IPC node for the command.
+func (e *env) node(ctx context.Context) (*redisipc.Node, error) {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return redisipc.New(ctx, redisipc.Options{Redis: e.rdb, Keys: e.ks, Addr: "cli:" + hex.EncodeToString(b[:])})
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (e *env) table() *tabwriter.Writer { return tabwriter.NewWriter(e.out, 0, 2, 2, ' ', 0) }
+
+// withEnv opens the environment, runs fn and closes it.
+func withEnv(fn func(c *ucli.Context, e *env) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		e, err := open(c)
+		if err != nil {
+			return err
+		}
+		defer e.close()
+		return fn(c, e)
+	}
+}
+
+func cmdNamespaces(c *ucli.Context) error {
+	rdb, err := redisconn.Open(c.Context, c.String("redis"))
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	found, err := inspect.Namespaces(c.Context, rdb)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(found)
+	}
+	for _, ns := range found {
+		fmt.Fprintln(c.App.Writer, ns)
+	}
+	return nil
+}
+
+var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
+	ov, err := inspect.New(e.rdb, e.ks).Overview(c.Context)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(ov)
+	}
+	now := time.Now()
+	fmt.Fprintf(e.out, "namespace %s   shards %d   max_concurrency %d   session starts %d/%d left",
+		ov.Namespace, ov.ShardCount, ov.Gateway.MaxConcurrency, ov.Gateway.Remaining, ov.Gateway.Total)
+	if !ov.Gateway.ResetAt.IsZero() {
+		fmt.Fprintf(e.out, " (reset in %s)", time.Until(ov.Gateway.ResetAt).Round(time.Second))
+	}
+	fmt.Fprintln(e.out)
+	if ov.Launcher != nil {
+		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n",
+			orDash(ov.Launcher["pid"]), orDash(ov.Launcher["host"]), orDash(ov.Launcher["status"]), inspect.Age(ov.Launcher, "started_at", now))
+	}
+	fmt.Fprintln(e.out)
+	w := e.table()
+	fmt.Fprintln(w, "CLUSTER\tSTATUS\tALIVE\tPID\tSHARDS\tRESTARTS\tUP")
+	for _, cl := range ov.Clusters {
+		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s\n", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields["pid"]),
+			ranges(cl.Shards), orDash(cl.Fields["restarts"]), inspect.Age(cl.Fields, "started_at", now))
+	}
+	_ = w.Flush()
+	fmt.Fprintln(e.out)
+	w = e.table()
+	fmt.Fprintln(w, "SHARD\tCLUSTER\tSTATUS\tLATENCY\tSESSION\tSEQ\tSAVED")
+	for _, s := range ov.Shards {
+		sess, seq, saved := "-", "-", "-"
+		if s.Session.SessionID != "" {
+			sess = s.Session.SessionID
+			if len(sess) > 12 {
+				sess = sess[:12] + "…"
+			}
+			seq = strconv.Itoa(s.Session.Sequence)
+			saved = now.Sub(s.Session.UpdatedAt).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t%dms\t%s\t%s\t%s ago\n", s.ID, s.Cluster, orDash(s.Status), s.LatencyMS, sess, seq, saved)
+	}
+	return w.Flush()
+})
+
+var cmdNodes = withEnv(func(c *ucli.Context, e *env) error {
+	nodes, err := redisipc.LiveNodes(c.Context, e.rdb, e.ks)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(nodes)
+	}
+	w := e.table()
+	fmt.Fprintln(w, "ADDRESS\tINSTANCE\tPID\tHOST\tUP")
+	for _, n := range nodes {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", n.Addr, n.Instance, n.PID, n.Host, time.Since(n.StartedAt).Round(time.Second))
+	}
+	return w.Flush()
+})
+
+var cmdEvents = withEnv(func(c *ucli.Context, e *env) error {
+	n := c.Int("count")
+	// Read the last n entries: XREVRANGE through Read is not offered, so
+	// read from the start and keep the tail (the stream is capped).
+	var all []lifecycle.Event
+	after := ""
+	for {
+		evs, next, err := lifecycle.Read(c.Context, e.rdb, e.ks, after, 1000)
+		if err != nil {
+			return err
+		}
+		all = append(all, evs...)
+		if len(all) > n {
+			all = all[len(all)-n:]
+		}
+		if len(evs) == 0 || next == after {
+			break
+		}
+		after = next
+	}
+	for _, ev := range all {
+		if err := e.printEvent(ev); err != nil {
+			return err
+		}
+	}
+	if !c.Bool("follow") {
+		return nil
+	}
+	for {
+		evs, next, err := lifecycle.Follow(c.Context, e.rdb, e.ks, after, 100, 5*time.Second)
+		if err != nil {
+			if c.Context.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, ev := range evs {
+			if err := e.printEvent(ev); err != nil {
+				return err
+			}
+		}
+		after = next
+	}
+})
+
+func (e *env) printEvent(ev lifecycle.Event) error {
+	if e.json {
+		return json.NewEncoder(e.out).Encode(ev)
+	}
+	who := ""
+	if ev.Cluster >= 0 {
+		who += fmt.Sprintf(" cluster=%d", ev.Cluster)
+	}
+	if ev.Shard >= 0 {
+		who += fmt.Sprintf(" shard=%d", ev.Shard)
+	}
+	if ev.Service != "" {
+		who += " service=" + ev.Service
+	}
+	detail := ""
+	if ev.Detail != "" {
+		detail = "  " + ev.Detail
+	}
+	_, err := fmt.Fprintf(e.out, "%s  %-20s%s%s\n", ev.At.Format("15:04:05.000"), ev.Type, who, detail)
+	return err
+}
+
+func callLauncher(c *ucli.Context, op string, in any, timeout time.Duration) error {
+	e, err := open(c)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	ctx, cancel := context.WithTimeout(c.Context, timeout)
+	defer cancel()
+	n, err := e.node(ctx)
+	if err != nil {
+		return err
+	}
+	defer n.Close(context.Background())
+	var payload []byte
+	if in != nil {
+		if payload, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	out, err := n.Call(ctx, redisipc.KindLauncher, op, payload)
+	if err != nil {
+		if errors.Is(err, redisipc.ErrNoResponders) {
+			return fmt.Errorf("no launcher is running in namespace %s: %w", e.ks.Namespace(), err)
+		}
+		return err
+	}
+	var v any
+	if len(out) > 0 && json.Unmarshal(out, &v) == nil {
+		return e.printJSON(v)
+	}
+	fmt.Fprintln(e.out, "ok")
+	return nil
+}
+
+func cmdRestart(c *ucli.Context) error {
+	id, err := strconv.Atoi(c.Args().First())
+	if err != nil || c.NArg() != 1 {
+		return errors.New("usage: megane-cli restart <cluster id>")
+	}
+	// A restart waits for the cluster to be ready again.
+	return callLauncher(c, opRestartCluster, map[string]int{"cluster": id}, max(c.Duration("timeout"), 2*time.Minute))
+}
+
+func cmdRolling(c *ucli.Context) error {
+	return callLauncher(c, opRollingRestart, nil, max(c.Duration("timeout"), 30*time.Minute))
+}
+
+func cmdShutdown(c *ucli.Context) error {
+	return callLauncher(c, opShutdown, nil, c.Duration("timeout"))
+}
+
+var cmdEval = withEnv(func(c *ucli.Context, e *env) error {
+	expr := strings.Join(c.Args().Slice(), " ")
+	if expr == "" {
+		return errors.New("usage: megane-cli eval [--target clusters] <expression>")
+	}
+	ctx, cancel := context.WithTimeout(c.Context, e.timeout)
+	defer cancel()
+	n, err := e.node(ctx)
+	if err != nil {
+		return err
+	}
+	defer n.Close(context.Background())
+	g, err := n.Eval(ctx, c.String("target"), expr)
+	if err != nil {
+		return err
+	}
+	return e.printGathered(g)
+})
+
+func (e *env) printGathered(g *redisipc.Gathered) error {
+	if e.json {
+		type answer struct {
+			From   string          `json:"from"`
+			Result json.RawMessage `json:"result,omitempty"`
+			Error  string          `json:"error,omitempty"`
+		}
+		out := struct {
+			Answers []answer `json:"answers"`
+			Missing []string `json:"missing"`
+		}{Missing: g.Missing}
+		for _, a := range g.Answers {
+			an := answer{From: a.From}
+			if a.Err != nil {
+				an.Error = a.Err.Error()
+			} else if json.Valid(a.Payload) {
+				an.Result = a.Payload
+			} else {
+				an.Result, _ = json.Marshal(string(a.Payload))
+			}
+			out.Answers = append(out.Answers, an)
+		}
+		return e.printJSON(out)
+	}
+	w := e.table()
+	for _, a := range g.Answers {
+		if a.Err != nil {
+			fmt.Fprintf(w, "%s\terror: %v\n", a.From, a.Err)
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%s\n", a.From, a.Payload)
+	}
+	for _, m := range g.Missing {
+		fmt.Fprintf(w, "%s\t(no answer)\n", m)
+	}
+	return w.Flush()
+}
+
+var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
+	to := c.Args().First()
+	if to == "" {
+		return errors.New("usage: megane-cli ping <address>  (e.g. cluster:0, service:stats, launcher)")
+	}
+	ctx, cancel := context.WithTimeout(c.Context, e.timeout)
+	defer cancel()
+	n, err := e.node(ctx)
+	if err != nil {
+		return err
+	}
+	defer n.Close(context.Background())
+	start := time.Now()
+	out, err := n.Call(ctx, to, redisipc.OpPing, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "%s answered in %s: %s\n", to, time.Since(start).Round(time.Microsecond), out)
+	return nil
+})
+
+var cmdDeadLetter = withEnv(func(c *ucli.Context, e *env) error {
+	msgs, err := e.rdb.XRevRangeN(c.Context, e.ks.DeadLetter(), "+", "-", int64(c.Int("count"))).Result()
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(msgs)
+	}
+	for _, m := range msgs {
+		keys := make([]string, 0, len(m.Values))
+		for k := range m.Values {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(e.out, "%s", m.ID)
+		for _, k := range keys {
+			v := fmt.Sprint(m.Values[k])
+			if len(v) > 80 {
+				v = v[:80] + "…"
+			}
+			fmt.Fprintf(e.out, "  %s=%q", k, v)
+		}
+		fmt.Fprintln(e.out)
+	}
+	return nil
+})
+
+func storeCommands() []*ucli.Command {
+	bucketArgs := func(c *ucli.Context, n int, usage string) ([]string, error) {
+		if c.NArg() != n {
+			return nil, errors.New("usage: megane-cli store " + usage)
+		}
+		return c.Args().Slice(), nil
+	}
+	return []*ucli.Command{
+		{Name: "buckets", Usage: "list buckets", Action: withEnv(func(c *ucli.Context, e *env) error {
+			b, err := store.New(e.rdb, e.ks).Buckets(c.Context)
+			if err != nil {
+				return err
+			}
+			for _, name := range b {
+				fmt.Fprintln(e.out, name)
+			}
+			return nil
+		})},
+		{Name: "keys", ArgsUsage: "<bucket>", Usage: "list a bucket's keys", Action: withEnv(func(c *ucli.Context, e *env) error {
+			a, err := bucketArgs(c, 1, "keys <bucket>")
+			if err != nil {
+				return err
+			}
+			keys, err := store.New(e.rdb, e.ks).Bucket(a[0]).Keys(c.Context)
+			if err != nil {
+				return err
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintln(e.out, k)
+			}
+			return nil
+		})},
+		{Name: "get", ArgsUsage: "<bucket> <key>", Usage: "print a value (JSON)", Action: withEnv(func(c *ucli.Context, e *env) error {
+			a, err := bucketArgs(c, 2, "get <bucket> <key>")
+			if err != nil {
+				return err
+			}
+			v, err := store.New(e.rdb, e.ks).Bucket(a[0]).GetRaw(c.Context, a[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.out, string(v))
+			return nil
+		})},
+		{Name: "set", ArgsUsage: "<bucket> <key> <json>", Usage: "set a value; the value is JSON (a bare word is taken as a string)", Action: withEnv(func(c *ucli.Context, e *env) error {
+			a, err := bucketArgs(c, 3, "set <bucket> <key> <json>")
+			if err != nil {
+				return err
+			}
+			var v any = json.RawMessage(a[2])
+			if !json.Valid([]byte(a[2])) {
+				v = a[2]
+			}
+			return store.New(e.rdb, e.ks).Bucket(a[0]).Set(c.Context, a[1], v)
+		})},
+		{Name: "del", ArgsUsage: "<bucket> <key>", Usage: "delete a key", Action: withEnv(func(c *ucli.Context, e *env) error {
+			a, err := bucketArgs(c, 2, "del <bucket> <key>")
+			if err != nil {
+				return err
+			}
+			ok, err := store.New(e.rdb, e.ks).Bucket(a[0]).Delete(c.Context, a[1])
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%s/%s: %w", a[0], a[1], store.ErrNotFound)
+			}
+			return nil
+		})},
+		{Name: "incr", ArgsUsage: "<bucket> <key> [delta]", Usage: "atomically add delta (default 1)", Action: withEnv(func(c *ucli.Context, e *env) error {
+			if c.NArg() < 2 || c.NArg() > 3 {
+				return errors.New("usage: megane-cli store incr <bucket> <key> [delta]")
+			}
+			delta := int64(1)
+			if c.NArg() == 3 {
+				d, err := strconv.ParseInt(c.Args().Get(2), 10, 64)
+				if err != nil {
+					return fmt.Errorf("delta: %w", err)
+				}
+				delta = d
+			}
+			n, err := store.New(e.rdb, e.ks).Bucket(c.Args().Get(0)).Incr(c.Context, c.Args().Get(1), delta)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.out, n)
+			return nil
+		})},
+	}
+}
+
+func cacheCommands() []*ucli.Command {
+	idArg := func(c *ucli.Context, what string) (uint64, error) {
+		id, err := strconv.ParseUint(c.Args().First(), 10, 64)
+		if err != nil || c.NArg() != 1 {
+			return 0, fmt.Errorf("usage: megane-cli cache %s <id>", what)
+		}
+		return id, nil
+	}
+	getter := func(what string, get func(ctx context.Context, r *cache.Reader, id uint64) (any, error)) *ucli.Command {
+		return &ucli.Command{Name: what, ArgsUsage: "<id>", Usage: "print a cached " + what, Action: withEnv(func(c *ucli.Context, e *env) error {
+			id, err := idArg(c, what)
+			if err != nil {
+				return err
+			}
+			v, err := get(c.Context, cache.NewReader(e.rdb, e.ks), id)
+			if err != nil {
+				return err
+			}
+			return e.printJSON(v)
+		})}
+	}
+	return []*ucli.Command{
+		getter("guild", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.Guild(ctx, id) }),
+		getter("channel", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.Channel(ctx, id) }),
+		getter("user", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.User(ctx, id) }),
+		getter("role", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.Role(ctx, id) }),
+		{Name: "counts", Usage: "guild, channel and user counts: total and per shard", Action: withEnv(func(c *ucli.Context, e *env) error {
+			r := cache.NewReader(e.rdb, e.ks)
+			total, err := r.TotalCounts(c.Context)
+			if err != nil {
+				return err
+			}
+			ov, err := inspect.New(e.rdb, e.ks).Overview(c.Context)
+			if err != nil {
+				return err
+			}
+			perShard := map[int]cache.Counts{}
+			for _, s := range ov.Shards {
+				cnt, err := r.ShardCounts(c.Context, s.ID)
+				if err != nil {
+					return err
+				}
+				perShard[s.ID] = cnt
+			}
+			if e.json {
+				return e.printJSON(map[string]any{"total": total, "shards": perShard})
+			}
+			if err := e.printJSON(total); err != nil {
+				return err
+			}
+			ids := make([]int, 0, len(perShard))
+			for id := range perShard {
+				ids = append(ids, id)
+			}
+			sort.Ints(ids)
+			for _, id := range ids {
+				b, _ := json.Marshal(perShard[id])
+				fmt.Fprintf(e.out, "shard %d: %s\n", id, b)
+			}
+			return nil
+		})},
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ranges renders sorted shard ids compactly: 0-3,8.
+func ranges(ids []int) string {
+	if len(ids) == 0 {
+		return "-"
+	}
+	var parts []string
+	start, prev := ids[0], ids[0]
+	flush := func() {
+		if start == prev {
+			parts = append(parts, strconv.Itoa(start))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", start, prev))
+		}
+	}
+	for _, id := range ids[1:] {
+		if id == prev+1 {
+			prev = id
+			continue
+		}
+		flush()
+		start, prev = id, id
+	}
+	flush()
+	return strings.Join(parts, ",")
+}

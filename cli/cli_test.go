@@ -1,0 +1,169 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/sessions"
+)
+
+// run executes megane-cli with args against the miniredis at addr.
+func run(t *testing.T, addr string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	full := append([]string{"megane-cli", "--redis", "redis://" + addr}, args...)
+	err := App(&out).RunContext(context.Background(), full)
+	return out.String(), err
+}
+
+func seed(t *testing.T) (addr string, ks keyspace.Keyspace) {
+	t.Helper()
+	m, rdb := testredis.Mini(t)
+	ks = keyspace.MustNew("bot1")
+	ctx := context.Background()
+	if err := identify.SaveGatewayInfo(ctx, rdb, ks, identify.GatewayInfo{
+		URL: "wss://gateway.discord.gg", Shards: 4, MaxConcurrency: 1, Total: 1000, Remaining: 990,
+		ResetAt: time.Now().Add(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rdb.HSet(ctx, ks.ShardMap(), "shard_count", 4, "clusters", 2, "0", 0, "1", 0, "2", 1, "3", 1)
+	rdb.HSet(ctx, ks.Cluster(0), "status", "ready", "pid", 123)
+	rdb.HSet(ctx, ks.Cluster(1), "status", "ready", "pid", 124)
+	rdb.Set(ctx, ks.ClusterHeartbeat(0), "1", time.Minute)
+	rdb.HSet(ctx, ks.ShardStatus(2), "status", "ready", "latency_ms", 42)
+	if err := sessions.Save(ctx, rdb, ks, 2, sessions.State{SessionID: "abc", Sequence: 17, ResumeURL: "wss://r"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lifecycle.Publish(ctx, rdb, ks, lifecycle.ClusterEvent(lifecycle.ClusterReady, 1, "4 shards")); err != nil {
+		t.Fatal(err)
+	}
+	return m.Addr(), ks
+}
+
+func TestStatusReadsTheLayout(t *testing.T) {
+	addr, _ := seed(t)
+	out, err := run(t, addr, "--json", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ov struct {
+		Namespace  string `json:"namespace"`
+		ShardCount int    `json:"shard_count"`
+		Clusters   []struct {
+			ID     int   `json:"id"`
+			Alive  bool  `json:"alive"`
+			Shards []int `json:"shards"`
+		} `json:"clusters"`
+		Shards []struct {
+			ID        int `json:"id"`
+			Cluster   int `json:"cluster"`
+			LatencyMS int `json:"latency_ms"`
+			Session   struct {
+				SessionID string
+				Sequence  int
+			} `json:"session"`
+		} `json:"shards"`
+	}
+	if err := json.Unmarshal([]byte(out), &ov); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	if ov.Namespace != "bot1" || ov.ShardCount != 4 || len(ov.Clusters) != 2 || len(ov.Shards) != 4 {
+		t.Fatalf("overview = %+v", ov)
+	}
+	if !ov.Clusters[0].Alive || ov.Clusters[1].Alive {
+		t.Errorf("alive = %v/%v, want true/false (only cluster 0 has a heartbeat)", ov.Clusters[0].Alive, ov.Clusters[1].Alive)
+	}
+	if got := ov.Shards[2]; got.Cluster != 1 || got.LatencyMS != 42 || got.Session.SessionID != "abc" || got.Session.Sequence != 17 {
+		t.Errorf("shard 2 = %+v", got)
+	}
+
+	text, err := run(t, addr, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"namespace bot1", "max_concurrency 1", "990/1000", "CLUSTER", "0-1", "abc"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestStoreRoundTripKeepsZeroValues(t *testing.T) {
+	addr, _ := seed(t)
+	for _, v := range []string{"0", "false", `""`, `{"a":1}`} {
+		if _, err := run(t, addr, "store", "set", "prefs", "k", v); err != nil {
+			t.Fatalf("set %s: %v", v, err)
+		}
+		out, err := run(t, addr, "store", "get", "prefs", "k")
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		if strings.TrimSpace(out) != v {
+			t.Errorf("get after set %s = %q", v, out)
+		}
+	}
+	out, err := run(t, addr, "store", "incr", "prefs", "n", "5")
+	if err != nil || strings.TrimSpace(out) != "5" {
+		t.Errorf("incr = %q, %v", out, err)
+	}
+	if _, err := run(t, addr, "store", "del", "prefs", "missing"); err == nil {
+		t.Error("deleting a missing key succeeded")
+	}
+}
+
+func TestEventsAndNamespaces(t *testing.T) {
+	addr, _ := seed(t)
+	out, err := run(t, addr, "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "cluster_ready") || !strings.Contains(out, "cluster=1") {
+		t.Errorf("events output: %q", out)
+	}
+	out, err = run(t, addr, "namespaces")
+	if err != nil || strings.TrimSpace(out) != "bot1" {
+		t.Errorf("namespaces = %q, %v", out, err)
+	}
+}
+
+func TestClearErrors(t *testing.T) {
+	addr, _ := seed(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"restart", "x"}, "usage"},
+		{[]string{"store", "get", "onlybucket"}, "usage"},
+		{[]string{"--namespace", "bad ns", "status"}, "namespace"},
+		{[]string{"restart", "0"}, "no launcher"},
+	}
+	for _, tt := range tests {
+		_, err := run(t, addr, append([]string{"--timeout", "2s"}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error = %v, want it to mention %q", tt.args, err, tt.want)
+		}
+	}
+	if _, err := run(t, "127.0.0.1:1", "status"); err == nil {
+		t.Error("status against a dead Redis succeeded")
+	}
+}
+
+func TestRanges(t *testing.T) {
+	for _, tt := range []struct {
+		in   []int
+		want string
+	}{{nil, "-"}, {[]int{0}, "0"}, {[]int{0, 1, 2, 5, 7, 8}, "0-2,5,7-8"}} {
+		if got := ranges(tt.in); got != tt.want {
+			t.Errorf("ranges(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
