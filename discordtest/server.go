@@ -297,28 +297,28 @@ func (s *Server) World() *World {
 func (s *Server) Identifies() []IdentifyRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.identifies)
+	return append([]IdentifyRecord{}, s.identifies...)
 }
 
 // Resumes returns every RESUME attempt, oldest first.
 func (s *Server) Resumes() []ResumeRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.resumes)
+	return append([]ResumeRecord{}, s.resumes...)
 }
 
 // Violations returns every identify-concurrency violation, oldest first.
 func (s *Server) Violations() []Violation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.violations)
+	return append([]Violation{}, s.violations...)
 }
 
 // Messages returns the messages posted over REST, oldest first.
 func (s *Server) Messages() []PostedMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.messages)
+	return append([]PostedMessage{}, s.messages...)
 }
 
 // SessionStartRemaining is session_start_limit.remaining: SessionStartTotal minus

@@ -1,0 +1,198 @@
+package discordtest
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/disgoorg/snowflake/v2"
+)
+
+func TestWorldIsDeterministicAndSpreadsEvenly(t *testing.T) {
+	opts := WorldOptions{Seed: 42, Guilds: 100, ChannelsPerGuild: 4, RolesPerGuild: 2, MembersPerGuild: 3, Users: 20}.withDefaults()
+	bot := User{ID: DefaultAppID, Username: "fakebot", Bot: true}
+	a, b := generateWorld(opts, bot), generateWorld(opts, bot)
+	if !reflect.DeepEqual(a.Guilds, b.Guilds) || !reflect.DeepEqual(a.Users, b.Users) {
+		t.Fatal("same seed produced different worlds")
+	}
+	other := generateWorld(WorldOptions{Seed: 43, Guilds: 100}.withDefaults(), bot)
+	if other.Guilds[0].ID == a.Guilds[0].ID {
+		t.Fatal("different seeds produced the same ids")
+	}
+	ids := map[snowflake.ID]string{}
+	unique := func(id snowflake.ID, what string) {
+		if prev, ok := ids[id]; ok && !(what == "role" && prev == "guild") {
+			t.Fatalf("%s id %v already used by a %s", what, id, prev)
+		}
+		ids[id] = what
+	}
+	for _, u := range a.Users {
+		unique(u.ID, "user")
+	}
+	for i, g := range a.Guilds {
+		unique(g.ID, "guild")
+		if i > 0 && g.ID.Time().Before(a.Guilds[i-1].ID.Time()) {
+			t.Fatal("guild timestamps are not increasing")
+		}
+		for _, c := range g.Channels {
+			unique(c.ID, "channel")
+		}
+		// The @everyone role shares the guild id, as on Discord.
+		if g.Roles[0].ID != g.ID {
+			t.Fatalf("@everyone id %v != guild id %v", g.Roles[0].ID, g.ID)
+		}
+		for _, r := range g.Roles[1:] {
+			unique(r.ID, "role")
+		}
+		if len(g.Members) != 4 || g.Members[len(g.Members)-1].UserID != bot.ID {
+			t.Fatalf("guild %d members %+v", i, g.Members)
+		}
+	}
+	for _, n := range []int{1, 3, 4, 7, 16} {
+		counts := make([]int, n)
+		for _, g := range a.Guilds {
+			counts[ShardFor(g.ID, n)]++
+		}
+		for shard, c := range counts {
+			if c < 100/n || c > 100/n+1 {
+				t.Fatalf("%d shards: shard %d owns %d guilds (%v)", n, shard, c, counts)
+			}
+		}
+	}
+}
+
+func TestTokenFor(t *testing.T) {
+	if got := TokenFor(DefaultAppID); got != "MTEwMDAwMDAwMDAwMDAwMDAwMQ.fake.token" {
+		t.Fatalf("TokenFor = %q", got)
+	}
+}
+
+func TestDispatchUpdatesWorld(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 2}})
+	world := srv.World()
+	g := world.Guilds[0]
+	newUser := snowflake.ID(5555)
+	steps := []struct {
+		t     string
+		d     any
+		check func(w *World) bool
+	}{
+		{"GUILD_UPDATE", map[string]any{"id": g.ID, "name": "renamed"}, func(w *World) bool {
+			wg, _ := w.Guild(g.ID)
+			return wg.Name == "renamed"
+		}},
+		{"CHANNEL_CREATE", map[string]any{"id": "777", "type": 2, "guild_id": g.ID, "name": "new-voice", "position": 9, "permission_overwrites": []any{}}, func(w *World) bool {
+			ch, ok := w.Channel(777)
+			return ok && ch.Name == "new-voice" && ch.Type == ChannelTypeVoice && ch.GuildID == g.ID
+		}},
+		{"CHANNEL_UPDATE", map[string]any{"id": "777", "type": 2, "guild_id": g.ID, "name": "renamed-voice", "position": 9, "permission_overwrites": []any{}}, func(w *World) bool {
+			ch, ok := w.Channel(777)
+			return ok && ch.Name == "renamed-voice"
+		}},
+		{"CHANNEL_DELETE", map[string]any{"id": "777", "type": 2, "guild_id": g.ID, "name": "renamed-voice", "position": 9, "permission_overwrites": []any{}}, func(w *World) bool {
+			_, ok := w.Channel(777)
+			return !ok
+		}},
+		{"GUILD_MEMBER_ADD", map[string]any{"guild_id": g.ID, "user": map[string]any{"id": newUser, "username": "newbie", "discriminator": "0"}, "roles": []any{}, "joined_at": "2026-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0}, func(w *World) bool {
+			_, member := w.Member(g.ID, newUser)
+			u, known := w.User(newUser)
+			return member && known && u.Username == "newbie"
+		}},
+		{"GUILD_ROLE_CREATE", map[string]any{"guild_id": g.ID, "role": map[string]any{"id": "888", "name": "new-role", "permissions": "8", "position": 5, "color": 0, "hoist": false, "managed": false, "mentionable": false}}, func(w *World) bool {
+			wg, _ := w.Guild(g.ID)
+			return wg.Roles[len(wg.Roles)-1].ID == 888 && wg.Roles[len(wg.Roles)-1].Permissions == 8
+		}},
+		{"GUILD_MEMBER_UPDATE", map[string]any{"guild_id": g.ID, "user": map[string]any{"id": newUser, "username": "newbie", "discriminator": "0"}, "roles": []string{"888"}, "nick": "nick", "joined_at": "2026-01-01T00:00:00Z"}, func(w *World) bool {
+			m, ok := w.Member(g.ID, newUser)
+			return ok && m.Nick == "nick" && len(m.Roles) == 1
+		}},
+		{"GUILD_ROLE_DELETE", map[string]any{"guild_id": g.ID, "role_id": "888"}, func(w *World) bool {
+			m, _ := w.Member(g.ID, newUser)
+			wg, _ := w.Guild(g.ID)
+			return len(m.Roles) == 0 && wg.Roles[len(wg.Roles)-1].ID != 888
+		}},
+		{"GUILD_MEMBER_REMOVE", map[string]any{"guild_id": g.ID, "user": map[string]any{"id": newUser, "username": "newbie", "discriminator": "0"}}, func(w *World) bool {
+			_, ok := w.Member(g.ID, newUser)
+			return !ok
+		}},
+		{"GUILD_DELETE", map[string]any{"id": g.ID, "unavailable": true}, func(w *World) bool {
+			_, ok := w.Guild(g.ID)
+			return ok // an outage keeps the guild
+		}},
+		{"GUILD_DELETE", map[string]any{"id": g.ID}, func(w *World) bool {
+			_, ok := w.Guild(g.ID)
+			return !ok && len(w.Guilds) == 1
+		}},
+		{"GUILD_CREATE", map[string]any{"id": "1191168914233681999", "name": "joined"}, func(w *World) bool {
+			wg, ok := w.Guild(1191168914233681999)
+			return ok && wg.Name == "joined"
+		}},
+	}
+	for _, st := range steps {
+		// No session is connected: the world still changes and the caller learns that
+		// nobody received the event.
+		if _, err := srv.Dispatch(0, st.t, st.d); !errors.Is(err, ErrNoSession) {
+			t.Fatalf("%s: %v", st.t, err)
+		}
+		if !st.check(srv.World()) {
+			t.Fatalf("world not updated after %s", st.t)
+		}
+	}
+	// REST follows the world.
+	status, _, b := httpDo(t, "GET", srv.RESTURL()+"/guilds/"+g.ID.String(), "Bot "+srv.Token(), "")
+	if status != 404 {
+		t.Fatalf("deleted guild over REST: %d %s", status, b)
+	}
+}
+
+func TestDispatchRejectsPayloadsDisgoCannotHandle(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 1}})
+	gid := srv.World().Guilds[0].ID
+	bad := []struct {
+		name, t string
+		d       any
+	}{
+		{"unquoted snowflake", "GUILD_UPDATE", json.RawMessage(`{"id":` + gid.String() + `}`)},
+		{"numeric permissions", "GUILD_ROLE_CREATE", map[string]any{"guild_id": gid, "role": map[string]any{"id": "1", "permissions": 8}}},
+		{"bad timestamp", "GUILD_MEMBER_ADD", map[string]any{"guild_id": gid, "user": map[string]any{"id": "5"}, "joined_at": "yesterday"}},
+		{"DM channel in CHANNEL_CREATE", "CHANNEL_CREATE", map[string]any{"id": "5", "type": 1, "guild_id": gid}},
+		{"unknown channel type", "CHANNEL_UPDATE", map[string]any{"id": "5", "type": 99, "guild_id": gid}},
+		{"reserved READY", "READY", map[string]any{}},
+		{"lowercase type", "message_create", map[string]any{}},
+		{"not JSON", "GUILD_UPDATE", []byte("{")},
+	}
+	for _, tc := range bad {
+		if _, err := srv.Dispatch(gid, tc.t, tc.d); !errors.Is(err, ErrInvalidPayload) {
+			t.Errorf("%s: err = %v, want ErrInvalidPayload", tc.name, err)
+		}
+	}
+	if st := srv.Stats(); st.Dispatches != 0 {
+		t.Fatalf("%d dispatches went out", st.Dispatches)
+	}
+}
+
+func TestStrictIntents(t *testing.T) {
+	srv := newTestServer(t, Options{StrictIntents: true, World: WorldOptions{Guilds: 1}})
+	world := srv.World()
+	g := world.Guilds[0]
+	ch, _ := world.FirstTextChannel(g.ID)
+	c := dial(t, srv, "", "")
+	c.hello()
+	rs := c.identify(srv.Token(), 0, 1, 1) // GUILDS | GUILD_MESSAGES, no MESSAGE_CONTENT
+	if _, err := srv.Dispatch(g.ID, "GUILD_MEMBER_ADD", map[string]any{"guild_id": g.ID, "user": map[string]any{"id": "5", "username": "x"}, "roles": []any{}, "joined_at": "2026-01-01T00:00:00Z"}); !errors.Is(err, ErrWithheld) {
+		t.Fatalf("GUILD_MEMBER_ADD without GUILD_MEMBERS: %v", err)
+	}
+	d, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", messagePayload(1, ch.ID, g.ID, world.Users[0].ID, "secret"))
+	if err != nil || d.Seq != rs.Seq+1 {
+		t.Fatalf("message: %+v %v", d, err)
+	}
+	f := c.read()
+	var m struct {
+		Content string `json:"content"`
+	}
+	_ = json.Unmarshal(f.D, &m)
+	if f.typ() != "MESSAGE_CREATE" || m.Content != "" {
+		t.Fatalf("content not blanked without MESSAGE_CONTENT: %s", f.raw)
+	}
+}
