@@ -100,7 +100,7 @@ func SaveAll(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspac
 		if s.SessionID == "" {
 			continue
 		}
-		saveScript.Eval(ctx, pipe, []string{ks.ShardSession(shard)}, saveArgs(s)...)
+		SavePipe(ctx, pipe, ks, shard, s)
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {
@@ -112,6 +112,13 @@ func SaveAll(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspac
 		return fmt.Errorf("sessions: save: %w", err)
 	}
 	return nil
+}
+
+// SavePipe queues a Save of shard's session on pipe, for callers that batch
+// it with other writes. Its reply (2 replaced, 1 moved forward, 0 ignored as
+// behind) arrives with pipe.Exec.
+func SavePipe(ctx context.Context, pipe redis.Pipeliner, ks keyspace.Keyspace, shard int, s State) *redis.Cmd {
+	return saveScript.Eval(ctx, pipe, []string{ks.ShardSession(shard)}, saveArgs(s)...)
 }
 
 func saveCmd(ctx context.Context, rdb redis.Scripter, ks keyspace.Keyspace, shard int, s State) *redis.Cmd {

@@ -1,0 +1,667 @@
+// Package cluster runs one cluster: a process that owns a range of a bot's
+// gateway shards through one disgo client, and keeps everything another
+// process needs to take over in Redis.
+//
+// What Run keeps in Redis (see package keyspace):
+//
+//   - keyspace.ShardSession(shard): the shard's session, with the sequence
+//     of the last event whose listeners all returned (package sessions). A
+//     restarted cluster RESUMEs from it instead of spending an IDENTIFY, and
+//     Discord replays what was dispatched meanwhile.
+//   - keyspace.ShardStatus(shard): status (connecting, ready, resuming,
+//     disconnected, stopped), cluster, guilds, latency_ms, updated_at.
+//   - keyspace.Cluster(id): status (starting, ready, stopping, stopped,
+//     failed), pid, host, shards, shard_count, started_at, ready_at,
+//     stopped_at. The launcher adds its own fields (restarts).
+//   - keyspace.ClusterHeartbeat(id): refreshed every HeartbeatInterval with
+//     a TTL of three; it stops when an event handler is stuck, so the
+//     launcher replaces a wedged process.
+//   - keyspace.ShardMap(): shard id -> cluster id, and shard_count.
+//   - keyspace.Events(): ShardReady, ShardResumed, ShardDisconnected and
+//     ClusterReady (package lifecycle).
+//
+// IDENTIFYs go through identify.Limiter, so clusters in any number of
+// processes share the bot's identify buckets.
+//
+// Delivery: events are at-least-once across restarts. A graceful stop
+// (ctx cancelled, e.g. on SIGTERM) closes every shard with 1012, waits for
+// the listeners in flight and saves each shard's last handled sequence, so
+// the next start resumes exactly where this one stopped: nothing is lost
+// and nothing is replayed. After a crash, the next start replays what was
+// handled after the last periodic save (at most about SessionSyncInterval
+// of traffic); listeners and projections must tolerate seeing an event
+// twice.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/disgoorg/disgo"
+	"github.com/disgoorg/disgo/bot"
+	"github.com/disgoorg/disgo/cache"
+	"github.com/disgoorg/disgo/gateway"
+	"github.com/disgoorg/disgo/rest"
+	"github.com/disgoorg/disgo/sharding"
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/sessions"
+)
+
+// Worker is the user's bot code for one cluster.
+type Worker interface {
+	// Launch is called once the disgo client exists and before any shard
+	// connects, so listeners added here with c.Client.AddEventListeners see
+	// every event, including those Discord replays after a RESUME. It must
+	// return promptly (start goroutines for long work); use c.Ready to wait
+	// for the shards. An error stops Run before anything connects.
+	Launch(ctx context.Context, c *Cluster) error
+}
+
+// Shutdowner is implemented by a Worker that wants to clean up when the
+// cluster stops. Shutdown is called after every shard was closed and its
+// session saved, with a context bounded by Options.StopTimeout.
+type Shutdowner interface {
+	Shutdown(ctx context.Context) error
+}
+
+// Cluster is what a Worker gets: the disgo client of this cluster's shards
+// and the shared Redis.
+type Cluster struct {
+	// ID is the cluster id.
+	ID int
+	// ShardIDs are the shards this cluster runs, ascending.
+	ShardIDs []int
+	// ShardCount is the bot's total shard count.
+	ShardCount int
+	// Client is the disgo client. Its shard manager runs ShardIDs; its
+	// in-process cache is off unless BotOptions turned it on.
+	Client *bot.Client
+	// Redis is the shared Redis.
+	Redis redis.UniversalClient
+	// Keys is the bot's keyspace.
+	Keys keyspace.Keyspace
+	// Logger is the cluster's logger.
+	Logger *slog.Logger
+
+	ready <-chan struct{}
+}
+
+// Ready returns a channel closed once every shard of the cluster has been
+// READY or RESUMED.
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+// WaitReady blocks until every shard of the cluster has been READY or
+// RESUMED, or ctx ends.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs the cluster until ctx ends, then stops it resumably and returns
+// nil. It returns an error when the options are unusable
+// (ErrInvalidOptions), when Redis or Discord cannot be reached at start,
+// when the daily session budget is too low (identify.ErrSessionStartLimit),
+// when Launch fails, or when a shard gives up for good (ErrShardFailed; the
+// other shards are stopped resumably first). No panic escapes Run: panics in
+// Launch, Shutdown, the callbacks and disgo's event handling are recovered
+// and logged (or returned, for Launch and Shutdown).
+func Run(ctx context.Context, opts Options, w Worker) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cluster: panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	o := opts.withDefaults()
+	if w == nil {
+		return fmt.Errorf("%w: Worker is nil", ErrInvalidOptions)
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	r := &runner{
+		o:     o,
+		log:   o.Logger.With(slog.Int("cluster_id", o.ID)),
+		rdb:   o.Redis,
+		ks:    o.Keys,
+		fatal: make(chan error, 1),
+		opens: map[int]*openState{},
+	}
+	return r.run(ctx, w)
+}
+
+type runner struct {
+	o   Options
+	log *slog.Logger
+	rdb redis.UniversalClient
+	ks  keyspace.Keyspace
+
+	client  *bot.Client
+	sm      sharding.ShardManager
+	limiter *identify.Limiter
+	track   *tracker
+	ids     []int
+
+	fatal chan error
+	opens map[int]*openState
+}
+
+type openState struct {
+	cancel   context.CancelFunc
+	resuming bool
+	done     chan struct{}
+}
+
+// loops are the cluster's background goroutines, stopped in two steps: the
+// writer and the status poller before the final save, the heartbeat last.
+type loops struct {
+	cancelWork, cancelBeat context.CancelFunc
+	work, beat             sync.WaitGroup
+}
+
+func (l *loops) stopWork() { l.cancelWork(); l.work.Wait() }
+func (l *loops) stopBeat() { l.cancelBeat(); l.beat.Wait() }
+
+func (r *runner) run(ctx context.Context, w Worker) error {
+	o := r.o
+	client, err := disgo.New(o.Token, r.botOptions()...)
+	if err != nil {
+		return fmt.Errorf("cluster: build client: %w", err)
+	}
+	r.client = client
+	defer client.Rest.Close(context.WithoutCancel(ctx))
+
+	url, count, maxConc, err := r.resolveGateway(ctx)
+	if err != nil {
+		return err
+	}
+	ids := o.ShardIDs
+	if len(ids) == 0 {
+		for i := range count {
+			ids = append(ids, i)
+		}
+	}
+	ids = sortedIDs(setOf(ids))
+	if err := validateShards(ids, count); err != nil {
+		return err
+	}
+	r.ids = ids
+
+	states, err := sessions.Load(ctx, r.rdb, r.ks, ids)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if err := identify.CheckBudget(ctx, r.rdb, r.ks, len(ids)-len(states), o.IdentifyReserve); err != nil {
+		return fmt.Errorf("cluster %d: %w", o.ID, err)
+	}
+	r.track = newTracker(o.ID, ids, states)
+	r.sm = r.shardManager(url, count, maxConc, ids, states)
+	client.ShardManager = r.sm
+
+	c := &Cluster{
+		ID: o.ID, ShardIDs: ids, ShardCount: count, Client: client,
+		Redis: r.rdb, Keys: r.ks, Logger: r.log, ready: r.track.ready,
+	}
+	if err := r.register(ctx, ids, count); err != nil {
+		return err
+	}
+	bg := r.startLoops(context.WithoutCancel(ctx))
+
+	if err := r.launch(ctx, w, c); err != nil {
+		r.finish(ctx, bg, "failed")
+		return err
+	}
+
+	readyWatch := make(chan struct{})
+	go func() {
+		defer close(readyWatch)
+		select {
+		case <-r.track.ready:
+			r.onReady(ctx)
+		case <-ctx.Done():
+		}
+	}()
+
+	resuming := 0
+	for _, id := range ids {
+		s, ok := states[id]
+		if ok {
+			resuming++
+		}
+		r.open(id, s, ok)
+	}
+	r.log.InfoContext(ctx, "cluster opening shards",
+		slog.Int("shards", len(ids)), slog.Int("resuming", resuming),
+		slog.Int("identifying", len(ids)-resuming), slog.Int("shard_count", count),
+		slog.Int("max_concurrency", maxConc), slog.String("limiter", o.Limiter))
+
+	var reason error
+	select {
+	case <-ctx.Done():
+	case reason = <-r.fatal:
+		r.log.Error("cluster stopping after a fatal shard error", slog.Any("err", reason))
+	}
+	err = r.stop(ctx, w, bg, reason)
+	<-readyWatch
+	return err
+}
+
+func (r *runner) botOptions() []bot.ConfigOpt {
+	opts := []bot.ConfigOpt{
+		bot.WithLogger(r.log),
+		// The shared truth is the Redis projection; disgo's in-process cache
+		// would only double the memory.
+		bot.WithCacheConfigOpts(cache.WithCaches(cache.FlagsNone)),
+	}
+	if r.o.RESTURL != "" {
+		opts = append(opts, bot.WithRestClientConfigOpts(rest.WithURL(r.o.RESTURL)))
+	}
+	return append(opts, r.o.BotOptions...)
+}
+
+// resolveGateway fills in what Options left open, preferring what the
+// launcher saved in Redis over a GET /gateway/bot per cluster.
+func (r *runner) resolveGateway(ctx context.Context) (url string, count, maxConc int, err error) {
+	url, count, maxConc = r.o.GatewayURL, r.o.ShardCount, r.o.MaxConcurrency
+	if url != "" && count > 0 && maxConc > 0 {
+		return url, count, maxConc, nil
+	}
+	info, err := identify.LoadGatewayInfo(ctx, r.rdb, r.ks)
+	saved := err == nil
+	if err != nil && !errors.Is(err, identify.ErrNoGatewayInfo) {
+		return "", 0, 0, fmt.Errorf("cluster: %w", err)
+	}
+	fill := func(i identify.GatewayInfo) {
+		if url == "" {
+			url = i.URL
+		}
+		if count <= 0 {
+			count = i.Shards
+		}
+		if maxConc <= 0 {
+			maxConc = i.MaxConcurrency
+		}
+	}
+	fill(info)
+	if url == "" || count <= 0 || maxConc <= 0 {
+		gb, err := r.client.Rest.GetGatewayBot(rest.WithCtx(ctx))
+		if err != nil {
+			return "", 0, 0, fmt.Errorf("cluster: GET /gateway/bot: %w", err)
+		}
+		fetched := identify.GatewayInfo{
+			URL: gb.URL, Shards: gb.Shards, MaxConcurrency: gb.SessionStartLimit.MaxConcurrency,
+			Total: gb.SessionStartLimit.Total, Remaining: gb.SessionStartLimit.Remaining,
+			ResetAt: time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
+		}
+		fill(fetched)
+		if !saved {
+			// Nobody saved the budget yet (no launcher): keep Discord's so
+			// the limiter can count session starts.
+			fetched.Shards, fetched.MaxConcurrency = count, max(maxConc, 1)
+			if err := identify.SaveGatewayInfo(ctx, r.rdb, r.ks, fetched); err != nil {
+				return "", 0, 0, fmt.Errorf("cluster: %w", err)
+			}
+		}
+	}
+	if maxConc <= 0 {
+		maxConc = 1
+	}
+	if url == "" {
+		return "", 0, 0, fmt.Errorf("%w: no gateway URL from Options, Redis or Discord", ErrInvalidOptions)
+	}
+	if strings.Contains(url, "?") {
+		return "", 0, 0, fmt.Errorf("%w: gateway URL %q has a query string", ErrInvalidOptions, url)
+	}
+	return url, count, maxConc, nil
+}
+
+func (r *runner) shardManager(url string, count, maxConc int, ids []int, states map[int]sessions.State) sharding.ShardManager {
+	o := r.o
+	withStates := make(map[int]sharding.ShardState, len(ids))
+	for _, id := range ids {
+		s := states[id]
+		withStates[id] = sharding.ShardState{SessionID: s.SessionID, Sequence: s.Sequence, ResumeURL: s.ResumeURL}
+	}
+	gwOpts := append([]gateway.ConfigOpt{
+		gateway.WithURL(url),
+		gateway.WithLogger(r.log),
+		gateway.WithOS(runtime.GOOS),
+		gateway.WithBrowser(disgo.Name),
+		gateway.WithDevice(disgo.Name),
+		gateway.WithIntents(o.Intents),
+		gateway.WithEnableRawEvents(true),
+	}, o.GatewayOptions...)
+	opts := []sharding.ConfigOpt{
+		sharding.WithLogger(r.log),
+		sharding.WithShardCount(count),
+		sharding.WithShardIDsWithStates(withStates),
+		sharding.WithGatewayConfigOpts(gwOpts...),
+		sharding.WithCloseHandler(r.onShardGaveUp),
+	}
+	if o.Limiter == LimiterRedis {
+		r.limiter = identify.NewLimiter(r.rdb, r.ks, maxConc,
+			identify.WithWindow(o.IdentifyWindow), identify.WithLogger(r.log))
+		opts = append(opts, sharding.WithIdentifyRateLimiter(r.limiter))
+	} else {
+		opts = append(opts, sharding.WithIdentifyRateLimiterConfigOpt(
+			gateway.WithIdentifyMaxConcurrency(maxConc),
+			gateway.WithIdentifyWait(o.IdentifyWindow),
+			gateway.WithIdentifyRateLimiterLogger(r.log)))
+	}
+	return sharding.New(o.Token, r.handle, append(opts, o.ShardingOptions...)...)
+}
+
+// register writes the cluster's hash and its part of the shard map.
+func (r *runner) register(ctx context.Context, ids []int, count int) error {
+	host, _ := os.Hostname()
+	shards := make([]string, len(ids))
+	mapping := []any{"shard_count", count}
+	for i, id := range ids {
+		shards[i] = strconv.Itoa(id)
+		mapping = append(mapping, strconv.Itoa(id), r.o.ID)
+	}
+	pipe := r.rdb.Pipeline()
+	pipe.HSet(ctx, r.ks.Cluster(r.o.ID),
+		"status", "starting", "pid", os.Getpid(), "host", host,
+		"shards", strings.Join(shards, ","), "shard_count", count,
+		"started_at", time.Now().UnixMilli())
+	pipe.HDel(ctx, r.ks.Cluster(r.o.ID), "ready_at", "stopped_at")
+	pipe.HSet(ctx, r.ks.ShardMap(), mapping...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("cluster: register: %w", err)
+	}
+	return nil
+}
+
+func (r *runner) launch(ctx context.Context, w Worker, c *Cluster) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cluster: Launch panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	if err := w.Launch(ctx, c); err != nil {
+		return fmt.Errorf("cluster: launch: %w", err)
+	}
+	return nil
+}
+
+func (r *runner) onReady(ctx context.Context) {
+	now := time.Now()
+	if err := r.rdb.HSet(ctx, r.ks.Cluster(r.o.ID), "status", "ready", "ready_at", now.UnixMilli()).Err(); err != nil {
+		r.log.Warn("cluster: could not record readiness", slog.Any("err", err))
+	}
+	r.track.publish(lifecycle.ClusterEvent(lifecycle.ClusterReady, r.o.ID, ""))
+	r.log.Info("cluster ready", slog.Int("shards", len(r.ids)))
+	if f := r.o.OnReady; f != nil {
+		go func() {
+			defer r.recoverCallback("OnReady")
+			f()
+		}()
+	}
+}
+
+func (r *runner) recoverCallback(name string) {
+	if p := recover(); p != nil {
+		r.log.Error("cluster: callback panicked", slog.String("callback", name),
+			slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+	}
+}
+
+// open connects one shard. Its context is not Run's: disgo answers a
+// cancelled open with close code 1000, which ends a session Discord would
+// otherwise keep resumable, so stop decides per shard when to cancel.
+func (r *runner) open(id int, s sessions.State, resume bool) {
+	octx, cancel := context.WithCancel(context.Background())
+	op := &openState{cancel: cancel, resuming: resume, done: make(chan struct{})}
+	r.opens[id] = op
+	go func() {
+		defer close(op.done)
+		defer r.recoverCallback("open shard")
+		var err error
+		if resume {
+			err = r.sm.ResumeShard(octx, id, sharding.ShardState{SessionID: s.SessionID, Sequence: s.Sequence, ResumeURL: s.ResumeURL})
+		} else {
+			err = r.sm.OpenShard(octx, id)
+		}
+		if err != nil && octx.Err() == nil {
+			r.fail(fmt.Errorf("%w: shard %d: %w", ErrShardFailed, id, err))
+		}
+	}()
+}
+
+func (r *runner) fail(err error) {
+	select {
+	case r.fatal <- err:
+	default:
+	}
+}
+
+// onShardGaveUp is disgo's close handler: it runs when a shard stops for
+// good after READY (a close code that forbids reconnecting).
+func (r *runner) onShardGaveUp(g gateway.Gateway, err error, reconnect bool) {
+	if reconnect {
+		return
+	}
+	r.track.disconnected(g.ShardID(), false)
+	r.fail(fmt.Errorf("%w: shard %d closed for good: %w", ErrShardFailed, g.ShardID(), err))
+}
+
+// handle is every shard's gateway event handler: it passes each event to
+// disgo's event manager and records, once the listeners have returned, the
+// sequence that is now safe to resume from.
+func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data gateway.EventData) {
+	shard := g.ShardID()
+	r.track.begin(shard)
+	defer r.track.end(shard)
+	defer func() {
+		if p := recover(); p != nil {
+			// disgo's typed handlers can panic on payloads they do not
+			// expect; losing one event beats losing the process.
+			r.log.Error("cluster: panic while handling a gateway event",
+				slog.Int("shard_id", shard), slog.String("event_type", string(t)),
+				slog.Int("sequence", seq), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+
+	switch t {
+	case gateway.EventTypeHeartbeatAck:
+		// Read on the shard's own goroutine, right after it recorded the ACK.
+		r.track.setLatency(shard, g.Latency())
+		r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
+		return
+	case gateway.EventTypeRaw:
+		r.track.rawSeen(shard, seq)
+		if raw, ok := data.(gateway.EventRaw); ok && r.o.OnRawEvent != nil && raw.Payload != nil {
+			// The payload reader can be read once: copy it, and hand
+			// disgo's Raw listeners a fresh reader over the copy.
+			b, err := io.ReadAll(raw.Payload)
+			if err == nil {
+				r.callRaw(shard, string(raw.EventType), b)
+				raw.Payload = bytes.NewReader(b)
+				data = raw
+			}
+		}
+		r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
+		return
+	}
+
+	r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
+	switch d := data.(type) {
+	case gateway.EventReady:
+		r.track.readyEvent(shard, seq, d.SessionID, d.ResumeGatewayURL, len(d.Guilds))
+	case gateway.EventResumed:
+		r.track.handled(shard, seq)
+		r.track.resumedEvent(shard)
+	default:
+		r.track.handled(shard, seq)
+	}
+}
+
+func (r *runner) callRaw(shard int, eventType string, b []byte) {
+	defer r.recoverCallback("OnRawEvent")
+	r.o.OnRawEvent(shard, eventType, b)
+}
+
+// stop closes the cluster resumably: no shard is closed with 1000, and each
+// shard's last handled sequence is saved before Run returns.
+func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) error {
+	start := time.Now()
+	deadline := start.Add(r.o.StopTimeout)
+	r.log.Info("cluster stopping resumably")
+	r.track.stop()
+	if err := r.rdb.HSet(context.WithoutCancel(ctx), r.ks.Cluster(r.o.ID), "status", "stopping").Err(); err != nil {
+		r.log.Warn("cluster: could not record stopping", slog.Any("err", err))
+	}
+	if r.limiter != nil {
+		// Shards still waiting for an identify bucket give up at once.
+		r.limiter.Close(ctx)
+	}
+
+	// Shards still opening. One that IDENTIFYs has no session to lose, so
+	// cancel it now; one that RESUMEs gets until the deadline to finish, so
+	// it can be closed resumably below.
+	for _, op := range r.opens {
+		if !op.resuming {
+			op.cancel()
+		}
+	}
+	for id, op := range r.opens {
+		if !waitClosed(op.done, time.Until(deadline)) {
+			r.log.Warn("cluster: shard still resuming at the stop deadline; its session may be lost",
+				slog.Int("shard_id", id))
+			op.cancel()
+		}
+	}
+	for _, op := range r.opens {
+		// A cancelled open returns after disgo's own 5 s close timeout at most.
+		waitClosed(op.done, 6*time.Second)
+	}
+
+	// 1012 (service restart) keeps the session resumable; Close would send
+	// 1000, which ends it.
+	var wg sync.WaitGroup
+	for _, id := range r.ids {
+		g := r.sm.Shard(id)
+		if g == nil {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			g.CloseWithCode(cctx, websocket.CloseServiceRestart, "cluster stopping")
+		})
+	}
+	wg.Wait()
+
+	// Listeners still running finish their event before its sequence counts.
+	tick := time.NewTicker(5 * time.Millisecond)
+	for r.track.inFlight() && time.Now().Before(deadline) {
+		<-tick.C
+	}
+	tick.Stop()
+	if r.track.inFlight() {
+		r.log.Warn("cluster: event handlers still running at the stop deadline; their events will be replayed")
+	}
+
+	status := "stopped"
+	if reason != nil {
+		status = "failed"
+	}
+	r.finish(ctx, bg, status)
+
+	if s, ok := w.(Shutdowner); ok {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.StopTimeout)
+		err := r.shutdown(sctx, s)
+		cancel()
+		if err != nil {
+			r.log.Error("cluster: Shutdown failed", slog.Any("err", err))
+			if reason == nil {
+				reason = err
+			}
+		}
+	}
+	r.log.Info("cluster stopped", slog.Duration("took", time.Since(start)))
+	return reason
+}
+
+// finish stops the background loops, writes the final sessions, statuses
+// and events, and removes the heartbeat.
+func (r *runner) finish(ctx context.Context, bg *loops, status string) {
+	r.track.stop()
+	bg.stopWork()
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.StopTimeout)
+	defer cancel()
+	var err error
+	for attempt := range 3 {
+		if err = r.flush(fctx, true); err == nil {
+			break
+		}
+		r.log.Warn("cluster: final save failed", slog.Int("attempt", attempt+1), slog.Any("err", err))
+		select {
+		case <-fctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	bg.stopBeat()
+	pipe := r.rdb.Pipeline()
+	pipe.HSet(fctx, r.ks.Cluster(r.o.ID), "status", status, "stopped_at", time.Now().UnixMilli())
+	pipe.Del(fctx, r.ks.ClusterHeartbeat(r.o.ID))
+	if _, err := pipe.Exec(fctx); err != nil {
+		r.log.Warn("cluster: could not record the stop", slog.Any("err", err))
+	}
+}
+
+func (r *runner) shutdown(ctx context.Context, s Shutdowner) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cluster: Shutdown panicked: %v", p)
+		}
+	}()
+	return s.Shutdown(ctx)
+}
+
+func waitClosed(ch <-chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func setOf(ids []int) map[int]struct{} {
+	m := make(map[int]struct{}, len(ids))
+	for _, id := range ids {
+		m[id] = struct{}{}
+	}
+	return m
+}

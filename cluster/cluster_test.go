@@ -1,0 +1,338 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/disgoorg/snowflake/v2"
+
+	"github.com/megane-go/megane/cluster"
+	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/sessions"
+)
+
+type nopWorker struct{}
+
+func (nopWorker) Launch(context.Context, *cluster.Cluster) error { return nil }
+
+func TestRunRejectsBadOptions(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("test")
+	good := cluster.Options{
+		ID: 0, ShardIDs: []int{0, 1}, ShardCount: 2, MaxConcurrency: 1,
+		Token: discordtest.TokenFor(discordtest.DefaultAppID), GatewayURL: "ws://127.0.0.1:1",
+		RESTURL: "http://127.0.0.1:1/api/v10", Redis: rdb, Keys: ks,
+	}
+	tests := []struct {
+		name   string
+		mutate func(*cluster.Options)
+		worker cluster.Worker
+		want   string
+	}{
+		{"nil worker", func(*cluster.Options) {}, nil, "Worker is nil"},
+		{"no token", func(o *cluster.Options) { o.Token = "" }, nopWorker{}, "Token is empty"},
+		{"no redis", func(o *cluster.Options) { o.Redis = nil }, nopWorker{}, "Redis is nil"},
+		{"zero keyspace", func(o *cluster.Options) { o.Keys = keyspace.Keyspace{} }, nopWorker{}, "zero Keyspace"},
+		{"bad limiter", func(o *cluster.Options) { o.Limiter = "file" }, nopWorker{}, `Limiter "file"`},
+		{"duplicate shard", func(o *cluster.Options) { o.ShardIDs = []int{1, 1} }, nopWorker{}, "listed twice"},
+		{"shard beyond count", func(o *cluster.Options) { o.ShardIDs = []int{0, 2} }, nopWorker{}, "not below the shard count 2"},
+		{"query in gateway url", func(o *cluster.Options) { o.GatewayURL = "ws://x/?v=10" }, nopWorker{}, "query string"},
+		{"negative interval", func(o *cluster.Options) { o.HeartbeatInterval = -time.Second }, nopWorker{}, "HeartbeatInterval -1s is negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := good
+			tt.mutate(&o)
+			err := cluster.Run(context.Background(), o, tt.worker)
+			if !errors.Is(err, cluster.ErrInvalidOptions) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Run = %v, want ErrInvalidOptions mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// messagePayload is a guild MESSAGE_CREATE as Discord sends it.
+func messagePayload(id, channelID, guildID snowflake.ID, content string) map[string]any {
+	return map[string]any{
+		"id": id, "channel_id": channelID, "guild_id": guildID,
+		"author": map[string]any{"id": "42", "username": "user", "discriminator": "0"},
+		"member": map[string]any{"roles": []string{}, "joined_at": "2024-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0},
+		"content": content, "timestamp": time.Now().UTC().Format(time.RFC3339Nano), "edited_timestamp": nil,
+		"tts": false, "mention_everyone": false, "mentions": []any{}, "mention_roles": []any{}, "attachments": []any{},
+		"embeds": []any{}, "components": []any{}, "pinned": false, "type": 0, "flags": 0,
+	}
+}
+
+var lastMsgID atomic.Uint64
+
+func init() { lastMsgID.Store(1_300_000_000_000_000_000) }
+
+// sendBatch dispatches n messages round-robin over the world's guilds, with
+// contents prefix-0..prefix-(n-1), and returns the contents.
+func sendBatch(t *testing.T, srv *discordtest.Server, prefix string, n int) []string {
+	t.Helper()
+	world := srv.World()
+	var out []string
+	for i := range n {
+		g := world.Guilds[i%len(world.Guilds)]
+		ch, ok := world.FirstTextChannel(g.ID)
+		if !ok {
+			t.Fatalf("guild %s has no text channel", g.ID)
+		}
+		content := fmt.Sprintf("%s-%d", prefix, i)
+		id := snowflake.ID(lastMsgID.Add(1))
+		if _, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", messagePayload(id, ch.ID, g.ID, content)); err != nil {
+			t.Fatalf("dispatch %s: %v", content, err)
+		}
+		out = append(out, content)
+	}
+	return out
+}
+
+func allReplied(contents []string) func(*discordtest.Server) bool {
+	return func(srv *discordtest.Server) bool {
+		got := replies(srv)
+		for _, c := range contents {
+			if got[c] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// TestIdentifyLimitAcrossProcesses runs two cluster processes that split
+// four shards of a bot with max_concurrency 1. With the Redis limiter the
+// fake records no identify-concurrency violation; with disgo's per-process
+// limiter it does, which shows the check can fail.
+func TestIdentifyLimitAcrossProcesses(t *testing.T) {
+	for _, tc := range []struct {
+		limiter        string
+		wantViolations bool
+	}{
+		{cluster.LimiterRedis, false},
+		{cluster.LimiterLocal, true},
+	} {
+		t.Run(tc.limiter, func(t *testing.T) {
+			t.Parallel()
+			_, url, ks := realRedis(t)
+			const window = time.Second
+			srv := newFake(t, discordtest.Options{
+				Shards: 4, MaxConcurrency: 1, IdentifyWindow: window,
+				HeartbeatInterval: time.Second, World: discordtest.WorldOptions{Guilds: 8},
+			})
+			base := procConfig{
+				ns: ks.Namespace(), shardCount: 4, maxConc: 1, limiter: tc.limiter,
+				windowMS: int(window / time.Millisecond), redisURL: url, srv: srv,
+			}
+			a, b := base, base
+			a.clusterID, a.shards = 0, "0,1"
+			b.clusterID, b.shards = 1, "2,3"
+			pa := startProc(t, "cluster0", a)
+			pb := startProc(t, "cluster1", b)
+			pa.waitReady(30 * time.Second)
+			pb.waitReady(30 * time.Second)
+
+			ids := srv.Identifies()
+			if len(ids) != 4 {
+				t.Fatalf("%d identifies, want 4", len(ids))
+			}
+			v := srv.Violations()
+			for _, x := range v {
+				t.Logf("violation: shard %d bucket %d %s after the previous identify", x.Shard, x.Bucket, x.SincePrevious)
+			}
+			if tc.wantViolations && len(v) == 0 {
+				t.Fatal("disgo's per-process limiter produced no violation; the test cannot tell the limiters apart")
+			}
+			if !tc.wantViolations && len(v) != 0 {
+				t.Fatalf("%d identify-concurrency violations with the Redis limiter", len(v))
+			}
+			if tc.limiter == cluster.LimiterRedis {
+				for i := 1; i < len(ids); i++ {
+					if gap := ids[i].At.Sub(ids[i-1].At); gap < window {
+						t.Errorf("identify %d came %s after the previous one", i, gap)
+					}
+				}
+			}
+			for _, p := range []*proc{pa, pb} {
+				if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+					t.Fatalf("%s exit: %v", p.name, err)
+				}
+			}
+		})
+	}
+}
+
+// TestGracefulRestartResumes stops a cluster with SIGTERM, dispatches
+// messages while it is down and starts it again: every shard RESUMEs (no
+// IDENTIFY) and every message is handled exactly once.
+func TestGracefulRestartResumes(t *testing.T) {
+	t.Parallel()
+	rdb, url, ks := realRedis(t)
+	srv := newFake(t, discordtest.Options{
+		Shards: 2, MaxConcurrency: 2, HeartbeatInterval: time.Second,
+		World: discordtest.WorldOptions{Guilds: 4},
+	})
+	cfg := procConfig{ns: ks.Namespace(), shards: "0,1", shardCount: 2, maxConc: 2, redisURL: url, srv: srv}
+	ctx := context.Background()
+
+	p1 := startProc(t, "first", cfg)
+	p1.waitReady(20 * time.Second)
+	before := sendBatch(t, srv, "before", 6)
+	waitSrv(t, srv, "replies before the restart", 10*time.Second, allReplied(before))
+
+	if err := p1.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatalf("graceful stop: %v (errors %v)", err, p1.errors())
+	}
+	if p1.count("stopped") != 1 {
+		t.Fatal("Run did not return nil on SIGTERM")
+	}
+	saved, err := sessions.Load(ctx, rdb, ks, []int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for shard := range 2 {
+		st, _ := srv.ShardStatus(shard)
+		s, ok := saved[shard]
+		if !ok || s.SessionID != st.SessionID || s.Sequence != st.Seq {
+			t.Fatalf("shard %d saved %+v, fake session %s at seq %d", shard, s, st.SessionID, st.Seq)
+		}
+		if status := rdb.HGet(ctx, ks.ShardStatus(shard), "status").Val(); status != "stopped" {
+			t.Fatalf("shard %d status %q after stop", shard, status)
+		}
+	}
+	if n := rdb.Exists(ctx, ks.ClusterHeartbeat(0)).Val(); n != 0 {
+		t.Fatal("heartbeat key left behind by a graceful stop")
+	}
+
+	identifies, resumes := len(srv.Identifies()), len(srv.Resumes())
+	during := sendBatch(t, srv, "during", 8)
+
+	p2 := startProc(t, "second", cfg)
+	p2.waitReady(20 * time.Second)
+	waitSrv(t, srv, "replies to what was sent while down", 10*time.Second, allReplied(during))
+
+	if got := len(srv.Identifies()); got != identifies {
+		t.Fatalf("restart identified %d times; want resumes only", got-identifies)
+	}
+	newResumes := srv.Resumes()[resumes:]
+	if len(newResumes) != 2 {
+		t.Fatalf("%d resumes after the restart, want 2: %+v", len(newResumes), newResumes)
+	}
+	for _, r := range newResumes {
+		if !r.OK {
+			t.Fatalf("resume failed: %+v", r)
+		}
+	}
+	got := replies(srv)
+	for _, c := range append(before, during...) {
+		if got[c] != 1 {
+			t.Errorf("%q handled %d times, want exactly once", c, got[c])
+		}
+	}
+	if p2.count("message") != len(during) {
+		t.Errorf("second process saw %d messages, want %d", p2.count("message"), len(during))
+	}
+	evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := map[int]bool{}
+	for _, ev := range evs {
+		if ev.Type == lifecycle.ShardResumed {
+			resumed[ev.Shard] = true
+		}
+	}
+	if !resumed[0] || !resumed[1] {
+		t.Errorf("ShardResumed events for shards %v, want 0 and 1", resumed)
+	}
+	if err := p2.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCrashRestartResumes SIGKILLs a cluster and starts it again: the shards
+// RESUME from the last saved sequence, nothing is lost, and the only events
+// handled twice are those handled after the last save before the crash.
+func TestCrashRestartResumes(t *testing.T) {
+	t.Parallel()
+	rdb, url, ks := realRedis(t)
+	srv := newFake(t, discordtest.Options{
+		Shards: 2, MaxConcurrency: 2, HeartbeatInterval: time.Second,
+		World: discordtest.WorldOptions{Guilds: 4},
+	})
+	// A long sync interval makes the unsaved window obvious.
+	cfg := procConfig{ns: ks.Namespace(), shards: "0,1", shardCount: 2, maxConc: 2, redisURL: url, srv: srv, syncMS: 3000}
+	ctx := context.Background()
+
+	p1 := startProc(t, "first", cfg)
+	p1.waitReady(20 * time.Second)
+	saved := sendBatch(t, srv, "saved", 6)
+	waitSrv(t, srv, "replies to the first batch", 10*time.Second, allReplied(saved))
+	// Wait until the cluster has stored every handled sequence.
+	waitSrv(t, srv, "sequences saved", 10*time.Second, func(srv *discordtest.Server) bool {
+		states, err := sessions.Load(ctx, rdb, ks, []int{0, 1})
+		if err != nil {
+			return false
+		}
+		for shard := range 2 {
+			st, _ := srv.ShardStatus(shard)
+			if states[shard].Sequence != st.Seq {
+				return false
+			}
+		}
+		return true
+	})
+
+	unsaved := sendBatch(t, srv, "unsaved", 6)
+	waitSrv(t, srv, "replies to the second batch", 10*time.Second, allReplied(unsaved))
+	_ = p1.stop(syscall.SIGKILL, 10*time.Second)
+
+	identifies := len(srv.Identifies())
+	resumes := len(srv.Resumes())
+	down := sendBatch(t, srv, "down", 6)
+
+	p2 := startProc(t, "second", cfg)
+	p2.waitReady(20 * time.Second)
+	waitSrv(t, srv, "replies to what was sent while down", 10*time.Second, allReplied(down))
+
+	if got := len(srv.Identifies()); got != identifies {
+		t.Fatalf("restart after a crash identified %d times; want resumes only", got-identifies)
+	}
+	for _, r := range srv.Resumes()[resumes:] {
+		if !r.OK {
+			t.Fatalf("resume failed: %+v", r)
+		}
+	}
+	got := replies(srv)
+	dups := 0
+	for _, c := range saved {
+		if got[c] != 1 {
+			t.Errorf("%q (saved before the crash) handled %d times, want once", c, got[c])
+		}
+	}
+	for _, c := range unsaved {
+		if got[c] == 0 {
+			t.Errorf("%q lost", c)
+		}
+		dups += got[c] - 1
+	}
+	for _, c := range down {
+		if got[c] != 1 {
+			t.Errorf("%q (sent while down) handled %d times, want once", c, got[c])
+		}
+	}
+	t.Logf("after SIGKILL: %d of %d unsaved events replayed", dups, len(unsaved))
+	if err := p2.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,128 @@
+// Command testcluster is one cluster process for the cluster package's
+// integration tests. disgo v0.19.6 has data races, so a gateway must never
+// run inside the race-enabled test binary: the tests build this program
+// without -race and run it as a child process against the fake Discord in
+// the test process.
+//
+// It runs cluster.Run configured from the environment, answers every
+// MESSAGE_CREATE by posting "seen <content>" to the same channel (so the
+// fake's Messages() shows what the cluster handled), and prints one JSON
+// line per notable thing on stdout: {"ev":"ready"}, {"ev":"message",...},
+// {"ev":"stopped"} or {"ev":"error","err":...}. SIGTERM and SIGINT stop it
+// resumably.
+//
+// Environment: TC_REDIS_URL, TC_NAMESPACE, TC_CLUSTER_ID, TC_SHARDS (comma
+// list), TC_SHARD_COUNT, TC_MAX_CONCURRENCY, TC_TOKEN, TC_REST_URL,
+// TC_LIMITER, TC_IDENTIFY_WINDOW_MS, TC_SYNC_MS.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/disgoorg/disgo/bot"
+	"github.com/disgoorg/disgo/discord"
+	"github.com/disgoorg/disgo/events"
+	"github.com/disgoorg/disgo/gateway"
+
+	"github.com/megane-go/megane/cluster"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisconn"
+)
+
+var outMu sync.Mutex
+
+func emit(v map[string]any) {
+	b, _ := json.Marshal(v)
+	outMu.Lock()
+	defer outMu.Unlock()
+	_, _ = os.Stdout.Write(append(b, '\n'))
+}
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+type worker struct{}
+
+func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
+	c.Client.AddEventListeners(bot.NewListenerFunc(func(e *events.MessageCreate) {
+		msg := e.Message
+		emit(map[string]any{"ev": "message", "shard": e.ShardID(), "seq": e.SequenceNumber(), "content": msg.Content})
+		// Reply synchronously: the event counts as handled once this
+		// listener returns, so the reply is part of handling it.
+		_, err := c.Client.Rest.CreateMessage(msg.ChannelID, discord.MessageCreate{Content: "seen " + msg.Content})
+		if err != nil {
+			emit(map[string]any{"ev": "error", "err": err.Error()})
+		}
+	}))
+	return nil
+}
+
+func main() {
+	level := slog.LevelWarn
+	if os.Getenv("TC_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	rdb, err := redisconn.Open(ctx, os.Getenv("TC_REDIS_URL"))
+	if err != nil {
+		fail(err)
+	}
+	defer rdb.Close()
+	ks, err := keyspace.New(os.Getenv("TC_NAMESPACE"))
+	if err != nil {
+		fail(err)
+	}
+	var shards []int
+	for _, s := range strings.Split(os.Getenv("TC_SHARDS"), ",") {
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			fail(fmt.Errorf("TC_SHARDS: %w", err))
+		}
+		shards = append(shards, n)
+	}
+	opts := cluster.Options{
+		ID:                  envInt("TC_CLUSTER_ID"),
+		ShardIDs:            shards,
+		ShardCount:          envInt("TC_SHARD_COUNT"),
+		MaxConcurrency:      envInt("TC_MAX_CONCURRENCY"),
+		Token:               os.Getenv("TC_TOKEN"),
+		RESTURL:             os.Getenv("TC_REST_URL"),
+		Intents:             cluster.DefaultIntents | gateway.IntentMessageContent,
+		Redis:               rdb,
+		Keys:                ks,
+		Logger:              logger,
+		Limiter:             os.Getenv("TC_LIMITER"),
+		IdentifyWindow:      time.Duration(envInt("TC_IDENTIFY_WINDOW_MS")) * time.Millisecond,
+		SessionSyncInterval: time.Duration(envInt("TC_SYNC_MS")) * time.Millisecond,
+		HeartbeatInterval:   500 * time.Millisecond,
+		OnReady:             func() { emit(map[string]any{"ev": "ready"}) },
+	}
+	if err := cluster.Run(ctx, opts, worker{}); err != nil {
+		fail(err)
+	}
+	emit(map[string]any{"ev": "stopped"})
+}
+
+func fail(err error) {
+	emit(map[string]any{"ev": "error", "err": err.Error()})
+	os.Exit(1)
+}

@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/disgoorg/disgo/gateway"
+
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/sessions"
+)
+
+// statusPollInterval is how often shard connection states are sampled.
+// disgo waits at least a second before reconnecting, so no disconnect is
+// shorter than four samples.
+const statusPollInterval = 250 * time.Millisecond
+
+// startLoops starts the writer (sessions, statuses, events), the status
+// poller and the heartbeat. They run on ctx, which Run's cancellation does
+// not reach: stop ends them itself once the final state is written.
+func (r *runner) startLoops(ctx context.Context) *loops {
+	l := &loops{}
+	workCtx, cancelWork := context.WithCancel(ctx)
+	beatCtx, cancelBeat := context.WithCancel(ctx)
+	l.cancelWork, l.cancelBeat = cancelWork, cancelBeat
+	l.work.Go(func() { r.writer(workCtx) })
+	l.work.Go(func() { r.poller(workCtx) })
+	l.beat.Go(func() { r.heartbeat(beatCtx) })
+	return l
+}
+
+// writer flushes changed sessions every SessionSyncInterval, and at once
+// when a shard gets a new session or changes status.
+func (r *runner) writer(ctx context.Context) {
+	defer r.recoverCallback("session writer")
+	tick := time.NewTicker(r.o.SessionSyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-r.track.wake:
+		}
+		if err := r.flush(ctx, false); err != nil && ctx.Err() == nil {
+			r.log.Warn("cluster: session write failed; retrying", slog.Any("err", err))
+		}
+	}
+}
+
+// flush writes, in one pipeline, every session that moved, every status
+// that changed and every queued lifecycle event. final also saves
+// sequences received but not yet confirmed, which is only right once no
+// listener is running.
+func (r *runner) flush(ctx context.Context, final bool) error {
+	b := r.track.take(final)
+	if b.empty() {
+		return nil
+	}
+	now := time.Now().UnixMilli()
+	pipe := r.rdb.Pipeline()
+	for id, s := range b.sessions {
+		sessions.SavePipe(ctx, pipe, r.ks, id, s)
+	}
+	for id, st := range b.statuses {
+		pipe.HSet(ctx, r.ks.ShardStatus(id),
+			"status", st.status, "cluster", r.o.ID, "guilds", st.guilds, "updated_at", now)
+	}
+	for _, ev := range b.events {
+		lifecycle.PublishPipe(ctx, pipe, r.ks, ev)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.track.failed(b)
+		return err
+	}
+	r.track.done(b)
+	return nil
+}
+
+// poller notices shards that lost their connection: disgo reports it in no
+// event, only in the gateway's (mutex-guarded) status.
+func (r *runner) poller(ctx context.Context) {
+	defer r.recoverCallback("status poller")
+	tick := time.NewTicker(statusPollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, id := range r.ids {
+			g := r.sm.Shard(id)
+			if g == nil || !r.track.isConnected(id) {
+				continue
+			}
+			if st := g.Status(); st != gateway.StatusReady {
+				r.track.disconnected(id, st == gateway.StatusResuming)
+			}
+		}
+	}
+}
+
+// heartbeat refreshes keyspace.ClusterHeartbeat with a TTL of three
+// intervals, and the shards' latencies. It skips the refresh while an
+// event has been in its handlers longer than StallTimeout: every shard of
+// the process waits behind it, and the launcher should replace the
+// process, which then resumes.
+func (r *runner) heartbeat(ctx context.Context) {
+	defer r.recoverCallback("heartbeat")
+	interval := r.o.HeartbeatInterval
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if d, shard := r.track.stalled(); d > r.o.StallTimeout {
+			r.log.Error("cluster: an event handler is stuck; heartbeat withheld",
+				slog.Int("shard_id", shard), slog.Duration("stuck_for", d))
+		} else {
+			now := time.Now().UnixMilli()
+			pipe := r.rdb.Pipeline()
+			pipe.Set(ctx, r.ks.ClusterHeartbeat(r.o.ID), now, 3*interval)
+			for id, ms := range r.track.latencies() {
+				pipe.HSet(ctx, r.ks.ShardStatus(id), "latency_ms", ms, "updated_at", now)
+			}
+			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("cluster: heartbeat failed", slog.Any("err", err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/disgoorg/disgo/bot"
+	"github.com/disgoorg/disgo/gateway"
+	"github.com/disgoorg/disgo/sharding"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/keyspace"
+)
+
+// Limiter modes of Options.Limiter.
+const (
+	// LimiterRedis coordinates IDENTIFYs of every process through Redis
+	// (identify.Limiter). The default.
+	LimiterRedis = "redis"
+	// LimiterLocal uses disgo's per-process limiter, which cannot see other
+	// processes. It exists to demonstrate what LimiterRedis prevents; a bot
+	// split over several processes must not use it.
+	LimiterLocal = "local"
+)
+
+// Defaults of Options.
+const (
+	// DefaultIntents are the intents used when Options.Intents is zero: guild
+	// structure and guild and direct messages. None is privileged, so the
+	// default never gets the 4014 close of a bot without approval; add
+	// gateway.IntentMessageContent (privileged) to read message text.
+	DefaultIntents = gateway.IntentGuilds | gateway.IntentGuildMessages | gateway.IntentDirectMessages
+	// DefaultHeartbeatInterval is how often the cluster refreshes its
+	// heartbeat key.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultSessionSyncInterval is how often handled sequences are written.
+	DefaultSessionSyncInterval = time.Second
+	// DefaultStopTimeout bounds the resumable stop.
+	DefaultStopTimeout = 10 * time.Second
+	// DefaultStallTimeout is how long one event may stay in its handlers
+	// before the cluster stops heartbeating, so the launcher replaces it.
+	DefaultStallTimeout = 30 * time.Second
+)
+
+// ErrInvalidOptions is returned (wrapped, listing every problem) by Run for
+// unusable Options.
+var ErrInvalidOptions = errors.New("cluster: invalid options")
+
+// ErrShardFailed is returned (wrapped) by Run when a shard gave up for good:
+// Discord closed it with a code that forbids reconnecting (4004
+// authentication failed, 4010-4014 sharding, intents). Restarting the
+// process does not help until the configuration changes.
+var ErrShardFailed = errors.New("cluster: shard failed")
+
+// Options configures Run.
+type Options struct {
+	// ID is the cluster id, 0 or more. It names the cluster's keys and
+	// addresses.
+	ID int
+	// ShardIDs are the shards this cluster runs. Empty means all shards
+	// 0..ShardCount-1.
+	ShardIDs []int
+	// ShardCount is the bot's total shard count. Zero takes it from
+	// keyspace.Gateway() (saved by the launcher) or else from Discord's
+	// GET /gateway/bot.
+	ShardCount int
+	// MaxConcurrency is the number of identify buckets. Zero takes it like
+	// ShardCount; a value that is still unknown means 1.
+	MaxConcurrency int
+
+	// Token is the bot token.
+	Token string
+	// RESTURL is the REST base including the version, e.g.
+	// "http://127.0.0.1:8080/api/v10". Empty means Discord.
+	RESTURL string
+	// GatewayURL is the gateway URL to dial, without a query string. Empty
+	// takes it from keyspace.Gateway() or else from GET /gateway/bot.
+	GatewayURL string
+	// Intents to identify with. Zero means DefaultIntents.
+	Intents gateway.Intents
+
+	// Redis is the shared Redis. Required.
+	Redis redis.UniversalClient
+	// Keys is the bot's keyspace. Required.
+	Keys keyspace.Keyspace
+	// Logger receives the cluster's and disgo's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Limiter is LimiterRedis (default, also for "") or LimiterLocal.
+	Limiter string
+	// IdentifyWindow is the spacing between two IDENTIFYs of one bucket.
+	// Default identify.DefaultWindow (Discord's 5 s); tests against a fake
+	// with a shorter window set both to match.
+	IdentifyWindow time.Duration
+	// IdentifyReserve is how many session starts Run leaves untouched: it
+	// refuses to start (identify.ErrSessionStartLimit) when its IDENTIFYs
+	// would eat into them. Default 0.
+	IdentifyReserve int
+
+	// HeartbeatInterval is how often keyspace.ClusterHeartbeat(ID) is
+	// refreshed; its TTL is three intervals. Default
+	// DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// SessionSyncInterval is how often the sequences of handled events are
+	// written to Redis. A crash replays at most about this much of the
+	// shards' traffic. Default DefaultSessionSyncInterval.
+	SessionSyncInterval time.Duration
+	// StopTimeout bounds the resumable stop after ctx ends: waiting for
+	// shards still resuming, for handlers in flight, and the final writes.
+	// Default DefaultStopTimeout.
+	StopTimeout time.Duration
+	// StallTimeout is how long one gateway event may stay in its handlers
+	// before the cluster stops refreshing its heartbeat (a listener that
+	// never returns blocks every shard of the process, since disgo runs
+	// listeners one at a time). Default DefaultStallTimeout.
+	StallTimeout time.Duration
+
+	// BotOptions are extra disgo client options, applied after the
+	// cluster's own (so they may override the logger, REST and cache
+	// settings). The shard manager is built by the cluster: use
+	// ShardingOptions and GatewayOptions for it, because
+	// bot.WithShardManagerConfigOpts has no effect here.
+	// bot.WithAsyncEventsEnabled breaks the delivery guarantee (a sequence
+	// may be saved before its listener ran).
+	BotOptions []bot.ConfigOpt
+	// ShardingOptions are extra options for disgo's shard manager, applied
+	// after the cluster's own.
+	ShardingOptions []sharding.ConfigOpt
+	// GatewayOptions are extra options for every shard's gateway, applied
+	// after the cluster's own (for example gateway.WithCompression or
+	// gateway.WithPresenceOpts). Do not turn raw events off: the cluster
+	// tracks sequences with them.
+	GatewayOptions []gateway.ConfigOpt
+
+	// OnReady is called once, on its own goroutine, when every shard of the
+	// cluster has been READY or RESUMED.
+	OnReady func()
+	// OnRawEvent is called for every dispatch (including READY, RESUMED and
+	// event types disgo does not know) with the raw "d" JSON, before disgo's
+	// typed listeners. It runs on the shard's gateway goroutine and must not
+	// block: hand the work to a queue. data is a private copy.
+	OnRawEvent func(shardID int, eventType string, data []byte)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Intents == 0 {
+		o.Intents = DefaultIntents
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Limiter == "" {
+		o.Limiter = LimiterRedis
+	}
+	if o.IdentifyWindow == 0 {
+		o.IdentifyWindow = identify.DefaultWindow
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.SessionSyncInterval == 0 {
+		o.SessionSyncInterval = DefaultSessionSyncInterval
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	o.ShardIDs = append([]int(nil), o.ShardIDs...)
+	return o
+}
+
+// validate checks what can be checked before the shard count is known.
+func (o Options) validate() error {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if o.ID < 0 {
+		bad("ID %d is negative", o.ID)
+	}
+	if o.Token == "" {
+		bad("Token is empty")
+	}
+	if o.Redis == nil {
+		bad("Redis is nil")
+	}
+	if o.Keys.Namespace() == "" {
+		bad("Keys is the zero Keyspace: build it with keyspace.New")
+	}
+	if o.ShardCount < 0 {
+		bad("ShardCount %d is negative", o.ShardCount)
+	}
+	if o.MaxConcurrency < 0 {
+		bad("MaxConcurrency %d is negative", o.MaxConcurrency)
+	}
+	if o.Limiter != LimiterRedis && o.Limiter != LimiterLocal {
+		bad("Limiter %q is neither %q nor %q", o.Limiter, LimiterRedis, LimiterLocal)
+	}
+	if strings.Contains(o.GatewayURL, "?") {
+		bad("GatewayURL %q has a query string; disgo appends its own", o.GatewayURL)
+	}
+	if o.RESTURL != "" && !strings.HasPrefix(o.RESTURL, "http://") && !strings.HasPrefix(o.RESTURL, "https://") {
+		bad("RESTURL %q is not an http(s) URL", o.RESTURL)
+	}
+	for name, d := range map[string]time.Duration{
+		"IdentifyWindow": o.IdentifyWindow, "HeartbeatInterval": o.HeartbeatInterval,
+		"SessionSyncInterval": o.SessionSyncInterval, "StopTimeout": o.StopTimeout, "StallTimeout": o.StallTimeout,
+	} {
+		if d < 0 {
+			bad("%s %s is negative", name, d)
+		}
+	}
+	seen := map[int]bool{}
+	for _, id := range o.ShardIDs {
+		if id < 0 {
+			bad("shard id %d is negative", id)
+		}
+		if seen[id] {
+			bad("shard id %d is listed twice", id)
+		}
+		seen[id] = true
+	}
+	return joinProblems(problems)
+}
+
+// validateShards checks the shard ids against the (now known) shard count.
+func validateShards(ids []int, count int) error {
+	var problems []string
+	if count <= 0 {
+		problems = append(problems, fmt.Sprintf("shard count %d is not positive", count))
+	}
+	for _, id := range ids {
+		if count > 0 && id >= count {
+			problems = append(problems, fmt.Sprintf("shard id %d is not below the shard count %d", id, count))
+		}
+	}
+	return joinProblems(problems)
+}
+
+func joinProblems(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	sort.Strings(problems)
+	return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(problems, "; "))
+}

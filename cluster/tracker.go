@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/sessions"
+)
+
+// Shard statuses written to keyspace.ShardStatus.
+const (
+	statusConnecting   = "connecting"
+	statusReady        = "ready"
+	statusResuming     = "resuming"
+	statusDisconnected = "disconnected"
+	statusStopped      = "stopped"
+)
+
+// maxQueuedEvents bounds the lifecycle events waiting for Redis, so an
+// outage cannot grow memory without limit; the oldest are dropped.
+const maxQueuedEvents = 1000
+
+// shardTrack is what the cluster knows of one shard, learnt from the
+// events that pass through its handler rather than from disgo's gateway
+// fields, which the shard's goroutines write without synchronisation.
+type shardTrack struct {
+	sessionID string
+	resumeURL string
+	// handled is the last sequence whose listeners have all returned.
+	handled int
+	// received is the last sequence seen on the raw path. Events of a shard
+	// are handled one at a time, so when sequence n+1 arrives every
+	// listener of n has returned; this covers event types disgo does not
+	// decode, which never reach a typed handler.
+	received int
+
+	version uint64 // bumped on every session change
+	saved   uint64 // version last written to Redis
+
+	connected   bool // READY or RESUMED seen and no disconnect since
+	everReady   bool
+	status      string
+	statusDirty bool
+	guilds      int
+	latencyMS   int64
+
+	inHandler int       // nesting depth of handler calls in flight
+	since     time.Time // when the outermost one started
+}
+
+// tracker holds every shard's shardTrack, the lifecycle events waiting to
+// be written, and the cluster's readiness.
+type tracker struct {
+	cluster int
+
+	mu       sync.Mutex
+	shards   map[int]*shardTrack
+	events   []lifecycle.Event
+	notReady int
+	stopping bool
+
+	ready chan struct{} // closed once every shard was READY or RESUMED
+	wake  chan struct{} // asks the writer to flush now
+}
+
+func newTracker(cluster int, ids []int, states map[int]sessions.State) *tracker {
+	t := &tracker{
+		cluster:  cluster,
+		shards:   make(map[int]*shardTrack, len(ids)),
+		notReady: len(ids),
+		ready:    make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+	}
+	for _, id := range ids {
+		st := &shardTrack{status: statusConnecting, statusDirty: true}
+		if s, ok := states[id]; ok {
+			// What Redis had is already saved: saved == version.
+			st.sessionID, st.resumeURL, st.handled, st.received = s.SessionID, s.ResumeURL, s.Sequence, s.Sequence
+			st.status = statusResuming
+		}
+		t.shards[id] = st
+	}
+	if len(ids) == 0 {
+		close(t.ready)
+	}
+	return t
+}
+
+func (t *tracker) poke() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (t *tracker) queueLocked(ev lifecycle.Event) {
+	if len(t.events) >= maxQueuedEvents {
+		t.events = t.events[1:]
+	}
+	t.events = append(t.events, ev)
+}
+
+// begin and end bracket a handler call, for the stall check and the drain
+// at stop.
+func (t *tracker) begin(shard int) {
+	t.mu.Lock()
+	if st := t.shards[shard]; st != nil {
+		if st.inHandler == 0 {
+			st.since = time.Now()
+		}
+		st.inHandler++
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) end(shard int) {
+	t.mu.Lock()
+	if st := t.shards[shard]; st != nil && st.inHandler > 0 {
+		st.inHandler--
+	}
+	t.mu.Unlock()
+}
+
+// rawSeen records that dispatch seq arrived on shard: everything before it
+// has been handled.
+func (t *tracker) rawSeen(shard, seq int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.shards[shard]
+	if st == nil {
+		return
+	}
+	if st.received > st.handled {
+		st.handled = st.received
+		st.version++
+	}
+	if seq > st.received {
+		st.received = seq
+	}
+}
+
+// handled records that every listener of dispatch seq has returned.
+func (t *tracker) handled(shard, seq int) {
+	t.mu.Lock()
+	st := t.shards[shard]
+	if st == nil || seq <= st.handled {
+		t.mu.Unlock()
+		return
+	}
+	first := st.handled == 0
+	st.handled = seq
+	if seq > st.received {
+		st.received = seq
+	}
+	st.version++
+	t.mu.Unlock()
+	if first {
+		// A new session: store it now rather than at the next tick, so a
+		// crash right after READY still resumes.
+		t.poke()
+	}
+}
+
+// readyEvent records READY: a new session replaces whatever the shard had.
+func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds int) {
+	t.mu.Lock()
+	st := t.shards[shard]
+	if st == nil {
+		t.mu.Unlock()
+		return
+	}
+	st.sessionID, st.resumeURL = sessionID, resumeURL
+	// READY's own listeners have not run yet: the session starts at 0 and
+	// moves to seq once they return.
+	st.handled, st.received = 0, seq
+	st.version++
+	st.guilds = guilds
+	t.connectedLocked(shard, st, lifecycle.ShardReady)
+	t.mu.Unlock()
+	t.poke()
+}
+
+// resumedEvent records RESUMED.
+func (t *tracker) resumedEvent(shard int) {
+	t.mu.Lock()
+	st := t.shards[shard]
+	if st == nil {
+		t.mu.Unlock()
+		return
+	}
+	t.connectedLocked(shard, st, lifecycle.ShardResumed)
+	t.mu.Unlock()
+	t.poke()
+}
+
+func (t *tracker) connectedLocked(shard int, st *shardTrack, typ lifecycle.Type) {
+	st.connected = true
+	st.status, st.statusDirty = statusReady, true
+	t.queueLocked(lifecycle.ShardEvent(typ, t.cluster, shard, ""))
+	if !st.everReady {
+		st.everReady = true
+		t.notReady--
+		if t.notReady == 0 {
+			close(t.ready)
+		}
+	}
+}
+
+// disconnected records that a connected shard's gateway left the Ready
+// state; resuming tells whether disgo is resuming the session.
+func (t *tracker) disconnected(shard int, resuming bool) {
+	t.mu.Lock()
+	st := t.shards[shard]
+	if st == nil || !st.connected || t.stopping {
+		t.mu.Unlock()
+		return
+	}
+	st.connected = false
+	st.status, st.statusDirty = statusDisconnected, true
+	if resuming {
+		st.status = statusResuming
+	}
+	t.queueLocked(lifecycle.ShardEvent(lifecycle.ShardDisconnected, t.cluster, shard, ""))
+	t.mu.Unlock()
+	t.poke()
+}
+
+func (t *tracker) setLatency(shard int, d time.Duration) {
+	t.mu.Lock()
+	if st := t.shards[shard]; st != nil {
+		st.latencyMS = d.Milliseconds()
+	}
+	t.mu.Unlock()
+}
+
+// publish queues a lifecycle event for the writer.
+func (t *tracker) publish(ev lifecycle.Event) {
+	t.mu.Lock()
+	t.queueLocked(ev)
+	t.mu.Unlock()
+	t.poke()
+}
+
+// batch is one flush's worth of writes.
+type batch struct {
+	sessions map[int]sessions.State
+	versions map[int]uint64
+	statuses map[int]shardStatus
+	events   []lifecycle.Event
+}
+
+type shardStatus struct {
+	status string
+	guilds int
+}
+
+func (b batch) empty() bool {
+	return len(b.sessions) == 0 && len(b.statuses) == 0 && len(b.events) == 0
+}
+
+// take returns what changed since the last successful flush. final
+// also counts sequences received but not yet confirmed as handled; it is
+// only right once no handler is running.
+func (t *tracker) take(final bool) batch {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := batch{
+		sessions: map[int]sessions.State{},
+		versions: map[int]uint64{},
+		statuses: map[int]shardStatus{},
+		events:   t.events,
+	}
+	t.events = nil
+	now := time.Now()
+	for id, st := range t.shards {
+		seq := st.handled
+		if final && st.inHandler == 0 && st.received > seq {
+			seq = st.received
+		}
+		if (st.version != st.saved || seq != st.handled) && st.sessionID != "" && seq > 0 {
+			b.sessions[id] = sessions.State{SessionID: st.sessionID, Sequence: seq, ResumeURL: st.resumeURL, UpdatedAt: now}
+			b.versions[id] = st.version
+		}
+		if st.statusDirty {
+			b.statuses[id] = shardStatus{status: st.status, guilds: st.guilds}
+			st.statusDirty = false
+		}
+	}
+	return b
+}
+
+// done records a successful flush of b.
+func (t *tracker) done(b batch) {
+	t.mu.Lock()
+	for id, v := range b.versions {
+		if st := t.shards[id]; st != nil && v > st.saved {
+			st.saved = v
+		}
+	}
+	t.mu.Unlock()
+}
+
+// failed puts b's statuses and events back for the next flush.
+func (t *tracker) failed(b batch) {
+	t.mu.Lock()
+	for id := range b.statuses {
+		if st := t.shards[id]; st != nil {
+			st.statusDirty = true
+		}
+	}
+	events := append(b.events, t.events...)
+	if len(events) > maxQueuedEvents {
+		events = events[len(events)-maxQueuedEvents:]
+	}
+	t.events = events
+	t.mu.Unlock()
+}
+
+// stop marks the cluster as stopping: from now on disconnects are expected
+// and every shard's status becomes "stopped".
+func (t *tracker) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopping = true
+	for id, st := range t.shards {
+		if st.connected {
+			t.queueLocked(lifecycle.ShardEvent(lifecycle.ShardDisconnected, t.cluster, id, "cluster stopping"))
+		}
+		st.connected = false
+		st.status, st.statusDirty = statusStopped, true
+	}
+}
+
+// stalled returns the longest time one shard's handler call has been
+// running, and that shard.
+func (t *tracker) stalled() (time.Duration, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var worst time.Duration
+	shard := -1
+	for id, st := range t.shards {
+		if st.inHandler > 0 {
+			if d := time.Since(st.since); d > worst {
+				worst, shard = d, id
+			}
+		}
+	}
+	return worst, shard
+}
+
+// inFlight reports whether any handler call is running.
+func (t *tracker) inFlight() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.shards {
+		if st.inHandler > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// latencies returns every shard's last latency in ms.
+func (t *tracker) latencies() map[int]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[int]int64, len(t.shards))
+	for id, st := range t.shards {
+		out[id] = st.latencyMS
+	}
+	return out
+}
+
+// isConnected reports whether shard is READY/RESUMED and not known to be
+// disconnected.
+func (t *tracker) isConnected(shard int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.shards[shard]
+	return st != nil && st.connected
+}
+
+func sortedIDs[V any](m map[int]V) []int {
+	ids := make([]int, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	return ids
+}
