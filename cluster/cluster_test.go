@@ -64,8 +64,8 @@ func TestRunRejectsBadOptions(t *testing.T) {
 func messagePayload(id, channelID, guildID snowflake.ID, content string) map[string]any {
 	return map[string]any{
 		"id": id, "channel_id": channelID, "guild_id": guildID,
-		"author": map[string]any{"id": "42", "username": "user", "discriminator": "0"},
-		"member": map[string]any{"roles": []string{}, "joined_at": "2024-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0},
+		"author":  map[string]any{"id": "42", "username": "user", "discriminator": "0"},
+		"member":  map[string]any{"roles": []string{}, "joined_at": "2024-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0},
 		"content": content, "timestamp": time.Now().UTC().Format(time.RFC3339Nano), "edited_timestamp": nil,
 		"tts": false, "mention_everyone": false, "mentions": []any{}, "mention_roles": []any{}, "attachments": []any{},
 		"embeds": []any{}, "components": []any{}, "pinned": false, "type": 0, "flags": 0,
