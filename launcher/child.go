@@ -1,0 +1,201 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/cluster"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/services"
+)
+
+// childContext ends on SIGINT/SIGTERM and when the launcher that spawned
+// this process is gone. Pdeathsig covers the second on Linux, except when
+// the launcher died between fork and the child's first instruction; the
+// parent-pid poll covers that and other systems.
+func childContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	parent, err := strconv.Atoi(os.Getenv(envParentPID))
+	if err != nil || parent <= 0 {
+		return ctx, stop
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if os.Getppid() != parent {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return ctx, func() { cancel(); stop() }
+}
+
+// readyNotifier returns the function that tells the launcher this child is
+// ready, by writing a line on the pipe it passed as MEGANE_READY_FD. It is a
+// no-op in a child started by hand.
+func readyNotifier(log *slog.Logger) func() {
+	fd, err := strconv.Atoi(os.Getenv(envReadyFD))
+	if err != nil || fd < 0 {
+		return func() {}
+	}
+	f := os.NewFile(uintptr(fd), "megane-ready")
+	if f == nil {
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if _, err := f.WriteString(readyLine + "\n"); err != nil {
+				log.Warn("cannot report ready to the launcher", slog.Any("error", err))
+			}
+			_ = f.Close()
+		})
+	}
+}
+
+// childRedis returns the Redis of a child: Config.Redis, or one opened from
+// the URL the launcher passed. The returned func closes what was opened.
+func (l *Launcher) childRedis(ctx context.Context) (redis.UniversalClient, keyspace.Keyspace, func(), error) {
+	ks, err := keyspace.New(l.cfg.Namespace)
+	if err != nil {
+		return nil, ks, nil, fmt.Errorf("launcher: %s: %w", envNamespace, err)
+	}
+	if l.cfg.Redis != nil {
+		return l.cfg.Redis, ks, func() {}, nil
+	}
+	if l.cfg.RedisURL == "" {
+		return nil, ks, nil, fmt.Errorf("%w: %s is not set in a %s process", ErrInvalidConfig, envRedisURL, l.role)
+	}
+	rdb, err := redisconn.Open(ctx, l.cfg.RedisURL)
+	if err != nil {
+		return nil, ks, nil, fmt.Errorf("launcher: %w", err)
+	}
+	return rdb, ks, func() { _ = rdb.Close() }, nil
+}
+
+func envInt(name string) (int, error) {
+	v := os.Getenv(name)
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not an integer", ErrInvalidConfig, name, v)
+	}
+	return n, nil
+}
+
+// runCluster is Run in a cluster process.
+func (l *Launcher) runCluster(ctx context.Context) error {
+	id, err := envInt(envClusterID)
+	if err != nil {
+		return err
+	}
+	shards, err := parseShards(os.Getenv(envClusterShards))
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, envClusterShards, err)
+	}
+	if l.cfg.Shards <= 0 {
+		return fmt.Errorf("%w: %s is not set in a cluster process", ErrInvalidConfig, envShards)
+	}
+	for _, s := range shards {
+		if s >= l.cfg.Shards {
+			return fmt.Errorf("%w: shard %d of %s is not below %s=%d", ErrInvalidConfig, s, envClusterShards, envShards, l.cfg.Shards)
+		}
+	}
+	log := l.log.With(slog.Int("cluster", id))
+	ctx, stop := childContext(ctx)
+	defer stop()
+	rdb, ks, closeRedis, err := l.childRedis(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	ready := readyNotifier(log)
+	opts := cluster.Options{
+		ID:                id,
+		ShardIDs:          shards,
+		ShardCount:        l.cfg.Shards,
+		MaxConcurrency:    l.cfg.MaxConcurrency,
+		Token:             l.cfg.Token,
+		RESTURL:           l.cfg.RESTURL,
+		GatewayURL:        l.cfg.GatewayURL,
+		Intents:           l.cfg.Intents,
+		IdentifyWindow:    l.cfg.IdentifyWindow,
+		IdentifyReserve:   l.cfg.IdentifyReserve,
+		Redis:             rdb,
+		Keys:              ks,
+		Logger:            log,
+		HeartbeatInterval: l.cfg.HeartbeatInterval,
+		OnReady:           ready,
+	}
+	if l.cfg.ClusterOptions != nil {
+		l.cfg.ClusterOptions(&opts)
+		if user := opts.OnReady; user != nil {
+			opts.OnReady = func() { user(); ready() }
+		} else {
+			opts.OnReady = ready
+		}
+	}
+	log.Info("cluster starting", slog.String("shards", formatShards(shards)), slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
+	err = cluster.Run(ctx, opts, l.cfg.Worker)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("launcher: cluster %d: %w", id, err)
+	}
+	return nil
+}
+
+// runService is Run in a service process.
+func (l *Launcher) runService(ctx context.Context) error {
+	name := os.Getenv(envService)
+	spec, ok := l.cfg.Services[name]
+	if !ok {
+		return fmt.Errorf("%w: %s=%q is not in Config.Services", ErrInvalidConfig, envService, name)
+	}
+	copyN, err := envInt(envServiceCopy)
+	if err != nil {
+		return err
+	}
+	log := l.log.With(slog.String("service", name), slog.Int("copy", copyN))
+	ctx, stop := childContext(ctx)
+	defer stop()
+	rdb, ks, closeRedis, err := l.childRedis(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	timeout := spec.ReadyTimeout
+	if timeout == 0 {
+		timeout = DefaultServiceReadyTimeout
+	}
+	err = services.Run(ctx, services.Options{
+		Name:         name,
+		Copy:         copyN,
+		Redis:        rdb,
+		Keys:         ks,
+		Logger:       log,
+		ReadyTimeout: timeout,
+		OnReady:      readyNotifier(log),
+	}, spec.Worker)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("launcher: service %s#%d: %w", name, copyN, err)
+	}
+	return nil
+}

@@ -1,0 +1,447 @@
+package launcher
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/disgoorg/disgo/gateway"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/cluster"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/services"
+)
+
+// ErrInvalidConfig wraps every configuration error New and Run report. They
+// are reported before any process, connection or Redis key is created.
+var ErrInvalidConfig = errors.New("launcher: invalid config")
+
+// Defaults of the Config fields that have a fixed default.
+const (
+	DefaultRESTURL              = "https://discord.com/api/v10"
+	DefaultHeartbeatInterval    = cluster.DefaultHeartbeatInterval
+	DefaultReadyTimeout         = 60 * time.Second
+	DefaultReadyTimeoutPerShard = 15 * time.Second
+	DefaultRestartBackoff       = time.Second
+	DefaultMaxRestartBackoff    = 30 * time.Second
+	DefaultMaxRestarts          = 5
+	DefaultRestartWindow        = 10 * time.Minute
+	DefaultShutdownTimeout      = 20 * time.Second
+	DefaultServiceReadyTimeout  = 30 * time.Second
+	DefaultDemoShards           = 4
+	DefaultDemoGuilds           = 24
+	DefaultDemoPingInterval     = 3 * time.Second
+)
+
+// identifyInterval is how long an identify occupies its bucket (Discord's
+// 5 s plus the limiter's margin); ready timeouts add one per identify a
+// cluster may have to queue behind.
+const identifyInterval = 5500 * time.Millisecond
+
+// Config configures a bot run by Run. The same Config is used in every
+// process (the launcher re-executes the binary, so main builds it again in
+// each child); the launcher passes what it decided (shard count, shard ranges,
+// URLs) to the children through environment variables, which take precedence
+// over the struct.
+//
+// Every field may be overridden by the environment variable named in its
+// comment; an empty variable counts as unset.
+type Config struct {
+	// Worker runs in every cluster process. Required.
+	Worker cluster.Worker
+
+	// Services are the service workers, by name. A name becomes the IPC
+	// address "service:<name>", so it must match [A-Za-z0-9_.-]{1,64}.
+	Services map[string]ServiceSpec
+
+	// Token is the bot token (with or without the "Bot " prefix).
+	// Env DISCORD_TOKEN. Empty: demo mode against the built-in fake Discord,
+	// unless DisableDemo is set.
+	Token string
+
+	// RedisURL is the Redis every process connects to (redis://,
+	// rediss://, redis+cluster://, redis+sentinel://; see redisconn).
+	// Env REDIS_URL. Empty and Redis nil: an embedded in-memory Redis is
+	// started in the launcher and its URL handed to the children (demo only:
+	// it dies with the launcher).
+	RedisURL string
+
+	// Redis is an already built client, used instead of RedisURL. Because
+	// every child runs the same main, it is used in the children too; when
+	// it is built from something a child cannot rebuild, set RedisURL as
+	// well and leave Redis nil in children. Run does not close it.
+	Redis redis.UniversalClient
+
+	// Namespace separates this bot's keys from others in the same Redis
+	// (keys start with "megane:<namespace>:"). Env MEGANE_NAMESPACE.
+	// Default: the application id read from the token.
+	Namespace string
+
+	// Clusters is the number of cluster processes. Env MEGANE_CLUSTERS.
+	// Default: runtime.NumCPU(), capped by the shard count. Shards are split
+	// into contiguous ranges whose sizes differ by at most one.
+	Clusters int
+
+	// Shards is the total shard count. Env MEGANE_SHARDS. Default: the
+	// shards Discord recommends in GET /gateway/bot, adjusted by
+	// GuildsPerShard and LargeBotSharding.
+	Shards int
+
+	// GuildsPerShard scales Discord's recommendation (made for about 1000
+	// guilds per shard) when Shards is not set: 500 doubles the shard count.
+	// Env MEGANE_GUILDS_PER_SHARD. Default 0: Discord's recommendation as is.
+	GuildsPerShard int
+
+	// LargeBotSharding rounds a computed shard count up to a multiple of
+	// max(16, max_concurrency), which Discord requires of bots with large bot
+	// sharding. Env MEGANE_LARGE_BOT_SHARDING. Default false.
+	LargeBotSharding bool
+
+	// MaxConcurrency overrides session_start_limit.max_concurrency. It may
+	// only lower Discord's value: a higher one would make Discord reject
+	// identifies, so it is an error. Env MEGANE_MAX_CONCURRENCY.
+	// Default: Discord's value.
+	MaxConcurrency int
+
+	// IdentifyReserve is the number of session starts kept back when
+	// checking session_start_limit.remaining before a mass start: the
+	// launcher refuses to start when fewer than identifies+IdentifyReserve
+	// remain. Env MEGANE_IDENTIFY_RESERVE. Default 0.
+	IdentifyReserve int
+
+	// IdentifyWindow is the spacing between two IDENTIFYs of one bucket.
+	// Only for fakes with a shorter window than Discord's 5 s.
+	// Env MEGANE_IDENTIFY_WINDOW. Default identify.DefaultWindow.
+	IdentifyWindow time.Duration
+
+	// RESTURL is Discord's REST base URL including the API version, for
+	// example a rate-limit proxy such as nirn-proxy.
+	// Env MEGANE_DISCORD_REST_URL. Default DefaultRESTURL.
+	RESTURL string
+
+	// GatewayURL overrides the gateway URL of GET /gateway/bot (ws:// or
+	// wss://, without a query). Env MEGANE_DISCORD_GATEWAY_URL.
+	GatewayURL string
+
+	// Intents are the gateway intents of every shard. Zero: the cluster
+	// package's default.
+	Intents gateway.Intents
+
+	// ClusterOptions, when set, adjusts the options of each cluster process
+	// after the launcher has filled them in (bot options, raw events, the
+	// identify limiter). A replaced OnReady still runs the launcher's.
+	ClusterOptions func(*cluster.Options)
+
+	// OnEvent receives lifecycle events in the launcher process: clusters
+	// and services spawned, ready, exited, restarted, given up; all clusters
+	// ready; and the shard events the clusters publish. Calls are serial and
+	// in order; a slow OnEvent delays later events, not supervision. The
+	// same events are appended to the Redis stream keyspace.Events.
+	OnEvent func(lifecycle.Event)
+
+	// Logger receives the logs of every role. Default: text to stderr at the
+	// level of env MEGANE_LOG_LEVEL (debug, info, warn, error; default info).
+	Logger *slog.Logger
+
+	// HeartbeatInterval is how often a cluster refreshes its heartbeat key
+	// (TTL three intervals) and how often the launcher checks it. A cluster
+	// whose key has expired on two checks in a row is killed and respawned.
+	// Env MEGANE_HEARTBEAT_INTERVAL. Default DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+
+	// ReadyTimeout and ReadyTimeoutPerShard bound how long a cluster may take
+	// from spawn to ready: ReadyTimeout + ReadyTimeoutPerShard × its own
+	// shard count + 5.5 s per identify it may have to queue behind (shards
+	// of the same start that share its identify buckets). A cluster over
+	// its deadline is killed and respawned.
+	// Env MEGANE_READY_TIMEOUT, MEGANE_READY_TIMEOUT_PER_SHARD.
+	// Defaults DefaultReadyTimeout, DefaultReadyTimeoutPerShard.
+	ReadyTimeout         time.Duration
+	ReadyTimeoutPerShard time.Duration
+
+	// RestartBackoff is the first delay before respawning a crashed process;
+	// it doubles with every crash up to MaxRestartBackoff and starts over
+	// once the process became ready.
+	// Env MEGANE_RESTART_BACKOFF, MEGANE_RESTART_BACKOFF_MAX.
+	// Defaults DefaultRestartBackoff, DefaultMaxRestartBackoff.
+	RestartBackoff    time.Duration
+	MaxRestartBackoff time.Duration
+
+	// MaxRestarts is how many times a process is respawned after a crash
+	// within RestartWindow; the next crash gives up on it (event
+	// ClusterGaveUp, an error log) until RestartCluster revives it.
+	// Env MEGANE_MAX_RESTARTS, MEGANE_RESTART_WINDOW.
+	// Defaults DefaultMaxRestarts, DefaultRestartWindow.
+	MaxRestarts   int
+	RestartWindow time.Duration
+
+	// ShutdownTimeout is how long a child may take to save its sessions and
+	// exit after SIGTERM before it is killed.
+	// Env MEGANE_SHUTDOWN_TIMEOUT. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// DisableDemo makes a missing token an error instead of starting demo
+	// mode; set it in production. Env MEGANE_DEMO=false.
+	DisableDemo bool
+
+	// DemoGuilds and DemoPingInterval shape demo mode: the size of the fake
+	// world, and how often the fake sends a "!ping" message into it (a
+	// negative interval sends none).
+	// Env MEGANE_DEMO_GUILDS, MEGANE_DEMO_PING_INTERVAL.
+	// Defaults DefaultDemoGuilds, DefaultDemoPingInterval; demo mode runs
+	// DefaultDemoShards shards unless Shards is set.
+	DemoGuilds       int
+	DemoPingInterval time.Duration
+}
+
+// ServiceSpec registers a service worker.
+type ServiceSpec struct {
+	// Worker handles the service's commands. Required.
+	Worker services.Worker
+	// Copies is the number of processes running the service; they share its
+	// inbox. Default 1.
+	Copies int
+	// ReadyTimeout bounds spawn to ready. Default DefaultServiceReadyTimeout.
+	ReadyTimeout time.Duration
+}
+
+var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
+
+// envReader applies environment overrides and collects parse errors, so a
+// user sees every bad variable at once.
+type envReader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+func (r *envReader) get(name string) (string, bool) {
+	v, ok := r.lookup(name)
+	v = strings.TrimSpace(v)
+	// docker compose passes "${VAR:-}" as an empty string: treat it as unset.
+	return v, ok && v != ""
+}
+
+func (r *envReader) str(name string, dst *string) {
+	if v, ok := r.get(name); ok {
+		*dst = v
+	}
+}
+
+func (r *envReader) int(name string, dst *int) {
+	if v, ok := r.get(name); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not an integer", name, v))
+			return
+		}
+		*dst = n
+	}
+}
+
+func (r *envReader) bool(name string, dst *bool) {
+	if v, ok := r.get(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a boolean (true/false)", name, v))
+			return
+		}
+		*dst = b
+	}
+}
+
+func (r *envReader) dur(name string, dst *time.Duration) {
+	if v, ok := r.get(name); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a duration (like 500ms or 5s)", name, v))
+			return
+		}
+		*dst = d
+	}
+}
+
+// applyEnv overrides c's fields from the environment.
+func (c *Config) applyEnv(r *envReader) {
+	r.str(envToken, &c.Token)
+	r.str(envRedisURL, &c.RedisURL)
+	r.str(envNamespace, &c.Namespace)
+	r.int(envClusters, &c.Clusters)
+	r.int(envShards, &c.Shards)
+	r.int(envGuildsPerShard, &c.GuildsPerShard)
+	r.bool(envLargeBotSharding, &c.LargeBotSharding)
+	r.int(envMaxConcurrency, &c.MaxConcurrency)
+	r.int(envIdentifyReserve, &c.IdentifyReserve)
+	r.dur(envIdentifyWindow, &c.IdentifyWindow)
+	r.str(envRESTURL, &c.RESTURL)
+	r.str(envGatewayURL, &c.GatewayURL)
+	r.dur(envHeartbeatInterval, &c.HeartbeatInterval)
+	r.dur(envReadyTimeout, &c.ReadyTimeout)
+	r.dur(envReadyTimeoutPerShard, &c.ReadyTimeoutPerShard)
+	r.dur(envRestartBackoff, &c.RestartBackoff)
+	r.dur(envMaxRestartBackoff, &c.MaxRestartBackoff)
+	r.int(envMaxRestarts, &c.MaxRestarts)
+	r.dur(envRestartWindow, &c.RestartWindow)
+	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
+	demo := !c.DisableDemo
+	r.bool(envDemo, &demo)
+	c.DisableDemo = !demo
+	r.int(envDemoGuilds, &c.DemoGuilds)
+	r.dur(envDemoPingInterval, &c.DemoPingInterval)
+}
+
+// setDefaults fills in every default that does not depend on Discord.
+func (c *Config) setDefaults() {
+	c.Token = strings.TrimPrefix(c.Token, "Bot ")
+	c.RESTURL = strings.TrimRight(c.RESTURL, "/")
+	if c.RESTURL == "" {
+		c.RESTURL = DefaultRESTURL
+	}
+	setDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDur(&c.ReadyTimeout, DefaultReadyTimeout)
+	setDur(&c.ReadyTimeoutPerShard, DefaultReadyTimeoutPerShard)
+	setDur(&c.RestartBackoff, DefaultRestartBackoff)
+	setDur(&c.MaxRestartBackoff, DefaultMaxRestartBackoff)
+	setDur(&c.RestartWindow, DefaultRestartWindow)
+	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&c.DemoPingInterval, DefaultDemoPingInterval)
+	if c.MaxRestarts == 0 {
+		c.MaxRestarts = DefaultMaxRestarts
+	}
+	if c.DemoGuilds == 0 {
+		c.DemoGuilds = DefaultDemoGuilds
+	}
+	if c.MaxRestartBackoff < c.RestartBackoff {
+		c.MaxRestartBackoff = c.RestartBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = defaultLogger()
+	}
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+func defaultLogger() *slog.Logger {
+	level := slog.LevelInfo
+	if v := os.Getenv(envLogLevel); v != "" {
+		_ = level.UnmarshalText([]byte(v))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// validate reports every problem of c at once.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Worker == nil {
+		bad("Worker is nil: set Config.Worker to your cluster.Worker")
+	}
+	if c.Token != "" {
+		if _, err := appIDFromToken(c.Token); err != nil {
+			bad("%s: %w", envToken, err)
+		}
+	} else if c.DisableDemo {
+		bad("%s is not set and demo mode is disabled", envToken)
+	}
+	if c.Namespace != "" {
+		if _, err := keyspace.New(c.Namespace); err != nil {
+			bad("%s: %w", envNamespace, err)
+		}
+	}
+	if c.RedisURL != "" {
+		rc, err := redisconn.New(c.RedisURL)
+		if err != nil {
+			bad("%s: %w", envRedisURL, err)
+		} else {
+			_ = rc.Close()
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{envClusters, c.Clusters}, {envShards, c.Shards}, {envGuildsPerShard, c.GuildsPerShard},
+		{envMaxConcurrency, c.MaxConcurrency}, {envIdentifyReserve, c.IdentifyReserve},
+		{envMaxRestarts, c.MaxRestarts}, {envDemoGuilds, c.DemoGuilds},
+	} {
+		if f.v < 0 {
+			bad("%s=%d must not be negative", f.name, f.v)
+		}
+	}
+	if c.Shards > 0 && c.Clusters > c.Shards {
+		bad("%s=%d is more than %s=%d: a cluster needs at least one shard", envClusters, c.Clusters, envShards, c.Shards)
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{envHeartbeatInterval, c.HeartbeatInterval}, {envReadyTimeout, c.ReadyTimeout}, {envIdentifyWindow, c.IdentifyWindow},
+		{envReadyTimeoutPerShard, c.ReadyTimeoutPerShard}, {envRestartBackoff, c.RestartBackoff},
+		{envMaxRestartBackoff, c.MaxRestartBackoff}, {envRestartWindow, c.RestartWindow},
+		{envShutdownTimeout, c.ShutdownTimeout},
+	} {
+		if f.v < 0 {
+			bad("%s=%s must not be negative", f.name, f.v)
+		}
+	}
+	if u, err := url.Parse(c.RESTURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("%s=%q must be an http(s) URL such as %s", envRESTURL, c.RESTURL, DefaultRESTURL)
+	}
+	if c.GatewayURL != "" {
+		u, err := url.Parse(c.GatewayURL)
+		switch {
+		case err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "":
+			bad("%s=%q must be a ws:// or wss:// URL", envGatewayURL, c.GatewayURL)
+		case strings.Contains(c.GatewayURL, "?"):
+			// disgo appends "?v=10&encoding=json…" to the URL as it is.
+			bad("%s=%q must not contain a query", envGatewayURL, c.GatewayURL)
+		}
+	}
+	for name, s := range c.Services {
+		if !serviceNameRE.MatchString(name) {
+			bad("service name %q must be 1-64 characters of [A-Za-z0-9_.-]", name)
+		}
+		if s.Worker == nil {
+			bad("service %q has no Worker", name)
+		}
+		if s.Copies < 0 {
+			bad("service %q: Copies=%d must not be negative", name, s.Copies)
+		}
+		if s.ReadyTimeout < 0 {
+			bad("service %q: ReadyTimeout=%s must not be negative", name, s.ReadyTimeout)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return nil
+}
+
+// appIDFromToken reads the application id from a bot token's first segment,
+// as disgo does; a token that fails here would fail in every cluster.
+func appIDFromToken(token string) (uint64, error) {
+	first, _, _ := strings.Cut(token, ".")
+	raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(first, "="))
+	if err != nil {
+		return 0, fmt.Errorf("not a bot token: its first segment is not base64")
+	}
+	id, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a bot token: its first segment is not an application id")
+	}
+	return id, nil
+}

@@ -1,0 +1,115 @@
+package launcher
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Environment variables. The first group is for users (see Config); the
+// second is set by the launcher for its children, and lets an operator start
+// a cluster by hand on another host.
+const (
+	envToken                = "DISCORD_TOKEN"
+	envRedisURL             = "REDIS_URL"
+	envNamespace            = "MEGANE_NAMESPACE"
+	envClusters             = "MEGANE_CLUSTERS"
+	envShards               = "MEGANE_SHARDS"
+	envGuildsPerShard       = "MEGANE_GUILDS_PER_SHARD"
+	envLargeBotSharding     = "MEGANE_LARGE_BOT_SHARDING"
+	envMaxConcurrency       = "MEGANE_MAX_CONCURRENCY"
+	envIdentifyReserve      = "MEGANE_IDENTIFY_RESERVE"
+	envIdentifyWindow       = "MEGANE_IDENTIFY_WINDOW"
+	envRESTURL              = "MEGANE_DISCORD_REST_URL"
+	envGatewayURL           = "MEGANE_DISCORD_GATEWAY_URL"
+	envHeartbeatInterval    = "MEGANE_HEARTBEAT_INTERVAL"
+	envReadyTimeout         = "MEGANE_READY_TIMEOUT"
+	envReadyTimeoutPerShard = "MEGANE_READY_TIMEOUT_PER_SHARD"
+	envRestartBackoff       = "MEGANE_RESTART_BACKOFF"
+	envMaxRestartBackoff    = "MEGANE_RESTART_BACKOFF_MAX"
+	envMaxRestarts          = "MEGANE_MAX_RESTARTS"
+	envRestartWindow        = "MEGANE_RESTART_WINDOW"
+	envShutdownTimeout      = "MEGANE_SHUTDOWN_TIMEOUT"
+	envDemo                 = "MEGANE_DEMO"
+	envDemoGuilds           = "MEGANE_DEMO_GUILDS"
+	envDemoPingInterval     = "MEGANE_DEMO_PING_INTERVAL"
+	envLogLevel             = "MEGANE_LOG_LEVEL"
+
+	envRole          = "MEGANE_ROLE"
+	envClusterID     = "MEGANE_CLUSTER_ID"
+	envClusterShards = "MEGANE_CLUSTER_SHARDS"
+	envService       = "MEGANE_SERVICE"
+	envServiceCopy   = "MEGANE_SERVICE_COPY"
+	envReadyFD       = "MEGANE_READY_FD"
+	envParentPID     = "MEGANE_PARENT_PID"
+)
+
+// Role is the part a process plays, chosen by MEGANE_ROLE.
+type Role string
+
+// Roles. An unset MEGANE_ROLE means RoleLauncher.
+const (
+	RoleLauncher Role = "launcher"
+	RoleCluster  Role = "cluster"
+	RoleService  Role = "service"
+)
+
+func parseRole(v string) (Role, error) {
+	switch Role(v) {
+	case "", RoleLauncher:
+		return RoleLauncher, nil
+	case RoleCluster, RoleService:
+		return Role(v), nil
+	}
+	return "", fmt.Errorf("%s=%q: want %q, %q or %q", envRole, v, RoleLauncher, RoleCluster, RoleService)
+}
+
+// formatShards writes a shard list compactly as ranges: "0-3,8,10-11".
+func formatShards(shards []int) string {
+	s := slices.Clone(shards)
+	slices.Sort(s)
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j+1 < len(s) && s[j+1] == s[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(s[i]))
+		if j > i {
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(s[j]))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+// parseShards reads what formatShards writes.
+func parseShards(v string) ([]int, error) {
+	var out []int
+	for part := range strings.SplitSeq(v, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("bad shard %q in %q", part, v)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("bad shard range %q in %q", part, v)
+			}
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, i)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("empty shard list")
+	}
+	return out, nil
+}

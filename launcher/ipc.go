@@ -1,0 +1,138 @@
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisipc"
+)
+
+// Ops the launcher serves over IPC at the address "launcher" (redisipc).
+const (
+	// OpRestartCluster restarts one cluster (RestartCluster). Payload:
+	// RestartClusterRequest. Reply: the cluster's ClusterStatus, once it is
+	// ready again. Give the call a deadline long enough for a restart.
+	OpRestartCluster = "restart-cluster"
+	// OpRollingRestart restarts every cluster in turn (RollingRestart).
+	// Reply: Status, once the last cluster is ready.
+	OpRollingRestart = "rolling-restart"
+	// OpStatus replies with Status.
+	OpStatus = "status"
+	// OpShutdown stops the launcher gracefully (Shutdown). It replies
+	// before the stop begins.
+	OpShutdown = "shutdown"
+)
+
+// LauncherAddr is the IPC address of the launcher.
+const LauncherAddr = redisipc.KindLauncher
+
+// RestartClusterRequest is the payload of OpRestartCluster.
+type RestartClusterRequest struct {
+	Cluster int `json:"cluster"`
+}
+
+// startIPC registers the launcher as the IPC node "launcher".
+func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
+	node, err := redisipc.New(ctx, redisipc.Options{
+		Redis: l.rdb, Keys: l.ks, Addr: LauncherAddr,
+		Logger: l.log.With(slog.String("ipc", LauncherAddr)),
+	})
+	if err != nil {
+		return fmt.Errorf("launcher: IPC node: %w", err)
+	}
+	*cleanups = append(*cleanups, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Close(cctx)
+	})
+	node.Handle(OpStatus, func(context.Context, *redisipc.Request) ([]byte, error) {
+		st, err := l.Status()
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st)
+	})
+	node.Handle(OpRestartCluster, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		var in RestartClusterRequest
+		if err := req.Decode(&in); err != nil {
+			return nil, fmt.Errorf("launcher: %s wants {\"cluster\": <id>}: %w", OpRestartCluster, err)
+		}
+		l.log.Info("IPC: restart requested", slog.Int("cluster", in.Cluster), slog.String("from", req.From))
+		if err := l.RestartCluster(ctx, in.Cluster); err != nil {
+			return nil, err
+		}
+		st, err := l.Status()
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st.Clusters[in.Cluster])
+	})
+	node.Handle(OpRollingRestart, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		l.log.Info("IPC: rolling restart requested", slog.String("from", req.From))
+		if err := l.RollingRestart(ctx); err != nil {
+			return nil, err
+		}
+		st, err := l.Status()
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st)
+	})
+	node.Handle(OpShutdown, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
+		l.log.Info("IPC: shutdown requested", slog.String("from", req.From))
+		// Stop after this handler returned, so the reply goes out first.
+		time.AfterFunc(50*time.Millisecond, func() { _ = l.Shutdown() })
+		return []byte(`{"ok":true}`), nil
+	})
+	env := node.EvalEnv()
+	env.Provide("shard_count", func() any { return l.shardCount })
+	env.Provide("clusters", func() any {
+		st, _ := l.Status()
+		return st.Clusters
+	})
+	return nil
+}
+
+// lastEventID is the id of the newest lifecycle event, so that forwarding
+// shard events to OnEvent starts exactly where this launcher started.
+func (l *Launcher) lastEventID(ctx context.Context) string {
+	msgs, err := l.rdb.XRevRangeN(ctx, l.ks.Events(), "+", "-", 1).Result()
+	if err != nil || len(msgs) == 0 {
+		return "0-0"
+	}
+	return msgs[0].ID
+}
+
+// forwardShardEvents hands the shard events the clusters publish to
+// OnEvent; cluster and service events reach OnEvent from the supervisors.
+func (l *Launcher) forwardShardEvents(ctx context.Context, from string) {
+	if l.cfg.OnEvent == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		evs, next, err := lifecycle.Follow(ctx, l.rdb, l.ks, from, 256, time.Second)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				return
+			}
+			l.log.Warn("reading lifecycle events failed", slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		from = next
+		for _, ev := range evs {
+			if strings.HasPrefix(string(ev.Type), "shard_") {
+				l.sink.deliver(ev)
+			}
+		}
+	}
+}

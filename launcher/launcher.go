@@ -1,0 +1,510 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/sessions"
+)
+
+// Errors of the launcher's control API.
+var (
+	// ErrNotLauncher is returned by the control methods in a cluster or
+	// service process: only the launcher supervises.
+	ErrNotLauncher = errors.New("launcher: this process is not the launcher")
+	// ErrNotRunning is returned by the control methods before Run has
+	// started the clusters or after it stopped.
+	ErrNotRunning = errors.New("launcher: not running")
+	// ErrUnknownCluster is returned for a cluster id the launcher does not run.
+	ErrUnknownCluster = errors.New("launcher: unknown cluster")
+	// ErrBusy is returned by RollingRestart while another one is running.
+	ErrBusy = errors.New("launcher: a rolling restart is already running")
+	// ErrRestartFailed is returned when a restarted cluster exits or is
+	// killed before it became ready.
+	ErrRestartFailed = errors.New("launcher: restarted cluster did not become ready")
+)
+
+// Launcher is one process of a bot: the supervising launcher, a cluster or a
+// service, as MEGANE_ROLE says. Its control methods (RestartCluster,
+// RollingRestart, Status, Shutdown) work in the launcher process while Run
+// runs; the same controls are served over IPC as the node "launcher".
+type Launcher struct {
+	cfg  Config
+	role Role
+	log  *slog.Logger
+	exe  string
+
+	// Set once by start, read-only afterwards.
+	rdb            redis.UniversalClient
+	ks             keyspace.Keyspace
+	redisURL       string
+	shardCount     int
+	maxConcurrency int
+	clusters       []*proc
+	services       []*proc
+	sink           *sink
+	startedAt      time.Time
+
+	mu       sync.Mutex
+	running  bool
+	stop     context.CancelFunc
+	allReady bool
+	readyCh  chan struct{}
+	rolling  sync.Mutex
+}
+
+// Run builds a Launcher from cfg and runs it in the role the environment
+// gives this process; it is the whole main of a bot:
+//
+//	func main() {
+//		if err := launcher.Run(context.Background(), launcher.Config{Worker: myBot{}}); err != nil {
+//			log.Fatal(err)
+//		}
+//	}
+//
+// In the launcher it returns nil after a graceful stop (SIGINT, SIGTERM,
+// ctx cancelled, Shutdown, the IPC op "shutdown"), and an error when the bot
+// could not start.
+func Run(ctx context.Context, cfg Config) error {
+	l, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return l.Run(ctx)
+}
+
+// New applies the environment to cfg, fills in defaults and validates it,
+// without starting anything.
+func New(cfg Config) (*Launcher, error) {
+	return newFromEnv(cfg, os.LookupEnv)
+}
+
+func newFromEnv(cfg Config, lookup func(string) (string, bool)) (*Launcher, error) {
+	r := &envReader{lookup: lookup}
+	cfg.applyEnv(r)
+	roleVar, _ := r.get(envRole)
+	role, err := parseRole(roleVar)
+	if err != nil {
+		r.errs = append(r.errs, err)
+	}
+	if len(r.errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(r.errs...))
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	l := &Launcher{cfg: cfg, role: role, log: cfg.Logger, readyCh: make(chan struct{})}
+	if role == RoleLauncher {
+		if l.exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("launcher: find own executable to spawn children: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// Role returns the role of this process.
+func (l *Launcher) Role() Role { return l.role }
+
+// Run runs this process's role until ctx ends or a signal stops it.
+func (l *Launcher) Run(ctx context.Context) error {
+	switch l.role {
+	case RoleCluster:
+		return l.runCluster(ctx)
+	case RoleService:
+		return l.runService(ctx)
+	}
+	return l.runLauncher(ctx)
+}
+
+// AllReady is closed the first time every cluster is ready.
+func (l *Launcher) AllReady() <-chan struct{} { return l.readyCh }
+
+// Shutdown stops the launcher gracefully, as SIGTERM does: children get
+// SIGTERM, save their sessions and exit; Run then returns.
+func (l *Launcher) Shutdown() error {
+	if l.role != RoleLauncher {
+		return ErrNotLauncher
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.running {
+		return ErrNotRunning
+	}
+	l.stop()
+	return nil
+}
+
+func (l *Launcher) runLauncher(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	force := make(chan struct{})
+	go l.handleSignals(ctx, cancel, force)
+
+	var cleanups []func()
+	defer func() {
+		for _, f := range slices.Backward(cleanups) {
+			f()
+		}
+	}()
+	if err := l.start(ctx, &cleanups); err != nil {
+		return err
+	}
+
+	from := l.lastEventID(ctx)
+	var wg sync.WaitGroup
+	l.mu.Lock()
+	l.running, l.stop = true, cancel
+	l.mu.Unlock()
+	for _, p := range l.all() {
+		wg.Go(func() { p.run(ctx) })
+	}
+	wg.Go(func() { l.watchHeartbeats(ctx) })
+	wg.Go(func() { l.forwardShardEvents(ctx, from) })
+	go func() {
+		select {
+		case <-force:
+			l.log.Warn("second signal: killing every child now")
+			for _, p := range l.all() {
+				p.forceKill()
+			}
+		case <-ctx.Done():
+		}
+	}()
+
+	<-ctx.Done()
+	l.log.Info("stopping: asking every child to save its sessions and exit", slog.Duration("timeout", l.cfg.ShutdownTimeout))
+	l.mu.Lock()
+	l.running = false
+	l.mu.Unlock()
+	wg.Wait()
+	l.setLauncherStatus("stopped")
+	l.log.Info("stopped")
+	return nil
+}
+
+// handleSignals turns the first SIGINT/SIGTERM into a graceful stop and a
+// second one into killing every child at once.
+func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc, force chan<- struct{}) {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		l.log.Info("signal received: stopping gracefully (send it again to kill the children at once)", slog.String("signal", s.String()))
+		cancel()
+	case <-ctx.Done():
+	}
+	select {
+	case <-sig:
+		close(force)
+	case <-time.After(l.cfg.ShutdownTimeout + 10*time.Second):
+	}
+}
+
+// start prepares everything the children need: demo backends, Redis, the
+// shard plan, the keys in Redis and the session-start budget. Nothing is
+// spawned when it fails.
+func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
+	l.startedAt = time.Now()
+	cfg := &l.cfg
+	var demo *demo
+	if cfg.Token == "" || (cfg.RedisURL == "" && cfg.Redis == nil) {
+		var err error
+		if demo, err = startDemo(cfg, l.log); err != nil {
+			return err
+		}
+		*cleanups = append(*cleanups, demo.close)
+	}
+
+	l.redisURL = cfg.RedisURL
+	if cfg.Redis != nil {
+		l.rdb = cfg.Redis
+	} else {
+		rdb, err := redisconn.Open(ctx, cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("launcher: %w", err)
+		}
+		l.rdb = rdb
+		*cleanups = append(*cleanups, func() { _ = rdb.Close() })
+	}
+	if err := l.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("launcher: ping Redis: %w", err)
+	}
+
+	if cfg.Namespace == "" {
+		id, _ := appIDFromToken(cfg.Token)
+		cfg.Namespace = strconv.FormatUint(id, 10)
+	}
+	l.ks = keyspace.MustNew(cfg.Namespace) // validated, or built from digits
+
+	if err := l.planShards(ctx); err != nil {
+		return err
+	}
+	if err := l.writeShardMap(ctx); err != nil {
+		return err
+	}
+
+	identifies, err := l.checkBudget(ctx, allShards(l.shardCount))
+	if err != nil {
+		return err
+	}
+
+	l.sink = newSink(l.rdb, l.ks, cfg.OnEvent, l.log)
+	*cleanups = append(*cleanups, l.sink.close)
+	l.buildProcs(identifies)
+	if err := l.startIPC(ctx, cleanups); err != nil {
+		return err
+	}
+	l.setLauncherStatus("running")
+	if demo != nil {
+		demo.announce(l)
+		*cleanups = append(*cleanups, demo.startPinger(ctx, l))
+	}
+	return nil
+}
+
+// planShards settles shard count, max_concurrency and cluster count from the
+// config and GET /gateway/bot, and saves the gateway info for the clusters.
+func (l *Launcher) planShards(ctx context.Context) error {
+	cfg := &l.cfg
+	gb, err := fetchGatewayBot(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
+	if err != nil {
+		return err
+	}
+	discordMC := gb.SessionStartLimit.MaxConcurrency
+	l.maxConcurrency = discordMC
+	if cfg.MaxConcurrency > 0 {
+		if cfg.MaxConcurrency > discordMC {
+			return fmt.Errorf("%w: %s=%d is more than Discord's max_concurrency %d; Discord would reject the extra identifies",
+				ErrInvalidConfig, envMaxConcurrency, cfg.MaxConcurrency, discordMC)
+		}
+		l.maxConcurrency = cfg.MaxConcurrency
+	}
+	l.shardCount = cfg.Shards
+	if l.shardCount == 0 {
+		l.shardCount = shardCount(gb.Shards, cfg.GuildsPerShard, cfg.LargeBotSharding, discordMC)
+	}
+	clusters := cfg.Clusters
+	if clusters == 0 {
+		clusters = min(defaultClusters(), l.shardCount)
+	}
+	if clusters > l.shardCount {
+		return fmt.Errorf("%w: %d clusters for %d shards: a cluster needs at least one shard", ErrInvalidConfig, clusters, l.shardCount)
+	}
+	cfg.Clusters = clusters
+
+	info := identify.GatewayInfo{
+		URL:                    gb.URL,
+		Shards:                 l.shardCount,
+		MaxConcurrency:         l.maxConcurrency,
+		MaxConcurrencyOverride: l.maxConcurrency != discordMC,
+		Total:                  gb.SessionStartLimit.Total,
+		Remaining:              gb.SessionStartLimit.Remaining,
+		ResetAt:                time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
+	}
+	if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, info); err != nil {
+		return fmt.Errorf("launcher: save gateway info: %w", err)
+	}
+	l.log.Info("gateway",
+		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
+		slog.Int("clusters", clusters),
+		slog.Int("max_concurrency", l.maxConcurrency), slog.Int("discord_max_concurrency", discordMC),
+		slog.Int("session_starts_remaining", gb.SessionStartLimit.Remaining),
+		slog.Int("session_starts_total", gb.SessionStartLimit.Total),
+		slog.String("namespace", cfg.Namespace))
+	return nil
+}
+
+// writeShardMap records which cluster owns which shard, replacing any older
+// map in one transaction so routers never see a mix.
+//
+// A session belongs to one shard of one shard count: after a change of the
+// shard count no saved session may be resumed, so all are dropped and every
+// shard identifies.
+func (l *Launcher) writeShardMap(ctx context.Context) error {
+	old, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "shard_count").Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("launcher: read shard map: %w", err)
+	}
+	if old > 0 && old != l.shardCount {
+		l.log.Warn("shard count changed: dropping every saved session, all shards identify",
+			slog.Int("old_shard_count", old), slog.Int("shard_count", l.shardCount))
+		for s := range max(old, l.shardCount) {
+			if err := sessions.Delete(ctx, l.rdb, l.ks, s); err != nil {
+				return fmt.Errorf("launcher: drop sessions of the old shard count: %w", err)
+			}
+		}
+	}
+	ranges := splitShards(l.shardCount, l.cfg.Clusters)
+	fields := map[string]any{"shard_count": l.shardCount, "clusters": len(ranges)}
+	for c, shards := range ranges {
+		for _, s := range shards {
+			fields[strconv.Itoa(s)] = c
+		}
+	}
+	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, l.ks.ShardMap())
+		p.HSet(ctx, l.ks.ShardMap(), fields)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("launcher: write shard map: %w", err)
+	}
+	return nil
+}
+
+// checkBudget counts the shards of a (re)start that will IDENTIFY (those
+// without a saved session) and refuses when session_start_limit cannot pay
+// for them. It returns that count.
+func (l *Launcher) checkBudget(ctx context.Context, shards []int) (int, error) {
+	states, err := sessions.Load(ctx, l.rdb, l.ks, shards)
+	if err != nil {
+		return 0, fmt.Errorf("launcher: load sessions: %w", err)
+	}
+	identifies := len(shards) - len(states) // Load returns only resumable sessions
+	if identifies == 0 {
+		return 0, nil
+	}
+	if err := identify.CheckBudget(ctx, l.rdb, l.ks, identifies, l.cfg.IdentifyReserve); err != nil {
+		return identifies, fmt.Errorf("launcher: %d shards must identify: %w", identifies, err)
+	}
+	return identifies, nil
+}
+
+func allShards(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func (l *Launcher) buildProcs(identifies int) {
+	for id, shards := range splitShards(l.shardCount, l.cfg.Clusters) {
+		p := newProc(l, kindCluster)
+		p.id, p.shards, p.queued = id, shards, identifies
+		l.clusters = append(l.clusters, p)
+	}
+	names := make([]string, 0, len(l.cfg.Services))
+	for name := range l.cfg.Services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		spec := l.cfg.Services[name]
+		for c := range max(spec.Copies, 1) {
+			p := newProc(l, kindService)
+			p.service, p.copy = name, c
+			l.services = append(l.services, p)
+		}
+	}
+}
+
+func (l *Launcher) all() []*proc {
+	return append(slices.Clone(l.clusters), l.services...)
+}
+
+// clusterReady is called by a cluster that became ready; the first time all
+// are ready, AllClustersReady fires.
+func (l *Launcher) clusterReady() {
+	for _, p := range l.clusters {
+		if p.currentState() != StateReady {
+			return
+		}
+	}
+	l.mu.Lock()
+	first := !l.allReady
+	l.allReady = true
+	l.mu.Unlock()
+	if !first {
+		return
+	}
+	close(l.readyCh)
+	l.log.Info("all clusters ready",
+		slog.Int("clusters", len(l.clusters)), slog.Int("shards", l.shardCount),
+		slog.Duration("elapsed", time.Since(l.startedAt).Round(time.Millisecond)))
+	l.sink.event(lifecycle.Event{Type: lifecycle.AllClustersReady, Cluster: -1, Shard: -1,
+		Detail: fmt.Sprintf("%d clusters, %d shards", len(l.clusters), l.shardCount)})
+	l.sink.do(func(ctx context.Context) error {
+		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", time.Now().UnixMilli()).Err()
+	})
+}
+
+func (l *Launcher) setLauncherStatus(status string) {
+	if l.sink == nil {
+		return
+	}
+	host, _ := os.Hostname()
+	l.sink.do(func(ctx context.Context) error {
+		return l.rdb.HSet(ctx, l.ks.Launcher(),
+			"status", status, "pid", os.Getpid(), "host", host,
+			"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
+			"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency).Err()
+	})
+}
+
+func (l *Launcher) cluster(id int) (*proc, error) {
+	if l.role != RoleLauncher {
+		return nil, ErrNotLauncher
+	}
+	l.mu.Lock()
+	running := l.running
+	l.mu.Unlock()
+	if !running {
+		return nil, ErrNotRunning
+	}
+	if id < 0 || id >= len(l.clusters) {
+		return nil, fmt.Errorf("%w: %d (have 0..%d)", ErrUnknownCluster, id, len(l.clusters)-1)
+	}
+	return l.clusters[id], nil
+}
+
+// RestartCluster restarts cluster id: SIGTERM (its shards save their
+// sessions), wait for the exit, respawn at once, and wait until the new
+// process is ready, its shards having resumed. Other clusters are not
+// touched. It also revives a cluster the launcher gave up on. Before
+// stopping anything it checks that session_start_limit can pay for the
+// shards that have no saved session.
+func (l *Launcher) RestartCluster(ctx context.Context, id int) error {
+	p, err := l.cluster(id)
+	if err != nil {
+		return err
+	}
+	return p.restart(ctx)
+}
+
+// RollingRestart restarts every cluster in turn with RestartCluster, each
+// once the previous one is ready again, so at most one cluster is down at a
+// time. It stops at the first failure.
+func (l *Launcher) RollingRestart(ctx context.Context) error {
+	if _, err := l.cluster(0); err != nil {
+		return err
+	}
+	if !l.rolling.TryLock() {
+		return ErrBusy
+	}
+	defer l.rolling.Unlock()
+	for _, p := range l.clusters {
+		if err := p.restart(ctx); err != nil {
+			return fmt.Errorf("launcher: rolling restart stopped at cluster %d: %w", p.id, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,427 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/megane-go/megane/lifecycle"
+)
+
+// State is the supervision state of a child process.
+type State string
+
+// States of a child, as Status and the Redis hash keyspace.Cluster report them.
+const (
+	StateStarting State = "starting" // spawned, not ready yet
+	StateReady    State = "ready"    // reported ready
+	StateStopping State = "stopping" // asked to exit (restart or shutdown)
+	StateBackoff  State = "backoff"  // crashed; waiting before the respawn
+	StateGaveUp   State = "gave-up"  // crashed too often; waits for RestartCluster
+	StateStopped  State = "stopped"  // the launcher stopped
+)
+
+func defaultClusters() int { return runtime.NumCPU() }
+
+type procKind int
+
+const (
+	kindCluster procKind = iota
+	kindService
+)
+
+// exitReason says why a child's supervision ended.
+type exitReason int
+
+const (
+	exitCrashed      exitReason = iota // exited by itself, or could not be spawned
+	exitUnresponsive                   // killed: heartbeat expired or not ready in time
+	exitRestart                        // stopped on request, to be respawned at once
+	exitShutdown                       // stopped because the launcher stops
+)
+
+// restartReq is a RestartCluster call waiting for the new process to be ready.
+type restartReq struct {
+	done chan error // buffered: the supervisor never blocks on it
+}
+
+// proc supervises one child process (a cluster, or one copy of a service)
+// across its respawns. Its run loop owns the child; other goroutines talk to
+// it through restartCh and staleCh and read its state under mu.
+type proc struct {
+	l       *Launcher
+	kind    procKind
+	id      int   // cluster id
+	shards  []int // cluster shards
+	service string
+	copy    int
+
+	restartCh chan *restartReq
+	staleCh   chan uint64 // generation whose heartbeat expired
+
+	mu        sync.Mutex
+	state     State
+	gen       uint64 // spawn counter, so stale signals about an old child are ignored
+	pid       int
+	restarts  int
+	startedAt time.Time
+	readyAt   time.Time
+	queued    int // identifies of the start this spawn belongs to (ready timeout)
+	killNow   func()
+}
+
+func newProc(l *Launcher, kind procKind) *proc {
+	return &proc{l: l, kind: kind, restartCh: make(chan *restartReq), staleCh: make(chan uint64, 1), state: StateStarting}
+}
+
+func (p *proc) name() string {
+	if p.kind == kindCluster {
+		return "cluster " + strconv.Itoa(p.id)
+	}
+	return fmt.Sprintf("service %s#%d", p.service, p.copy)
+}
+
+func (p *proc) logAttrs() []any {
+	if p.kind == kindCluster {
+		return []any{slog.Int("cluster", p.id), slog.String("shards", formatShards(p.shards))}
+	}
+	return []any{slog.String("service", p.service), slog.Int("copy", p.copy)}
+}
+
+func (p *proc) currentState() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+func (p *proc) setState(s State) {
+	p.mu.Lock()
+	p.state = s
+	p.mu.Unlock()
+	p.recordState()
+}
+
+// readyTimeout is how long the current spawn may take to become ready. A
+// cluster's deadline grows with its own shards and with the identifies of
+// its start that share its buckets, never with the bot's total shard count.
+func (p *proc) readyTimeout() time.Duration {
+	cfg := &p.l.cfg
+	if p.kind == kindService {
+		if t := cfg.Services[p.service].ReadyTimeout; t > 0 {
+			return t
+		}
+		return DefaultServiceReadyTimeout
+	}
+	p.mu.Lock()
+	queued := p.queued
+	p.mu.Unlock()
+	mc := max(p.l.maxConcurrency, 1)
+	rounds := (queued + mc - 1) / mc
+	return cfg.ReadyTimeout + time.Duration(len(p.shards))*cfg.ReadyTimeoutPerShard + time.Duration(rounds)*identifyInterval
+}
+
+// run keeps the child alive until ctx ends: spawn, watch, and on a crash
+// respawn with exponential backoff, giving up after MaxRestarts crashes
+// within RestartWindow.
+func (p *proc) run(ctx context.Context) {
+	cfg := &p.l.cfg
+	backoff := cfg.RestartBackoff
+	var crashes []time.Time
+	var pending []*restartReq // answered when the next child is ready
+	restarted := false
+	for {
+		c, err := p.l.spawn(p)
+		var reason exitReason
+		if err != nil {
+			p.l.log.Error("cannot spawn "+p.name(), append(p.logAttrs(), slog.Any("error", err))...)
+			reason = exitCrashed
+		} else {
+			var req *restartReq
+			reason, req = p.watch(ctx, c, &pending, restarted, &backoff)
+			if req != nil {
+				pending = append(pending, req)
+			}
+			p.exited(c, reason)
+		}
+
+		switch reason {
+		case exitShutdown:
+			p.fail(pending, ErrNotRunning)
+			p.setState(StateStopped)
+			return
+		case exitRestart:
+			restarted = true
+			p.bumpRestarts()
+			continue
+		}
+
+		detail := "crashed"
+		if c != nil {
+			detail = c.describeExit()
+		}
+		p.fail(pending, fmt.Errorf("%w: %s %s", ErrRestartFailed, p.name(), detail))
+		pending, restarted = nil, false
+		now := time.Now()
+		crashes = append(pruneBefore(crashes, now.Add(-cfg.RestartWindow)), now)
+		if len(crashes) > cfg.MaxRestarts {
+			req := p.giveUp(ctx, len(crashes), detail)
+			if req == nil {
+				p.setState(StateStopped)
+				return
+			}
+			crashes, backoff = nil, cfg.RestartBackoff
+			pending, restarted = append(pending, req), true
+			p.setQueued(len(p.shards))
+			p.bumpRestarts()
+			continue
+		}
+
+		p.setState(StateBackoff)
+		p.l.log.Warn(p.name()+" will be respawned", append(p.logAttrs(),
+			slog.String("exit", detail), slog.Duration("backoff", backoff),
+			slog.Int("crashes_in_window", len(crashes)), slog.Int("max_restarts", cfg.MaxRestarts))...)
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case req := <-p.restartCh:
+			timer.Stop()
+			pending, restarted = append(pending, req), true
+		case <-ctx.Done():
+			timer.Stop()
+			p.fail(pending, ErrNotRunning)
+			p.setState(StateStopped)
+			return
+		}
+		backoff = min(backoff*2, cfg.MaxRestartBackoff)
+		// A crashed cluster's shards may have lost their sessions: budget
+		// its ready timeout for identifying all of them.
+		p.setQueued(len(p.shards))
+		p.bumpRestarts()
+	}
+}
+
+func (p *proc) bumpRestarts() {
+	p.mu.Lock()
+	p.restarts++
+	p.mu.Unlock()
+}
+
+func (p *proc) setQueued(n int) {
+	p.mu.Lock()
+	p.queued = n
+	p.mu.Unlock()
+}
+
+// watch supervises one child until it exits or is stopped.
+func (p *proc) watch(ctx context.Context, c *child, pending *[]*restartReq, restarted bool, backoff *time.Duration) (exitReason, *restartReq) {
+	p.mu.Lock()
+	gen := p.gen
+	p.mu.Unlock()
+	timeout := p.readyTimeout()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	ready := c.ready
+	for {
+		select {
+		case <-ready:
+			ready = nil
+			deadline.Stop()
+			p.mu.Lock()
+			p.state, p.readyAt = StateReady, time.Now()
+			took := p.readyAt.Sub(p.startedAt)
+			p.mu.Unlock()
+			p.recordState()
+			*backoff = p.l.cfg.RestartBackoff
+			p.l.log.Info(p.name()+" ready", append(p.logAttrs(), slog.Int("pid", c.pid), slog.Duration("took", took.Round(time.Millisecond)))...)
+			p.event(evReady, "")
+			if restarted {
+				p.event(evRestarted, "")
+			}
+			p.fail(*pending, nil)
+			*pending = nil
+			if p.kind == kindCluster {
+				p.l.clusterReady()
+			}
+
+		case <-deadline.C:
+			detail := fmt.Sprintf("not ready %s after spawn", timeout)
+			p.l.log.Error(p.name()+" is unresponsive: killing it", append(p.logAttrs(), slog.Int("pid", c.pid), slog.String("reason", detail))...)
+			p.event(evUnresponsive, detail)
+			c.kill()
+			<-c.exited
+			return exitUnresponsive, nil
+
+		case g := <-p.staleCh:
+			if g != gen {
+				continue
+			}
+			detail := "heartbeat expired"
+			p.l.log.Error(p.name()+" is unresponsive: killing it", append(p.logAttrs(), slog.Int("pid", c.pid), slog.String("reason", detail))...)
+			p.event(evUnresponsive, detail)
+			c.kill()
+			<-c.exited
+			return exitUnresponsive, nil
+
+		case req := <-p.restartCh:
+			if p.kind == kindCluster {
+				n, err := p.l.checkBudget(ctx, p.shards)
+				if err != nil {
+					req.done <- err
+					continue
+				}
+				p.setQueued(n)
+			}
+			p.l.log.Info("restarting "+p.name()+" on request", append(p.logAttrs(), slog.Int("pid", c.pid))...)
+			p.setState(StateStopping)
+			c.stop(p.l.cfg.ShutdownTimeout, p.l.log)
+			return exitRestart, req
+
+		case <-c.exited:
+			return exitCrashed, nil
+
+		case <-ctx.Done():
+			p.setState(StateStopping)
+			c.stop(p.l.cfg.ShutdownTimeout, p.l.log)
+			return exitShutdown, nil
+		}
+	}
+}
+
+// exited reports the end of a child.
+func (p *proc) exited(c *child, reason exitReason) {
+	p.mu.Lock()
+	p.pid = 0
+	p.killNow = nil
+	p.mu.Unlock()
+	detail := c.describeExit()
+	switch reason {
+	case exitRestart:
+		detail = "restart requested; " + detail
+	case exitShutdown:
+		detail = "launcher stopping; " + detail
+	}
+	level := slog.LevelInfo
+	if reason == exitCrashed {
+		level = slog.LevelError
+	}
+	p.l.log.Log(context.Background(), level, p.name()+" exited", append(p.logAttrs(), slog.Int("pid", c.pid), slog.String("exit", detail))...)
+	p.event(evExited, detail)
+}
+
+// giveUp reports the crash loop and parks until RestartCluster revives the
+// process (returning its request) or ctx ends (returning nil).
+func (p *proc) giveUp(ctx context.Context, crashes int, last string) *restartReq {
+	cfg := &p.l.cfg
+	p.setState(StateGaveUp)
+	detail := fmt.Sprintf("gave up after %d crashes within %s (max restarts %d); last: %s",
+		crashes, cfg.RestartWindow, cfg.MaxRestarts, last)
+	p.l.log.Error(p.name()+" GAVE UP: it will not be respawned until restarted by hand", append(p.logAttrs(), slog.String("reason", detail))...)
+	p.event(evGaveUp, detail)
+	select {
+	case req := <-p.restartCh:
+		return req
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func (p *proc) fail(reqs []*restartReq, err error) {
+	for _, r := range reqs {
+		r.done <- err
+	}
+}
+
+// restart asks the run loop to restart the child and waits for the new one.
+func (p *proc) restart(ctx context.Context) error {
+	req := &restartReq{done: make(chan error, 1)}
+	select {
+	case p.restartCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *proc) forceKill() {
+	p.mu.Lock()
+	k := p.killNow
+	p.mu.Unlock()
+	if k != nil {
+		k()
+	}
+}
+
+func pruneBefore(ts []time.Time, cutoff time.Time) []time.Time {
+	out := ts[:0]
+	for _, t := range ts {
+		if t.After(cutoff) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// recordState mirrors the supervision state into the cluster's hash. The
+// running cluster maintains status, pid and its times itself; the launcher
+// adds "supervisor" and "restarts", and owns status and pid while no process
+// runs, when the hash would otherwise keep saying "ready" about a dead one.
+func (p *proc) recordState() {
+	if p.kind != kindCluster {
+		return
+	}
+	p.mu.Lock()
+	fields := []any{"supervisor", string(p.state), "restarts", p.restarts}
+	if p.pid == 0 {
+		fields = append(fields, "status", string(p.state), "pid", 0)
+	}
+	p.mu.Unlock()
+	key := p.l.ks.Cluster(p.id)
+	rdb := p.l.rdb
+	p.l.sink.do(func(ctx context.Context) error { return rdb.HSet(ctx, key, fields...).Err() })
+}
+
+type evKind int
+
+const (
+	evSpawned evKind = iota
+	evReady
+	evExited
+	evRestarted
+	evUnresponsive
+	evGaveUp
+)
+
+// event publishes a lifecycle event about this child. Services have no
+// restarted/unresponsive/gave-up types: their exit event carries the detail.
+func (p *proc) event(k evKind, detail string) {
+	if p.kind == kindCluster {
+		t := [...]lifecycle.Type{lifecycle.ClusterSpawned, lifecycle.ClusterReady, lifecycle.ClusterExited,
+			lifecycle.ClusterRestarted, lifecycle.ClusterUnresponsive, lifecycle.ClusterGaveUp}[k]
+		p.l.sink.event(lifecycle.ClusterEvent(t, p.id, detail))
+		return
+	}
+	var t lifecycle.Type
+	switch k {
+	case evSpawned:
+		t = lifecycle.ServiceSpawned
+	case evReady:
+		t = lifecycle.ServiceReady
+	case evExited, evGaveUp:
+		t = lifecycle.ServiceExited
+	default:
+		return
+	}
+	if p.copy > 0 {
+		detail = fmt.Sprintf("copy %d; %s", p.copy, detail)
+	}
+	p.l.sink.event(lifecycle.ServiceEvent(t, p.service, detail))
+}
