@@ -51,9 +51,12 @@ type Options struct {
 	// the entries it is still handling fresh, so only entries of dead copies
 	// age past it. Default HeartbeatTTL.
 	ClaimIdle time.Duration
-	// InboxMaxLen caps inbox streams (XADD MAXLEN ~). Default 100 000.
+	// InboxMaxLen caps the inbox streams this node writes requests to
+	// (XADD MAXLEN ~; the writer of an entry trims). Give every process
+	// the same value. Default 100 000.
 	InboxMaxLen int64
-	// ReplyMaxLen caps reply streams (XADD MAXLEN ~). Default 10 000.
+	// ReplyMaxLen caps the reply streams this node answers into
+	// (XADD MAXLEN ~). Default 10 000.
 	ReplyMaxLen int64
 	// DeadLetterMaxLen caps the dead-letter stream. Default 10 000.
 	DeadLetterMaxLen int64

@@ -1,0 +1,5 @@
+//go:build !race
+
+package redisipc
+
+const raceEnabled = false
