@@ -253,7 +253,7 @@ func TestDisgoReplyOverREST(t *testing.T) {
 	world := srv.World()
 	g := world.Guilds[1]
 	ch, _ := world.FirstTextChannel(g.ID)
-	if _, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", messagePayload(srv.newID(), ch.ID, g.ID, world.Users[0].ID, "ping")); err != nil {
+	if _, err := srv.SendUserMessage(ch.ID, 0, "ping"); err != nil {
 		t.Fatal(err)
 	}
 	waitProbes(t, "the echoed pong", 10*time.Second, []*probe{p}, func() bool {
@@ -264,4 +264,15 @@ func TestDisgoReplyOverREST(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].Content != "pong" || msgs[0].ChannelID != ch.ID || msgs[0].GuildID != g.ID {
 		t.Fatalf("messages %+v", msgs)
 	}
+
+	// Joining a guild at runtime reaches disgo as a GuildJoin.
+	joined, _, err := srv.JoinGuild("Brand New")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitProbes(t, "the GuildJoin", 10*time.Second, []*probe{p}, func() bool {
+		return p.count(func(ev probeEvent) bool {
+			return ev.Ev == "guild_create" && ev.Kind == "join" && ev.GuildID == joined.ID.String()
+		}) == 1
+	})
 }

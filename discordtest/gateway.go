@@ -483,6 +483,11 @@ func (s *Server) connGone(c *conn, clientCode int) {
 	c.sess = nil
 	s.notifyLocked()
 	s.mu.Unlock()
+	// Late frames (a pending heartbeat ACK) have nowhere to go.
+	c.mu.Lock()
+	c.stopped = true
+	c.queue = nil
+	c.mu.Unlock()
 	c.finish()
 	_ = c.ws.Close()
 }

@@ -51,6 +51,7 @@ type Server struct {
 	mu           sync.Mutex
 	cfg          runtimeConfig
 	world        *World
+	gen          *worldGen
 	sessions     map[string]*session
 	current      map[shardKey]*session
 	conns        map[*conn]struct{}
@@ -233,7 +234,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.counters.ServerCloses = map[int]int64{}
 	s.counters.ClientCloses = map[int]int64{}
 	bot := User{ID: opts.AppID, Username: "fakebot", GlobalName: "Fake Bot", Bot: true}
-	s.world = generateWorld(opts.World, bot)
+	s.world, s.gen = generateWorld(opts.World, bot)
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(&collector{s: s})
 

@@ -239,84 +239,106 @@ func discordMS(t time.Time) int64 {
 	return t.UnixMilli() - int64(snowflake.Epoch)
 }
 
-// generateWorld builds the deterministic world for opts.
-func generateWorld(opts WorldOptions, bot User) *World {
-	seed := uint64(opts.Seed)
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	w := &World{Bot: bot}
+// worldGen produces the deterministic world and, later, guilds the bot joins at
+// runtime (Server.JoinGuild), continuing the same sequences.
+type worldGen struct {
+	opts      WorldOptions
+	rng       *rand.Rand
+	others    *idGen
+	guildMS   int64
+	nextGuild int
+	bot       User
+}
 
+// generateWorld builds the deterministic world for opts.
+func generateWorld(opts WorldOptions, bot User) (*World, *worldGen) {
+	seed := uint64(opts.Seed)
+	gen := &worldGen{
+		opts:    opts,
+		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		others:  &idGen{baseMS: discordMS(worldEpoch.AddDate(0, 0, 1)), skip: bot.ID},
+		guildMS: discordMS(worldEpoch),
+		bot:     bot,
+	}
+	w := &World{Bot: bot}
 	users := &idGen{baseMS: discordMS(worldEpoch.AddDate(-1, 0, 0)), skip: bot.ID}
 	for i := 0; i < opts.Users; i++ {
-		name := fmt.Sprintf("%s%d", userWords[rng.IntN(len(userWords))], i)
+		name := fmt.Sprintf("%s%d", userWords[gen.rng.IntN(len(userWords))], i)
 		w.Users = append(w.Users, User{ID: users.next(), Username: name, GlobalName: titleCase(name)})
 	}
-
-	others := &idGen{baseMS: discordMS(worldEpoch.AddDate(0, 0, 1)), skip: bot.ID}
-	guildMS := discordMS(worldEpoch)
 	for i := 0; i < opts.Guilds; i++ {
-		low := rng.Uint64() & (1<<22 - 1)
-		gid := snowflake.ID(uint64(guildMS+int64(i))<<22 | low)
-		joined := worldEpoch.Add(time.Duration(i) * time.Minute)
-		g := Guild{
-			ID:       gid,
-			Name:     fmt.Sprintf("%s %s %d", adjectives[rng.IntN(len(adjectives))], nouns[rng.IntN(len(nouns))], i),
-			JoinedAt: joined,
-		}
-		g.Roles = append(g.Roles, Role{ID: gid, Name: "@everyone", Permissions: everyonePermissions})
-		for r := 1; r < opts.RolesPerGuild; r++ {
-			g.Roles = append(g.Roles, Role{
-				ID:          others.next(),
-				Name:        roleNames[(r-1)%len(roleNames)],
-				Permissions: rolePerms[rng.IntN(len(rolePerms))],
-				Position:    r,
-				Color:       roleColors[rng.IntN(len(roleColors))],
-				Hoist:       rng.IntN(2) == 0,
-				Mentionable: rng.IntN(2) == 0,
-			})
-		}
-		var category snowflake.ID
-		for c := 0; c < opts.ChannelsPerGuild; c++ {
-			ch := Channel{ID: others.next(), GuildID: gid, Position: c}
-			switch {
-			case c == 0 && opts.ChannelsPerGuild > 1:
-				ch.Type = ChannelTypeCategory
-				ch.Name = "Channels"
-				category = ch.ID
-			case c%3 == 0 && c > 0:
-				ch.Type = ChannelTypeVoice
-				ch.Name = voiceNames[(c/3)%len(voiceNames)]
-				ch.ParentID = category
-			default:
-				ch.Type = ChannelTypeText
-				ch.Name = textNames[c%len(textNames)]
-				if c >= len(textNames) {
-					ch.Name = fmt.Sprintf("%s-%d", ch.Name, c)
-				}
-				ch.ParentID = category
-				ch.Topic = "Talk about " + ch.Name
-			}
-			g.Channels = append(g.Channels, ch)
-		}
-		perm := rng.Perm(len(w.Users))
-		for m := 0; m < opts.MembersPerGuild; m++ {
-			mem := Member{UserID: w.Users[perm[m]].ID, Roles: []snowflake.ID{}, JoinedAt: joined.Add(time.Duration(m+1) * time.Hour)}
-			for _, r := range g.Roles[1:] {
-				if rng.IntN(3) == 0 {
-					mem.Roles = append(mem.Roles, r.ID)
-				}
-			}
-			g.Members = append(g.Members, mem)
-		}
-		if len(g.Members) > 0 {
-			g.OwnerID = g.Members[0].UserID
-		} else {
-			g.OwnerID = bot.ID
-		}
-		g.Members = append(g.Members, Member{UserID: bot.ID, Roles: []snowflake.ID{}, JoinedAt: joined})
-		w.Guilds = append(w.Guilds, g)
+		w.Guilds = append(w.Guilds, gen.guild(w.Users))
 	}
 	w.reindex()
-	return w
+	return w, gen
+}
+
+// guild makes the next guild. Guild i has the snowflake timestamp epoch+i ms, which
+// is what spreads guilds evenly over shards.
+func (gen *worldGen) guild(users []User) Guild {
+	opts, rng := gen.opts, gen.rng
+	i := gen.nextGuild
+	gen.nextGuild++
+	low := rng.Uint64() & (1<<22 - 1)
+	gid := snowflake.ID(uint64(gen.guildMS+int64(i))<<22 | low)
+	joined := worldEpoch.Add(time.Duration(i) * time.Minute)
+	g := Guild{
+		ID:       gid,
+		Name:     fmt.Sprintf("%s %s %d", adjectives[rng.IntN(len(adjectives))], nouns[rng.IntN(len(nouns))], i),
+		JoinedAt: joined,
+	}
+	g.Roles = append(g.Roles, Role{ID: gid, Name: "@everyone", Permissions: everyonePermissions})
+	for r := 1; r < opts.RolesPerGuild; r++ {
+		g.Roles = append(g.Roles, Role{
+			ID:          gen.others.next(),
+			Name:        roleNames[(r-1)%len(roleNames)],
+			Permissions: rolePerms[rng.IntN(len(rolePerms))],
+			Position:    r,
+			Color:       roleColors[rng.IntN(len(roleColors))],
+			Hoist:       rng.IntN(2) == 0,
+			Mentionable: rng.IntN(2) == 0,
+		})
+	}
+	var category snowflake.ID
+	for c := 0; c < opts.ChannelsPerGuild; c++ {
+		ch := Channel{ID: gen.others.next(), GuildID: gid, Position: c}
+		switch {
+		case c == 0 && opts.ChannelsPerGuild > 1:
+			ch.Type = ChannelTypeCategory
+			ch.Name = "Channels"
+			category = ch.ID
+		case c%3 == 0 && c > 0:
+			ch.Type = ChannelTypeVoice
+			ch.Name = voiceNames[(c/3)%len(voiceNames)]
+			ch.ParentID = category
+		default:
+			ch.Type = ChannelTypeText
+			ch.Name = textNames[c%len(textNames)]
+			if c >= len(textNames) {
+				ch.Name = fmt.Sprintf("%s-%d", ch.Name, c)
+			}
+			ch.ParentID = category
+			ch.Topic = "Talk about " + ch.Name
+		}
+		g.Channels = append(g.Channels, ch)
+	}
+	perm := rng.Perm(len(users))
+	for m := 0; m < opts.MembersPerGuild && m < len(users); m++ {
+		mem := Member{UserID: users[perm[m]].ID, Roles: []snowflake.ID{}, JoinedAt: joined.Add(time.Duration(m+1) * time.Hour)}
+		for _, r := range g.Roles[1:] {
+			if rng.IntN(3) == 0 {
+				mem.Roles = append(mem.Roles, r.ID)
+			}
+		}
+		g.Members = append(g.Members, mem)
+	}
+	if len(g.Members) > 0 {
+		g.OwnerID = g.Members[0].UserID
+	} else {
+		g.OwnerID = gen.bot.ID
+	}
+	g.Members = append(g.Members, Member{UserID: gen.bot.ID, Roles: []snowflake.ID{}, JoinedAt: joined})
+	return g
 }
 
 func titleCase(s string) string {

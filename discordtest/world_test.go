@@ -12,11 +12,12 @@ import (
 func TestWorldIsDeterministicAndSpreadsEvenly(t *testing.T) {
 	opts := WorldOptions{Seed: 42, Guilds: 100, ChannelsPerGuild: 4, RolesPerGuild: 2, MembersPerGuild: 3, Users: 20}.withDefaults()
 	bot := User{ID: DefaultAppID, Username: "fakebot", Bot: true}
-	a, b := generateWorld(opts, bot), generateWorld(opts, bot)
+	a, _ := generateWorld(opts, bot)
+	b, _ := generateWorld(opts, bot)
 	if !reflect.DeepEqual(a.Guilds, b.Guilds) || !reflect.DeepEqual(a.Users, b.Users) {
 		t.Fatal("same seed produced different worlds")
 	}
-	other := generateWorld(WorldOptions{Seed: 43, Guilds: 100}.withDefaults(), bot)
+	other, _ := generateWorld(WorldOptions{Seed: 43, Guilds: 100}.withDefaults(), bot)
 	if other.Guilds[0].ID == a.Guilds[0].ID {
 		t.Fatal("different seeds produced the same ids")
 	}
@@ -194,5 +195,61 @@ func TestStrictIntents(t *testing.T) {
 	_ = json.Unmarshal(f.D, &m)
 	if f.typ() != "MESSAGE_CREATE" || m.Content != "" {
 		t.Fatalf("content not blanked without MESSAGE_CONTENT: %s", f.raw)
+	}
+}
+
+func TestJoinLeaveGuildAndUserMessage(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 2}})
+	c := dial(t, srv, "", "")
+	c.hello()
+	rs := c.identify(srv.Token(), 0, 1, 2)
+
+	g, d, err := srv.JoinGuild("Joined")
+	if err != nil || d.Seq != rs.Seq+1 {
+		t.Fatalf("join: %+v %v", d, err)
+	}
+	if f := c.read(); f.typ() != "GUILD_CREATE" || !contains(string(f.D), `"name":"Joined"`) {
+		t.Fatalf("got %s", f.raw)
+	}
+	world := srv.World()
+	wg, ok := world.Guild(g.ID)
+	if !ok || len(wg.Channels) != len(g.Channels) || len(wg.Members) != len(g.Members) || len(world.Guilds) != 3 {
+		t.Fatalf("joined guild in world: %+v", wg)
+	}
+	// The joined guild continues the id sequence, so three guilds over three shards
+	// land on three different shards.
+	shardsUsed := map[int]bool{}
+	for _, x := range world.Guilds {
+		shardsUsed[ShardFor(x.ID, 3)] = true
+	}
+	if len(shardsUsed) != 3 {
+		t.Fatalf("joined guild id %v does not continue the even spread", g.ID)
+	}
+
+	text, _ := world.FirstTextChannel(g.ID)
+	if _, err := srv.SendUserMessage(text.ID, 0, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	f := c.read()
+	var m struct {
+		GuildID snowflake.ID `json:"guild_id"`
+		Author  struct {
+			ID snowflake.ID `json:"id"`
+		} `json:"author"`
+		Content string `json:"content"`
+	}
+	_ = json.Unmarshal(f.D, &m)
+	if f.typ() != "MESSAGE_CREATE" || m.GuildID != g.ID || m.Content != "hi" || m.Author.ID != g.Members[0].UserID {
+		t.Fatalf("got %s", f.raw)
+	}
+
+	if _, err := srv.LeaveGuild(g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.read(); f.typ() != "GUILD_DELETE" {
+		t.Fatalf("got %s", f.raw)
+	}
+	if _, ok := srv.World().Guild(g.ID); ok {
+		t.Fatal("left guild still in the world")
 	}
 }
