@@ -119,7 +119,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 			return fmt.Errorf("%w: shard %d of %s is not below %s=%d", ErrInvalidConfig, s, envClusterShards, envShards, l.cfg.Shards)
 		}
 	}
-	log := l.log.With(slog.Int("cluster", id))
+	log := l.log // cluster.Run adds cluster_id itself
 	ctx, stop := childContext(ctx)
 	defer stop()
 	rdb, ks, closeRedis, err := l.childRedis(ctx)
@@ -154,7 +154,8 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 			opts.OnReady = ready
 		}
 	}
-	log.Info("cluster starting", slog.String("shards", formatShards(shards)), slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
+	log.Info("cluster process starting", slog.Int("cluster_id", id), slog.String("shards", formatShards(shards)),
+		slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
 	err = cluster.Run(ctx, opts, l.cfg.Worker)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("launcher: cluster %d: %w", id, err)
@@ -173,7 +174,7 @@ func (l *Launcher) runService(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log := l.log.With(slog.String("service", name), slog.Int("copy", copyN))
+	log := l.log // services.Run adds service and copy itself
 	ctx, stop := childContext(ctx)
 	defer stop()
 	rdb, ks, closeRedis, err := l.childRedis(ctx)

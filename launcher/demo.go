@@ -128,12 +128,22 @@ func (d *demo) startPinger(ctx context.Context, l *Launcher) func() {
 			if !ok {
 				continue
 			}
+			before := len(d.fake.Messages())
 			if _, err := d.fake.Dispatch(g.ID, "MESSAGE_CREATE", payload); err != nil {
 				d.log.Warn("demo: dispatch !ping failed", slog.Any("error", err))
 				continue
 			}
 			sent++
-			d.log.Info("demo: a user said !ping", slog.String("guild", g.Name), slog.Int("pings", sent), slog.Int("bot_answers", len(d.fake.Messages())))
+			wctx, wcancel := context.WithTimeout(ctx, l.cfg.DemoPingInterval)
+			_ = d.fake.WaitFor(wctx, func(s *discordtest.Server) bool { return len(s.Messages()) > before })
+			wcancel()
+			msgs := d.fake.Messages()
+			answer := "(no answer yet)"
+			if len(msgs) > before {
+				answer = msgs[len(msgs)-1].Content
+			}
+			d.log.Info("demo: a user said !ping", slog.String("guild", g.Name), slog.String("answer", answer),
+				slog.Int("pings", sent), slog.Int("bot_answers", len(msgs)))
 		}
 	}()
 	return func() { cancel(); <-done }
