@@ -176,6 +176,38 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "shard": st})
 }
 
+// MarshalJSON writes durations as Go duration strings ("5s"), the form
+// /_fake/config accepts back.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"identify_window":  c.IdentifyWindow.String(),
+		"max_concurrency":  c.MaxConcurrency,
+		"violation_action": c.ViolationAction,
+		"hello_delay":      c.HelloDelay.String(),
+	})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; durations may also be milliseconds.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var up configUpdate
+	if err := json.Unmarshal(b, &up); err != nil {
+		return err
+	}
+	if up.IdentifyWindow != nil {
+		c.IdentifyWindow = time.Duration(*up.IdentifyWindow)
+	}
+	if up.MaxConcurrency != nil {
+		c.MaxConcurrency = *up.MaxConcurrency
+	}
+	if up.ViolationAction != nil {
+		c.ViolationAction = *up.ViolationAction
+	}
+	if up.HelloDelay != nil {
+		c.HelloDelay = time.Duration(*up.HelloDelay)
+	}
+	return nil
+}
+
 // configUpdate accepts durations as Go strings ("2s") or milliseconds.
 type configUpdate struct {
 	IdentifyWindow  *flexDuration `json:"identify_window"`

@@ -64,6 +64,10 @@ func TestControlHTTP(t *testing.T) {
 	if got := srv.Config(); got != want {
 		t.Fatalf("config %+v, want %+v", got, want)
 	}
+	var viaHTTP Config
+	if err := json.Unmarshal(b, &viaHTTP); err != nil || viaHTTP != want || !strings.Contains(string(b), `"identify_window":"2s"`) {
+		t.Fatalf("config body %s: %+v %v", b, viaHTTP, err)
+	}
 	status, _, _ = httpDo(t, "POST", srv.URL()+"/_fake/config", "", `{"violation_action":"shrug"}`)
 	if status != http.StatusBadRequest {
 		t.Fatalf("bad violation action: %d", status)
