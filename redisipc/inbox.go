@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -137,14 +138,92 @@ func (n *Node) inboxReader() {
 		}
 		now := time.Now()
 		for _, s := range res {
-			for _, m := range s.Messages {
-				last = m.ID
-				if n.opts.Group {
+			if len(s.Messages) == 0 {
+				continue
+			}
+			last = s.Messages[len(s.Messages)-1].ID
+			if n.opts.Group {
+				for _, m := range s.Messages {
 					n.inflight.add(m.ID, now)
 				}
-				n.dispatch(n.inboxKey, m.ID, entryBytes(m))
 			}
+			n.serveBatch(n.inboxKey, s.Messages)
 		}
+	}
+}
+
+// batchReplies collects the replies of one batch until the reader flushes
+// them; a handler finishing later sends its reply through the writer.
+type batchReplies struct {
+	mu      sync.Mutex
+	out     []outMsg
+	left    int
+	flushed bool
+	all     chan struct{}
+}
+
+func (b *batchReplies) add(n *Node, m outMsg, ok bool) {
+	b.mu.Lock()
+	if b.flushed {
+		b.mu.Unlock()
+		if ok {
+			n.finish(m)
+		}
+		return
+	}
+	if ok {
+		b.out = append(b.out, m)
+	}
+	b.left--
+	if b.left == 0 {
+		close(b.all)
+	}
+	b.mu.Unlock()
+}
+
+// serveBatch answers entries read together. All but the last run in their
+// own goroutines and the last runs here, so a lone request costs no
+// goroutine hand-off; the reader then waits up to BatchLinger for the
+// batch and writes every reply plus the acks in one pipeline. Handlers
+// slower than that reply through the writer, so a slow request does not
+// hold up the rest.
+func (n *Node) serveBatch(stream string, msgs []redis.XMessage) {
+	b := &batchReplies{left: len(msgs), all: make(chan struct{}), out: make([]outMsg, 0, len(msgs))}
+	for i, m := range msgs {
+		n.sem <- struct{}{}
+		n.handlerWG.Add(1)
+		if i == len(msgs)-1 {
+			out, ok := n.process(stream, m.ID, entryBytes(m))
+			<-n.sem
+			n.handlerWG.Done()
+			b.add(n, out, ok)
+			break
+		}
+		go func() {
+			defer func() {
+				<-n.sem
+				n.handlerWG.Done()
+			}()
+			out, ok := n.process(stream, m.ID, entryBytes(m))
+			b.add(n, out, ok)
+		}()
+	}
+	select {
+	case <-b.all:
+	default:
+		t := time.NewTimer(n.opts.BatchLinger)
+		select {
+		case <-b.all:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	b.mu.Lock()
+	b.flushed = true
+	out := b.out
+	b.mu.Unlock()
+	if len(out) > 0 {
+		n.flush(out)
 	}
 }
 
@@ -223,62 +302,57 @@ func (n *Node) dispatch(stream, entry string, raw []byte) {
 			<-n.sem
 			n.handlerWG.Done()
 		}()
-		n.serve(stream, entry, raw)
+		if m, ok := n.process(stream, entry, raw); ok {
+			n.finish(m)
+		}
 	}()
 }
 
-// serve handles one message and queues its reply (and ack). Whatever
+// process handles one message and returns the write that answers it: the
+// reply (with the ack of its entry), a dead letter, or a bare ack. Whatever
 // arrives, the process survives and its neighbours' messages are untouched:
 // undecodable messages go to the dead-letter stream, bad requests get an
 // error reply.
-func (n *Node) serve(stream, entry string, raw []byte) {
+func (n *Node) process(stream, entry string, raw []byte) (outMsg, bool) {
 	ack := outMsg{op: outAckOnly}
 	if n.opts.Group && stream == n.inboxKey {
 		ack.ackKey, ack.ackID = stream, entry
 	}
 	e, err := decodeEnvelope(raw)
 	if err != nil {
-		n.deadLetter(ack, stream, entry, raw, err.Error())
-		return
+		return n.deadLetter(ack, stream, entry, raw, err.Error())
 	}
 	if stream == "" {
 		if e.Kind != kindBroadcast || !matchTarget(e.To, n.addr) {
-			return
+			return ack, false
 		}
 	} else if e.Kind == kindWake {
-		n.finish(ack)
-		return
+		return ack, true
 	} else if e.Kind != kindRequest && e.Kind != kindSend {
-		n.deadLetter(ack, stream, entry, raw, fmt.Sprintf("kind %d in an inbox", e.Kind))
-		return
+		return n.deadLetter(ack, stream, entry, raw, fmt.Sprintf("kind %d in an inbox", e.Kind))
 	}
 	wantsReply := e.Kind != kindSend
 	if wantsReply && e.ReplyTo == "" {
-		n.deadLetter(ack, stream, entry, raw, "request without reply-to")
-		return
+		return n.deadLetter(ack, stream, entry, raw, "request without reply-to")
 	}
 	dl := e.deadline()
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		// The caller has given up: running it would only waste work.
 		n.dropped.Add(1)
-		n.finish(ack)
-		return
+		return ack, true
 	}
-	fail := func(code, msg string) {
+	fail := func(code, msg string) (outMsg, bool) {
 		if !wantsReply {
-			n.deadLetter(ack, stream, entry, raw, code+": "+msg)
-			return
+			return n.deadLetter(ack, stream, entry, raw, code+": "+msg)
 		}
-		n.reply(ack, e, nil, code, msg)
+		return n.reply(ack, e, nil, code, msg)
 	}
 	if len(e.Payload) > n.opts.MaxPayload {
-		fail(codeTooLarge, fmt.Sprintf("payload of %d bytes exceeds the limit of %d", len(e.Payload), n.opts.MaxPayload))
-		return
+		return fail(codeTooLarge, fmt.Sprintf("payload of %d bytes exceeds the limit of %d", len(e.Payload), n.opts.MaxPayload))
 	}
 	h := n.handler(e.Op)
 	if h == nil {
-		fail(codeUnknown, fmt.Sprintf("unknown op %q", e.Op))
-		return
+		return fail(codeUnknown, fmt.Sprintf("unknown op %q", e.Op))
 	}
 	ctx := n.base
 	if !dl.IsZero() {
@@ -306,21 +380,17 @@ func (n *Node) serve(stream, entry string, raw []byte) {
 		}
 		if !wantsReply {
 			n.log.Warn("redisipc: handler failed", "op", e.Op, "from", e.From, "err", err)
-			n.finish(ack)
-			return
+			return ack, true
 		}
-		n.reply(ack, e, nil, code, err.Error())
-		return
+		return n.reply(ack, e, nil, code, err.Error())
 	}
 	if !wantsReply {
-		n.finish(ack)
-		return
+		return ack, true
 	}
 	if len(out) > n.opts.MaxPayload {
-		n.reply(ack, e, nil, codeTooLarge, fmt.Sprintf("reply of %d bytes exceeds the limit of %d", len(out), n.opts.MaxPayload))
-		return
+		return n.reply(ack, e, nil, codeTooLarge, fmt.Sprintf("reply of %d bytes exceeds the limit of %d", len(out), n.opts.MaxPayload))
 	}
-	n.reply(ack, e, out, "", "")
+	return n.reply(ack, e, out, "", "")
 }
 
 type panicError struct{ v any }
@@ -337,16 +407,17 @@ func (n *Node) run(ctx context.Context, h Handler, req *Request) (out []byte, er
 	return h(ctx, req)
 }
 
-// reply queues the answer to e together with the ack of its entry.
-func (n *Node) reply(ack outMsg, e *envelope, payload []byte, code, msg string) {
+// reply builds the answer to e, carrying the ack of its entry.
+func (n *Node) reply(ack outMsg, e *envelope, payload []byte, code, msg string) (outMsg, bool) {
 	r := envelope{Kind: kindReply, ID: e.ID, Op: e.Op, From: n.addr, Instance: n.inst, To: e.From, Payload: payload}
 	if code != "" {
 		r.Status, r.Code, r.Payload = statusError, code, []byte(msg)
 	}
 	ack.op, ack.key, ack.maxLen, ack.data = outXAdd, n.ks.Replies(e.ReplyTo), n.opts.ReplyMaxLen, r.encode()
-	n.finish(ack)
+	return ack, true
 }
 
+// finish queues m for the writer.
 func (n *Node) finish(m outMsg) {
 	if m.op == outAckOnly && m.ackKey == "" {
 		return
@@ -356,18 +427,19 @@ func (n *Node) finish(m outMsg) {
 	}
 }
 
-// deadLetter records a message that cannot be handled, with the reason,
-// and acks it so it is not redelivered forever.
-func (n *Node) deadLetter(ack outMsg, stream, entry string, raw []byte, reason string) {
+// deadLetter builds the record of a message that cannot be handled, with
+// the reason, carrying its ack so it is not redelivered forever.
+func (n *Node) deadLetter(ack outMsg, stream, entry string, raw []byte, reason string) (outMsg, bool) {
 	n.deadLetters.Add(1)
 	n.log.Warn("redisipc: dead letter", "stream", stream, "entry", entry, "reason", reason)
 	ack.op, ack.key, ack.maxLen = outXAdd, n.ks.DeadLetter(), n.opts.DeadLetterMaxLen
 	ack.values = deadLetterValues(n.inst, stream, entry, raw, reason)
-	n.finish(ack)
+	return ack, true
 }
 
 func (n *Node) deadLetterNow(stream, entry string, raw []byte, reason string) {
-	n.deadLetter(outMsg{op: outAckOnly}, stream, entry, raw, reason)
+	m, _ := n.deadLetter(outMsg{op: outAckOnly}, stream, entry, raw, reason)
+	n.finish(m)
 }
 
 func deadLetterValues(inst, stream, entry string, raw []byte, reason string) []any {

@@ -66,6 +66,10 @@ type Options struct {
 	// BlockTimeout bounds each blocking read, and so how long Close waits
 	// for a group reader. Default 1 s.
 	BlockTimeout time.Duration
+	// BatchLinger is how long the inbox reader waits for the handlers of a
+	// batch so their replies go out in one pipeline; later replies go out
+	// on their own. Default 1 ms.
+	BatchLinger time.Duration
 	// MaxConcurrent bounds handlers running at once; a node at the limit
 	// stops reading its inbox until one finishes. Default 1024.
 	MaxConcurrent int
@@ -115,6 +119,7 @@ func (o *Options) setDefaults() error {
 	def(&o.HeartbeatTTL, 10*time.Second)
 	def(&o.ClaimIdle, o.HeartbeatTTL)
 	def(&o.BlockTimeout, time.Second)
+	def(&o.BatchLinger, time.Millisecond)
 	def(&o.DirectoryRefresh, time.Second)
 	def(&o.ShardMapTTL, 2*time.Second)
 	defN(&o.InboxMaxLen, 100_000)

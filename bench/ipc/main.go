@@ -1,0 +1,254 @@
+// Command ipc measures Megane's IPC against a real Redis: the Redis PING
+// round trip, and a cluster→service request/response round trip (a service
+// copy in its own process), sequentially and with many requests in flight.
+// It prints one table with every latency's ratio to PING p50.
+//
+//	redis-server --port 6399 --save '' --appendonly no --daemonize yes
+//	go run ./bench/ipc -redis redis://127.0.0.1:6399/0
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/services"
+)
+
+func main() {
+	var (
+		url      = flag.String("redis", "redis://127.0.0.1:6399/0", "Redis URL")
+		ns       = flag.String("ns", "bench", "key namespace (purged before and after)")
+		samples  = flag.Int("n", 20000, "sequential samples per latency row")
+		dur      = flag.Duration("d", 5*time.Second, "duration of each throughput row")
+		inflight = flag.String("inflight", "64,256", "requests in flight for the throughput rows")
+		payload  = flag.Int("payload", 64, "request payload bytes")
+		child    = flag.Bool("child", false, "run as the echo service copy (internal)")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *url, *ns, *samples, *dur, *inflight, *payload, *child); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/ipc:", err)
+		os.Exit(1)
+	}
+}
+
+// echo is the service under test: it answers with the request payload.
+type echo struct{}
+
+func (echo) Launch(ctx context.Context, s *services.Service) error { return nil }
+
+func (echo) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
+	return rawJSON(cmd.Payload), nil
+}
+
+type rawJSON []byte
+
+func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
+
+func run(ctx context.Context, url, ns string, samples int, dur time.Duration, inflight string, size int, child bool) error {
+	rdb, err := redisconn.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	ks, err := keyspace.New(ns)
+	if err != nil {
+		return err
+	}
+	if child {
+		return services.Run(ctx, services.Options{Name: "echo", Redis: rdb, Keys: ks,
+			OnReady: func() { fmt.Println("READY") }}, echo{})
+	}
+	purge(ctx, rdb, ks)
+	defer purge(context.Background(), rdb, ks)
+
+	svc, err := startChild(ctx, url, ns)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = svc.Process.Signal(syscall.SIGTERM)
+		_ = svc.Wait()
+	}()
+
+	node, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cluster:0"})
+	if err != nil {
+		return err
+	}
+	defer node.Close(context.Background())
+
+	body := []byte(`"` + strings.Repeat("x", max(size-2, 0)) + `"`)
+	call := func() error {
+		_, err := node.Call(ctx, "service:echo", "echo", body)
+		return err
+	}
+	// Warm up connections and code paths.
+	for range 2000 {
+		if err := call(); err != nil {
+			return fmt.Errorf("warm-up call: %w", err)
+		}
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return err
+		}
+	}
+
+	ping, err := sequential(samples, func() error { return rdb.Ping(ctx).Err() })
+	if err != nil {
+		return err
+	}
+	rr, err := sequential(samples, call)
+	if err != nil {
+		return err
+	}
+	base := ping.p50
+	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s\n\n",
+		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, rdb))
+	fmt.Printf("%-44s %10s %10s %12s %12s\n", "measurement", "p50", "p99", "p50/PING50", "p99/PING50")
+	row := func(name string, l lat) {
+		fmt.Printf("%-44s %10s %10s %11.2fx %11.2fx\n", name, us(l.p50), us(l.p99),
+			float64(l.p50)/float64(base), float64(l.p99)/float64(base))
+	}
+	row(fmt.Sprintf("Redis PING round trip (sequential, n=%d)", samples), ping)
+	row(fmt.Sprintf("cluster→service call (sequential, n=%d)", samples), rr)
+
+	fmt.Printf("\n%-44s %10s %10s %12s\n", "throughput", "req/s", "p50", "p99")
+	for _, f := range strings.Split(inflight, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k <= 0 {
+			return fmt.Errorf("bad -inflight %q", f)
+		}
+		rate, l, err := throughput(ctx, k, dur, call)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("cluster→service, %d in flight, %v", k, dur), rate, us(l.p50), us(l.p99))
+	}
+	fmt.Printf("\ntargets: call p50 ≤ 3× PING p50, p99 ≤ 10× PING p50, ≥ 45 000 req/s at 64 in flight\n")
+	return nil
+}
+
+func startChild(ctx context.Context, url, ns string) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "-child", "-redis", url, "-ns", ns)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 64)
+		var seen strings.Builder
+		for {
+			n, err := out.Read(buf)
+			seen.Write(buf[:n])
+			if strings.Contains(seen.String(), "READY") {
+				close(ready)
+				_, _ = readAll(out)
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-ready:
+		return cmd, nil
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("service copy not ready after 15s")
+	}
+}
+
+func readAll(r interface{ Read([]byte) (int, error) }) (int, error) {
+	buf := make([]byte, 512)
+	total := 0
+	for {
+		n, err := r.Read(buf)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+type lat struct{ p50, p99 time.Duration }
+
+func percentiles(d []time.Duration) lat {
+	slices.Sort(d)
+	return lat{p50: d[len(d)/2], p99: d[len(d)*99/100]}
+}
+
+func sequential(n int, f func() error) (lat, error) {
+	d := make([]time.Duration, n)
+	for i := range d {
+		t := time.Now()
+		if err := f(); err != nil {
+			return lat{}, err
+		}
+		d[i] = time.Since(t)
+	}
+	return percentiles(d), nil
+}
+
+func throughput(ctx context.Context, k int, dur time.Duration, f func() error) (float64, lat, error) {
+	var (
+		done   atomic.Int64
+		mu     sync.Mutex
+		all    []time.Duration
+		first  error
+		wg     sync.WaitGroup
+		finish = time.Now().Add(dur)
+	)
+	start := time.Now()
+	for range k {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for time.Now().Before(finish) && ctx.Err() == nil {
+				t := time.Now()
+				if err := f(); err != nil {
+					mu.Lock()
+					first = err
+					mu.Unlock()
+					return
+				}
+				local = append(local, time.Since(t))
+				done.Add(1)
+			}
+			mu.Lock()
+			all = append(all, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, lat{}, first
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), percentiles(all), nil
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d.Nanoseconds())/1e3) }

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
+)
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+func redisVersion(ctx context.Context, rdb redis.UniversalClient) string {
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "redis_version:"); ok {
+			return v
+		}
+	}
+	return "?"
+}
+
+func purge(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace) {
+	testredis.Purge(ctx, rdb, ks)
+}
