@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -242,6 +243,23 @@ func TestGracefulRestartResumes(t *testing.T) {
 	if p2.count("message") != len(during) {
 		t.Errorf("second process saw %d messages, want %d", p2.count("message"), len(during))
 	}
+	// OnRawEvent and a disgo Raw listener both got every payload in full.
+	raw, listener := p2.all("raw"), p2.all("raw_listener")
+	if len(raw) != len(during) || len(listener) != len(during) {
+		t.Errorf("%d OnRawEvent calls and %d Raw listener calls for %d messages", len(raw), len(listener), len(during))
+	}
+	// Shards run concurrently, so compare the sizes as sorted lists.
+	lens := func(evs []procEvent) []int {
+		out := make([]int, len(evs))
+		for i, e := range evs {
+			out[i] = e.Len
+		}
+		slices.Sort(out)
+		return out
+	}
+	if a, b := lens(raw), lens(listener); !slices.Equal(a, b) || (len(a) > 0 && a[0] == 0) {
+		t.Errorf("payload sizes: OnRawEvent %v, Raw listener %v", a, b)
+	}
 	evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -333,6 +351,80 @@ func TestCrashRestartResumes(t *testing.T) {
 	}
 	t.Logf("after SIGKILL: %d of %d unsaved events replayed", dups, len(unsaved))
 	if err := p2.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShardReconnectsInProcess drops one shard's connection and invalidates
+// another's session while the cluster runs: the first RESUMEs without losing
+// the events sent meanwhile, the second IDENTIFYs again and its new session
+// replaces the old one in Redis; both transitions are in the lifecycle
+// stream.
+func TestShardReconnectsInProcess(t *testing.T) {
+	t.Parallel()
+	rdb, url, ks := realRedis(t)
+	srv := newFake(t, discordtest.Options{
+		Shards: 2, MaxConcurrency: 2, HeartbeatInterval: time.Second, IdentifyWindow: time.Second,
+		World: discordtest.WorldOptions{Guilds: 4},
+	})
+	cfg := procConfig{ns: ks.Namespace(), shards: "0,1", shardCount: 2, maxConc: 2, windowMS: 1000, redisURL: url, srv: srv}
+	ctx := context.Background()
+
+	p := startProc(t, "cluster", cfg)
+	p.waitReady(20 * time.Second)
+	identifies := len(srv.Identifies())
+
+	if err := srv.DropShard(0); err != nil {
+		t.Fatal(err)
+	}
+	during := sendBatch(t, srv, "dropped", 6)
+	waitSrv(t, srv, "replies after the drop", 15*time.Second, allReplied(during))
+
+	old, _ := srv.ShardStatus(1)
+	if err := srv.InvalidateSession(1, false); err != nil {
+		t.Fatal(err)
+	}
+	waitSrv(t, srv, "shard 1 re-identified and its new session saved", 15*time.Second, func(srv *discordtest.Server) bool {
+		st, _ := srv.ShardStatus(1)
+		if st.SessionID == old.SessionID || !st.Ready {
+			return false
+		}
+		saved, err := sessions.Load(ctx, rdb, ks, []int{1})
+		return err == nil && saved[1].SessionID == st.SessionID
+	})
+	if got := len(srv.Identifies()) - identifies; got != 1 {
+		t.Fatalf("%d identifies after the faults, want 1 (shard 1 only)", got)
+	}
+	got := replies(srv)
+	for _, c := range during {
+		if got[c] != 1 {
+			t.Errorf("%q handled %d times, want once", c, got[c])
+		}
+	}
+
+	type key struct {
+		typ   lifecycle.Type
+		shard int
+	}
+	waitSrv(t, srv, "lifecycle events of both faults", 10*time.Second, func(*discordtest.Server) bool {
+		evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
+		if err != nil {
+			return false
+		}
+		seen := map[key]int{}
+		for _, ev := range evs {
+			seen[key{ev.Type, ev.Shard}]++
+		}
+		return seen[key{lifecycle.ShardDisconnected, 0}] >= 1 && seen[key{lifecycle.ShardResumed, 0}] >= 1 &&
+			seen[key{lifecycle.ShardDisconnected, 1}] >= 1 && seen[key{lifecycle.ShardReady, 1}] >= 2
+	})
+	for shard := range 2 {
+		st := rdb.HGetAll(ctx, ks.ShardStatus(shard)).Val()
+		if st["status"] != "ready" || st["cluster"] != "0" || st["latency_ms"] == "" || st["guilds"] != "2" {
+			t.Errorf("shard %d status hash %v", shard, st)
+		}
+	}
+	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

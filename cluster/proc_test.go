@@ -71,6 +71,7 @@ type procEvent struct {
 	Seq     int    `json:"seq"`
 	Content string `json:"content"`
 	Err     string `json:"err"`
+	Len     int    `json:"len"`
 }
 
 type proc struct {
@@ -153,7 +154,7 @@ func startProc(t *testing.T, name string, c procConfig) *proc {
 			_ = cmd.Process.Kill()
 			<-p.exited
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("MEGANE_TEST_CHILD_LOGS") != "" {
 			b, _ := os.ReadFile(logf)
 			if len(b) > 8000 {
 				b = b[len(b)-8000:]
@@ -174,6 +175,18 @@ func (p *proc) count(ev string) int {
 		}
 	}
 	return n
+}
+
+func (p *proc) all(ev string) []procEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []procEvent
+	for _, e := range p.events {
+		if e.Ev == ev {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (p *proc) errors() []string {

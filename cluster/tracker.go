@@ -163,7 +163,8 @@ func (t *tracker) handled(shard, seq int) {
 	}
 }
 
-// readyEvent records READY: a new session replaces whatever the shard had.
+// readyEvent records READY, once its listeners have returned: a new session
+// replaces whatever the shard had, handled up to READY's sequence.
 func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds int) {
 	t.mu.Lock()
 	st := t.shards[shard]
@@ -172,9 +173,7 @@ func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds
 		return
 	}
 	st.sessionID, st.resumeURL = sessionID, resumeURL
-	// READY's own listeners have not run yet: the session starts at 0 and
-	// moves to seq once they return.
-	st.handled, st.received = 0, seq
+	st.handled, st.received = seq, seq
 	st.version++
 	st.guilds = guilds
 	t.connectedLocked(shard, st, lifecycle.ShardReady)

@@ -211,15 +211,25 @@ func (l *Limiter) Wait(ctx context.Context, shardID int) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("identify: wait for bucket %d: %w", bucket, ctx.Err())
 		}
-		sleep := l.cfg.maxPoll
+		sleep := jitter(l.cfg.maxPoll)
 		if err != nil {
 			l.cfg.logger.WarnContext(ctx, "identify bucket: redis error, retrying",
 				slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("err", err))
-		} else if ttl, terr := l.rdb.PTTL(ctx, key).Result(); terr == nil && ttl > 0 && ttl < sleep {
-			// The holder released it; its hold ends in ttl.
-			sleep = ttl
+		} else if ttl, terr := l.rdb.PTTL(ctx, key).Result(); terr == nil {
+			switch {
+			case ttl == -2*time.Nanosecond:
+				// Expired between SET and PTTL: try again at once.
+				sleep = time.Millisecond
+			case ttl > 0 && ttl <= l.Hold():
+				// The bucket cannot free before its expiry: Unlock only ever
+				// sets the expiry to now+hold, which is no earlier. Sleep
+				// until then, plus a little so waiters do not all arrive in
+				// the same millisecond.
+				sleep = ttl + time.Duration(mrand.Int64N(int64(20*time.Millisecond)))
+			}
+			// Otherwise a handshake is running and may end any moment: poll.
 		}
-		if err := l.sleep(ctx, jitter(sleep)); err != nil {
+		if err := l.sleep(ctx, sleep); err != nil {
 			return fmt.Errorf("identify: wait for bucket %d: %w", bucket, err)
 		}
 	}

@@ -8,7 +8,9 @@
 // MESSAGE_CREATE by posting "seen <content>" to the same channel (so the
 // fake's Messages() shows what the cluster handled), and prints one JSON
 // line per notable thing on stdout: {"ev":"ready"}, {"ev":"message",...},
-// {"ev":"stopped"} or {"ev":"error","err":...}. SIGTERM and SIGINT stop it
+// {"ev":"raw",...} (OnRawEvent) and {"ev":"raw_listener",...} (a disgo Raw
+// listener) for each MESSAGE_CREATE, {"ev":"stopped"} or
+// {"ev":"error","err":...}. SIGTERM and SIGINT stop it
 // resumably.
 //
 // Environment: TC_REDIS_URL, TC_NAMESPACE, TC_CLUSTER_ID, TC_SHARDS (comma
@@ -20,6 +22,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -65,6 +68,15 @@ func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
 		if err != nil {
 			emit(map[string]any{"ev": "error", "err": err.Error()})
 		}
+	}))
+	// A user's Raw listener must still get the whole payload after
+	// OnRawEvent took its copy.
+	c.Client.AddEventListeners(bot.NewListenerFunc(func(e *events.Raw) {
+		if e.EventType != gateway.EventTypeMessageCreate {
+			return
+		}
+		b, _ := io.ReadAll(e.Payload)
+		emit(map[string]any{"ev": "raw_listener", "shard": e.ShardID(), "seq": e.SequenceNumber(), "len": len(b)})
 	}))
 	return nil
 }
@@ -115,6 +127,11 @@ func main() {
 		SessionSyncInterval: time.Duration(envInt("TC_SYNC_MS")) * time.Millisecond,
 		HeartbeatInterval:   500 * time.Millisecond,
 		OnReady:             func() { emit(map[string]any{"ev": "ready"}) },
+		OnRawEvent: func(shard int, eventType string, data []byte) {
+			if eventType == string(gateway.EventTypeMessageCreate) {
+				emit(map[string]any{"ev": "raw", "shard": shard, "len": len(data)})
+			}
+		},
 	}
 	if err := cluster.Run(ctx, opts, worker{}); err != nil {
 		fail(err)
