@@ -85,8 +85,8 @@ func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(
 // IDENTIFY in the bucket waits. STRING
 func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:" + id(bucket) }
 
-// Cluster is cluster id's state: status, pid, host, shards, started_at,
-// ready_at, restarts. HASH
+// Cluster is cluster id's state: status, pid, host, shards, shard_count,
+// started_at, ready_at, stopped_at (written by the cluster) and restarts. HASH
 func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
 
 // ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills
