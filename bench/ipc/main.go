@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,15 +38,38 @@ func main() {
 		inflight = flag.String("inflight", "64,256", "requests in flight for the throughput rows")
 		payload  = flag.Int("payload", 64, "request payload bytes")
 		child    = flag.Bool("child", false, "run as the echo service copy (internal)")
+		prof     = flag.String("cpuprofile", "", "write CPU profiles of the throughput rows to this file and <file>.service")
 	)
 	flag.Parse()
+	if *prof != "" {
+		path := *prof
+		if *child {
+			path += ".service"
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/ipc:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/ipc:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	childArgs = os.Args[1:]
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *url, *ns, *samples, *dur, *inflight, *payload, *child); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ipc:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
+
+// childArgs are the flags the service copy is started with.
+var childArgs []string
 
 // echo is the service under test: it answers with the request payload.
 type echo struct{}
@@ -107,17 +131,14 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 		}
 	}
 
-	ping, err := sequential(samples, func() error { return rdb.Ping(ctx).Err() })
-	if err != nil {
-		return err
-	}
-	rr, err := sequential(samples, call)
+	// PING and call samples alternate, so both see the same machine load.
+	ping, rr, err := interleaved(samples, func() error { return rdb.Ping(ctx).Err() }, call)
 	if err != nil {
 		return err
 	}
 	base := ping.p50
-	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s\n\n",
-		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, rdb))
+	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s, load average %s\n\n",
+		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, rdb), loadAvg())
 	fmt.Printf("%-44s %10s %10s %12s %12s\n", "measurement", "p50", "p99", "p50/PING50", "p99/PING50")
 	row := func(name string, l lat) {
 		fmt.Printf("%-44s %10s %10s %11.2fx %11.2fx\n", name, us(l.p50), us(l.p99),
@@ -147,7 +168,7 @@ func startChild(ctx context.Context, url, ns string) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "-child", "-redis", url, "-ns", ns)
+	cmd := exec.CommandContext(ctx, exe, append([]string{"-child"}, childArgs...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -201,16 +222,21 @@ func percentiles(d []time.Duration) lat {
 	return lat{p50: d[len(d)/2], p99: d[len(d)*99/100]}
 }
 
-func sequential(n int, f func() error) (lat, error) {
-	d := make([]time.Duration, n)
-	for i := range d {
+func interleaved(n int, f, g func() error) (lat, lat, error) {
+	df, dg := make([]time.Duration, n), make([]time.Duration, n)
+	for i := range n {
 		t := time.Now()
 		if err := f(); err != nil {
-			return lat{}, err
+			return lat{}, lat{}, err
 		}
-		d[i] = time.Since(t)
+		df[i] = time.Since(t)
+		t = time.Now()
+		if err := g(); err != nil {
+			return lat{}, lat{}, err
+		}
+		dg[i] = time.Since(t)
 	}
-	return percentiles(d), nil
+	return percentiles(df), percentiles(dg), nil
 }
 
 func throughput(ctx context.Context, k int, dur time.Duration, f func() error) (float64, lat, error) {
