@@ -531,11 +531,6 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 	if err := r.rdb.HSet(context.WithoutCancel(ctx), r.ks.Cluster(r.o.ID), "status", "stopping").Err(); err != nil {
 		r.log.Warn("cluster: could not record stopping", slog.Any("err", err))
 	}
-	if r.limiter != nil {
-		// Shards still waiting for an identify bucket give up at once.
-		r.limiter.Close(ctx)
-	}
-
 	// Shards still opening. One that IDENTIFYs has no session to lose, so
 	// cancel it now; one that RESUMEs gets until the deadline to finish, so
 	// it can be closed resumably below.
@@ -543,6 +538,11 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 		if !op.resuming {
 			op.cancel()
 		}
+	}
+	if r.limiter != nil {
+		// A resume that failed falls back to IDENTIFY; it must not take a
+		// bucket now either.
+		r.limiter.Close(ctx)
 	}
 	for id, op := range r.opens {
 		if !waitClosed(op.done, time.Until(deadline)) {

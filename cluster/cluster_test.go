@@ -428,3 +428,66 @@ func TestShardReconnectsInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStopWhileIdentifying stops a cluster whose shards are still waiting
+// for identify buckets: it exits promptly and resumably, and the restarted
+// cluster resumes the shards that were ready while the rest identify,
+// without an identify-concurrency violation.
+func TestStopWhileIdentifying(t *testing.T) {
+	t.Parallel()
+	rdb, url, ks := realRedis(t)
+	srv := newFake(t, discordtest.Options{
+		Shards: 4, MaxConcurrency: 1, IdentifyWindow: time.Second,
+		World: discordtest.WorldOptions{Guilds: 8},
+	})
+	cfg := procConfig{ns: ks.Namespace(), shards: "0,1,2,3", shardCount: 4, maxConc: 1, windowMS: 1000, redisURL: url, srv: srv}
+	ctx := context.Background()
+
+	p1 := startProc(t, "first", cfg)
+	var first int
+	waitSrv(t, srv, "the first shard ready and saved", 20*time.Second, func(srv *discordtest.Server) bool {
+		ids := srv.Identifies()
+		if len(ids) == 0 {
+			return false
+		}
+		first = ids[0].Shard
+		saved, err := sessions.Load(ctx, rdb, ks, []int{first})
+		return err == nil && saved[first].SessionID == ids[0].SessionID
+	})
+	start := time.Now()
+	if err := p1.stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatalf("stop while identifying: %v (errors %v)", err, p1.errors())
+	}
+	t.Logf("stopped %s after SIGTERM with %d of 4 shards identified", time.Since(start).Round(time.Millisecond), len(srv.Identifies()))
+	if p1.count("ready") != 0 {
+		t.Fatal("cluster reported ready with shards still waiting")
+	}
+	saved, err := sessions.Load(ctx, rdb, ks, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumes := len(srv.Resumes())
+
+	p2 := startProc(t, "second", cfg)
+	p2.waitReady(30 * time.Second)
+	resumed := map[int]bool{}
+	for _, r := range srv.Resumes()[resumes:] {
+		if r.OK {
+			resumed[r.Shard] = true
+		}
+	}
+	for shard := range saved {
+		if !resumed[shard] {
+			t.Errorf("shard %d had a saved session but did not resume", shard)
+		}
+	}
+	if !resumed[first] {
+		t.Errorf("the first ready shard %d did not resume", first)
+	}
+	if v := srv.Violations(); len(v) != 0 {
+		t.Fatalf("identify-concurrency violations across the restart: %+v", v)
+	}
+	if err := p2.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
