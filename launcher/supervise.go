@@ -148,13 +148,13 @@ func (p *proc) run(ctx context.Context) {
 			p.exited(c, reason)
 		}
 
+		restarted = true // every later spawn is a restart
 		switch reason {
 		case exitShutdown:
 			p.fail(pending, ErrNotRunning)
 			p.setState(StateStopped)
 			return
 		case exitRestart:
-			restarted = true
 			p.bumpRestarts()
 			continue
 		}
@@ -164,7 +164,7 @@ func (p *proc) run(ctx context.Context) {
 			detail = c.describeExit()
 		}
 		p.fail(pending, fmt.Errorf("%w: %s %s", ErrRestartFailed, p.name(), detail))
-		pending, restarted = nil, false
+		pending = nil
 		now := time.Now()
 		crashes = append(pruneBefore(crashes, now.Add(-cfg.RestartWindow)), now)
 		if len(crashes) > cfg.MaxRestarts {
@@ -174,7 +174,7 @@ func (p *proc) run(ctx context.Context) {
 				return
 			}
 			crashes, backoff = nil, cfg.RestartBackoff
-			pending, restarted = append(pending, req), true
+			pending = append(pending, req)
 			p.setQueued(len(p.shards))
 			p.bumpRestarts()
 			continue
@@ -189,7 +189,7 @@ func (p *proc) run(ctx context.Context) {
 		case <-timer.C:
 		case req := <-p.restartCh:
 			timer.Stop()
-			pending, restarted = append(pending, req), true
+			pending = append(pending, req)
 		case <-ctx.Done():
 			timer.Stop()
 			p.fail(pending, ErrNotRunning)
@@ -406,7 +406,14 @@ func (p *proc) event(k evKind, detail string) {
 	if p.kind == kindCluster {
 		t := [...]lifecycle.Type{lifecycle.ClusterSpawned, lifecycle.ClusterReady, lifecycle.ClusterExited,
 			lifecycle.ClusterRestarted, lifecycle.ClusterUnresponsive, lifecycle.ClusterGaveUp}[k]
-		p.l.sink.event(lifecycle.ClusterEvent(t, p.id, detail))
+		ev := lifecycle.ClusterEvent(t, p.id, detail)
+		if k == evReady {
+			// cluster.Run publishes its own ClusterReady to Redis.
+			ev.At = time.Now()
+			p.l.sink.deliver(ev)
+			return
+		}
+		p.l.sink.event(ev)
 		return
 	}
 	var t lifecycle.Type
