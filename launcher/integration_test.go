@@ -322,17 +322,19 @@ func TestCrashAtStartGivesUp(t *testing.T) {
 	if !f.logContains("cluster 1 GAVE UP") {
 		t.Errorf("the log does not report the give-up loudly")
 	}
-	st, err := f.status()
-	if err != nil {
-		t.Fatal(err)
-	}
+	var st Status
+	waitFor(t, 20*time.Second, "cluster 0 ready", func() bool {
+		var err error
+		st, err = f.status()
+		return err == nil && st.Clusters[0].State == StateReady
+	})
 	if st.Clusters[1].State != StateGaveUp || st.Clusters[0].State != StateReady || st.AllReady {
 		t.Errorf("status %+v", st)
 	}
 	// A restart on request revives it; it fails again, and says so.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = f.node.Call(ctx, LauncherAddr, OpRestartCluster, []byte(`{"cluster":1}`))
+	_, err := f.node.Call(ctx, LauncherAddr, OpRestartCluster, []byte(`{"cluster":1}`))
 	if err == nil || !strings.Contains(err.Error(), "did not become ready") {
 		t.Errorf("restart of a crashing cluster: %v", err)
 	}
