@@ -284,3 +284,33 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+// A slow handler does not hold up the requests behind it in the same inbox.
+func TestSlowHandlerDoesNotBlockInbox(t *testing.T) {
+	for _, group := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
+			_, rdb := testredis.Mini(t)
+			ks := keyspace.MustNew("unit")
+			o := fastOpts(rdb, ks, "service:s")
+			o.Group = group
+			svc := newNode(t, o)
+			release := make(chan struct{})
+			svc.Handle("slow", func(ctx context.Context, r *Request) ([]byte, error) { <-release; return nil, nil })
+			svc.Handle("echo", echo)
+			cli := newNode(t, fastOpts(rdb, ks, "cli:a"))
+			ctx := ctxT(t, 5*time.Second)
+			slowDone := make(chan error, 1)
+			go func() { _, err := cli.Call(ctx, "service:s", "slow", nil); slowDone <- err }()
+			waitFor(t, 2*time.Second, func() bool { return len(svc.sem) == 1 }, "the slow call to start")
+			for i := range 5 {
+				if out, err := cli.Call(ctx, "service:s", "echo", []byte{byte(i)}); err != nil || out[0] != byte(i) {
+					t.Fatalf("echo behind a slow call: %v, %v", out, err)
+				}
+			}
+			close(release)
+			if err := <-slowDone; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

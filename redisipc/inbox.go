@@ -181,24 +181,15 @@ func (b *batchReplies) add(n *Node, m outMsg, ok bool) {
 	b.mu.Unlock()
 }
 
-// serveBatch answers entries read together. All but the last run in their
-// own goroutines and the last runs here, so a lone request costs no
-// goroutine hand-off; the reader then waits up to BatchLinger for the
-// batch and writes every reply plus the acks in one pipeline. Handlers
-// slower than that reply through the writer, so a slow request does not
-// hold up the rest.
+// serveBatch answers entries read together. Each runs in its own
+// goroutine, so a slow handler never stops the reader; the reader waits up
+// to BatchLinger for the batch and writes every reply plus the acks in one
+// pipeline itself. Handlers slower than that reply through the writer.
 func (n *Node) serveBatch(stream string, msgs []redis.XMessage) {
 	b := &batchReplies{left: len(msgs), all: make(chan struct{}), out: make([]outMsg, 0, len(msgs))}
-	for i, m := range msgs {
+	for _, m := range msgs {
 		n.sem <- struct{}{}
 		n.handlerWG.Add(1)
-		if i == len(msgs)-1 {
-			out, ok := n.process(stream, m.ID, entryBytes(m))
-			<-n.sem
-			n.handlerWG.Done()
-			b.add(n, out, ok)
-			break
-		}
 		go func() {
 			defer func() {
 				<-n.sem
