@@ -70,6 +70,10 @@ type Worker interface {
 	// every event, including those Discord replays after a RESUME. It must
 	// return promptly (start goroutines for long work); use c.Ready to wait
 	// for the shards. An error stops Run before anything connects.
+	//
+	// disgo runs all listeners of the process one at a time on the shards'
+	// read goroutines: a slow listener delays every shard, and one slower
+	// than the heartbeat interval makes disgo reconnect.
 	Launch(ctx context.Context, c *Cluster) error
 }
 
@@ -484,7 +488,9 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 
 	switch t {
 	case gateway.EventTypeHeartbeatAck:
-		// Read on the shard's own goroutine, right after it recorded the ACK.
+		// disgo keeps no synchronised latency. Read it here, on the shard's
+		// goroutine right after it recorded the ACK: only the send time is
+		// written elsewhere, and a torn read costs one wrong sample.
 		r.track.setLatency(shard, g.Latency())
 		r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
 		return

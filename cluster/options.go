@@ -142,8 +142,11 @@ type Options struct {
 	OnReady func()
 	// OnRawEvent is called for every dispatch (including READY, RESUMED and
 	// event types disgo does not know) with the raw "d" JSON, before disgo's
-	// typed listeners. It runs on the shard's gateway goroutine and must not
-	// block: hand the work to a queue. data is a private copy.
+	// typed listeners. It runs on the shard's gateway goroutine, outside
+	// disgo's listener lock, so calls for different shards may run at the
+	// same time; calls for one shard come in sequence order. It must not
+	// block (the shard reads nothing meanwhile): hand the work to a queue.
+	// data is a private copy the callee may keep.
 	OnRawEvent func(shardID int, eventType string, data []byte)
 }
 

@@ -141,6 +141,10 @@ return {tonumber(remaining) or 0, tonumber(redis.call('HGET', KEYS[1], 'reset_at
 // identifies < reserve, and nil when no budget is known: without numbers
 // nothing can be refused.
 func CheckBudget(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, identifies int, reserve int) error {
+	if identifies <= 0 {
+		// Resuming spends nothing, even from an exhausted budget.
+		return nil
+	}
 	now := time.Now()
 	v, err := budgetScript.Run(ctx, rdb, []string{ks.Gateway()},
 		now.UnixMilli(), now.Add(budgetResetPeriod).UnixMilli()).Int64Slice()

@@ -56,6 +56,7 @@ func TestCheckBudget(t *testing.T) {
 		{name: "fits", info: &GatewayInfo{Total: 1000, Remaining: 10, ResetAt: future}, identifies: 4, reserve: 6},
 		{name: "eats reserve", info: &GatewayInfo{Total: 1000, Remaining: 10, ResetAt: future}, identifies: 4, reserve: 7, wantErr: true},
 		{name: "exhausted", info: &GatewayInfo{Total: 1000, Remaining: 0, ResetAt: future}, identifies: 1, wantErr: true},
+		{name: "no identifies always fit", info: &GatewayInfo{Total: 1000, Remaining: 0, ResetAt: future}, identifies: 0, reserve: 5},
 		{name: "reset passed restores total", info: &GatewayInfo{Total: 1000, Remaining: 0, ResetAt: time.Now().Add(-time.Second)}, identifies: 16, reserve: 5, remaining: "1000"},
 	}
 	for _, tt := range tests {
