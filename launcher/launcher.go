@@ -154,8 +154,10 @@ func (l *Launcher) Shutdown() error {
 func (l *Launcher) runLauncher(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	finished := make(chan struct{})
+	defer close(finished)
 	force := make(chan struct{})
-	go l.handleSignals(ctx, cancel, force)
+	go l.handleSignals(ctx, cancel, force, finished)
 
 	var cleanups []func()
 	defer func() {
@@ -184,7 +186,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 			for _, p := range l.all() {
 				p.forceKill()
 			}
-		case <-ctx.Done():
+		case <-finished:
 		}
 	}()
 
@@ -201,7 +203,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 
 // handleSignals turns the first SIGINT/SIGTERM into a graceful stop and a
 // second one into killing every child at once.
-func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc, force chan<- struct{}) {
+func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc, force chan<- struct{}, finished <-chan struct{}) {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -210,11 +212,13 @@ func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc,
 		l.log.Info("signal received: stopping gracefully (send it again to kill the children at once)", slog.String("signal", s.String()))
 		cancel()
 	case <-ctx.Done():
+	case <-finished:
+		return
 	}
 	select {
 	case <-sig:
 		close(force)
-	case <-time.After(l.cfg.ShutdownTimeout + 10*time.Second):
+	case <-finished:
 	}
 }
 

@@ -61,7 +61,8 @@ type proc struct {
 	copy    int
 
 	restartCh chan *restartReq
-	staleCh   chan uint64 // generation whose heartbeat expired
+	staleCh   chan uint64   // generation whose heartbeat expired
+	done      chan struct{} // closed when run returns
 
 	mu        sync.Mutex
 	state     State
@@ -75,7 +76,8 @@ type proc struct {
 }
 
 func newProc(l *Launcher, kind procKind) *proc {
-	return &proc{l: l, kind: kind, restartCh: make(chan *restartReq), staleCh: make(chan uint64, 1), state: StateStarting}
+	return &proc{l: l, kind: kind, restartCh: make(chan *restartReq), staleCh: make(chan uint64, 1),
+		done: make(chan struct{}), state: StateStarting}
 }
 
 func (p *proc) name() string {
@@ -128,6 +130,7 @@ func (p *proc) readyTimeout() time.Duration {
 // respawn with exponential backoff, giving up after MaxRestarts crashes
 // within RestartWindow.
 func (p *proc) run(ctx context.Context) {
+	defer close(p.done)
 	cfg := &p.l.cfg
 	backoff := cfg.RestartBackoff
 	var crashes []time.Time
@@ -340,9 +343,12 @@ func (p *proc) restart(ctx context.Context) error {
 	req := &restartReq{done: make(chan error, 1)}
 	select {
 	case p.restartCh <- req:
+	case <-p.done:
+		return ErrNotRunning
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// The run loop answers every request it took, also when it stops.
 	select {
 	case err := <-req.done:
 		return err
