@@ -66,7 +66,12 @@ type batch struct {
 	shard  map[uint64]int    // shard of each touched guild
 	scard  map[uint64]bool   // touched guilds without a model: recount at the end
 	users  map[uint64]int8   // +1 user added last, -1 removed last
-	h, h2  hashWrite
+	// Memberships of the shared sets (shard guilds, shard unavailable,
+	// users), by key: the last add or remove of each member wins. They are
+	// sent once per round trip instead of once per event.
+	shared     map[string]map[string]bool
+	sharedKeys []string
+	h, h2      hashWrite
 }
 
 func (p *Projector) newBatch(ctx context.Context) *batch {
@@ -74,7 +79,7 @@ func (p *Projector) newBatch(ctx context.Context) *batch {
 		p: p, ctx: ctx, rdb: p.cfg.Redis,
 		models: map[uint64]*model{}, pre: map[uint64]*model{}, known: map[uint64]bool{},
 		touch: map[uint64]bool{}, shard: map[uint64]int{}, scard: map[uint64]bool{},
-		users: map[uint64]int8{},
+		users: map[uint64]int8{}, shared: map[string]map[string]bool{},
 	}
 	b.hasRel[relChannels] = p.plan.entities[EntityChannel]
 	b.hasRel[relRoles] = p.plan.entities[EntityRole]
@@ -95,8 +100,39 @@ func (b *batch) relKey(g uint64, r rel) string {
 	}
 }
 
+// member queues adding (or removing) m to the shared set key.
+func (b *batch) setOp(key, m string, add bool) {
+	ms := b.shared[key]
+	if ms == nil {
+		ms = map[string]bool{}
+		b.shared[key] = ms
+		b.sharedKeys = append(b.sharedKeys, key)
+	}
+	ms[m] = add
+}
+
 // send executes the queued writes.
 func (b *batch) send() error {
+	for _, key := range b.sharedKeys {
+		var adds, rems []any
+		for m, add := range b.shared[key] {
+			if add {
+				adds = append(adds, m)
+			} else {
+				rems = append(rems, m)
+			}
+		}
+		if len(adds) > 0 {
+			b.pipe.SAdd(b.ctx, key, adds...)
+			b.n++
+		}
+		if len(rems) > 0 {
+			b.pipe.SRem(b.ctx, key, rems...)
+			b.n++
+		}
+		delete(b.shared, key)
+	}
+	b.sharedKeys = b.sharedKeys[:0]
 	if b.n == 0 {
 		return nil
 	}
@@ -140,16 +176,17 @@ func (p *Projector) writeBatch(ctx context.Context, evs []event) error {
 	// Pre-scan: which guilds to read before writing anything.
 	hdrs := make([]header, len(evs))
 	seen := map[uint64]bool{}
-	var loads, checks []uint64
+	var loads []loadReq
+	var checks []uint64
 	for i, ev := range evs {
-		h := scanHeader(ev)
+		h := ev.hdr
 		hdrs[i] = h
 		if h.guild == 0 || seen[h.guild] {
 			continue
 		}
 		seen[h.guild] = true
 		if h.load {
-			loads = append(loads, h.guild)
+			loads = append(loads, loadReq{h.guild, ev.shard})
 		} else if ev.kind != evGuildDelete {
 			checks = append(checks, h.guild)
 		}
@@ -187,80 +224,124 @@ func (b *batch) writeSchema() {
 	}
 }
 
+// loadReq asks for the model of guild g, owned by shard.
+type loadReq struct {
+	g     uint64
+	shard int
+}
+
 // read loads the models of loads (into pre) and whether checks exist.
-func (b *batch) read(loads, checks []uint64) error {
+//
+// Most GUILD_CREATEs are for guilds whose sets are empty (first start, or
+// after READY marked them), so the sets are not read blindly: one HGET of the
+// guild's owner and one HMGET of the shard's counts per batch tell which
+// guilds have anything stored, and only those are read, in a second round
+// trip. The counts are exact (see finish), and a guild another shard owned
+// is always read, so the shortcut cannot hide a stale member.
+func (b *batch) read(loads []loadReq, checks []uint64) error {
 	if len(loads) == 0 && len(checks) == 0 {
 		return nil
 	}
+	k := b.p.cfg.Keys
 	pipe := b.rdb.Pipeline()
-	type loadCmds struct {
-		exists *redis.IntCmd
-		sets   [numRels]*redis.StringSliceCmd
+	owner := make([]*redis.StringCmd, len(loads))
+	byShard := map[int][]int{} // shard -> indexes into loads
+	for i, l := range loads {
+		owner[i] = pipe.HGet(b.ctx, k.Guild(l.g), "shard")
+		byShard[l.shard] = append(byShard[l.shard], i)
 	}
-	lc := make([]loadCmds, len(loads))
-	n := 0
-	for i, g := range loads {
-		lc[i].exists = pipe.Exists(b.ctx, b.p.cfg.Keys.Guild(g))
-		n++
-		for r := rel(0); r < numRels; r++ {
-			if b.hasRel[r] {
-				lc[i].sets[r] = pipe.SMembers(b.ctx, b.relKey(g, r))
-				n++
-			}
+	counts := make([]*redis.SliceCmd, len(loads))
+	for shard, idx := range byShard {
+		fields := make([]string, len(idx))
+		for j, i := range idx {
+			fields[j] = strconv.FormatUint(loads[i].g, 10)
+		}
+		c := pipe.HMGet(b.ctx, k.ShardCounts(shard), fields...)
+		for _, i := range idx {
+			counts[i] = c
 		}
 	}
 	cc := make([]*redis.IntCmd, len(checks))
 	for i, g := range checks {
-		cc[i] = pipe.Exists(b.ctx, b.p.cfg.Keys.Guild(g))
-		n++
+		cc[i] = pipe.Exists(b.ctx, k.Guild(g))
 	}
-	b.p.writes.Add(uint64(n))
+	b.p.writes.Add(uint64(len(loads) + len(byShard) + len(checks)))
 	if _, err := pipe.Exec(b.ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("cache: read batch: %w", err)
-	}
-	for i, g := range loads {
-		m := &model{}
-		for r := rel(0); r < numRels; r++ {
-			m.sets[r] = set{}
-			if lc[i].sets[r] != nil {
-				for _, id := range lc[i].sets[r].Val() {
-					m.sets[r][id] = struct{}{}
-				}
-			}
-		}
-		b.pre[g] = m
-		b.known[g] = lc[i].exists.Val() > 0
 	}
 	for i, g := range checks {
 		b.known[g] = cc[i].Val() > 0
 	}
+	pos := map[int]int{} // index into loads -> position in its shard's HMGET
+	for _, idx := range byShard {
+		for j, i := range idx {
+			pos[i] = j
+		}
+	}
+	var need []int
+	for i, l := range loads {
+		o, err := owner[i].Result()
+		exists := err == nil
+		b.known[l.g] = exists
+		m := &model{}
+		for r := rel(0); r < numRels; r++ {
+			m.sets[r] = set{}
+		}
+		b.pre[l.g] = m
+		if !exists {
+			continue
+		}
+		var cnt string
+		if v := counts[i].Val(); pos[i] < len(v) {
+			cnt, _ = v[pos[i]].(string)
+		}
+		if o == strconv.Itoa(l.shard) && (cnt == "" || cnt == "0,0,0") {
+			continue
+		}
+		need = append(need, i)
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	pipe = b.rdb.Pipeline()
+	sets := make([][numRels]*redis.StringSliceCmd, len(need))
+	n := 0
+	for j, i := range need {
+		for r := rel(0); r < numRels; r++ {
+			if b.hasRel[r] {
+				sets[j][r] = pipe.SMembers(b.ctx, b.relKey(loads[i].g, r))
+				n++
+			}
+		}
+	}
+	b.p.writes.Add(uint64(n))
+	if _, err := pipe.Exec(b.ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("cache: read sets: %w", err)
+	}
+	for j, i := range need {
+		m := b.pre[loads[i].g]
+		for r := rel(0); r < numRels; r++ {
+			if sets[j][r] != nil {
+				for _, id := range sets[j][r].Val() {
+					m.sets[r][id] = struct{}{}
+				}
+			}
+		}
+	}
 	return nil
 }
 
-// load returns the model of guild g, reading it when needed.
-func (b *batch) load(g uint64) (*model, error) {
-	if m := b.models[g]; m != nil {
-		return m, nil
-	}
-	if m := b.pre[g]; m != nil && !b.touch[g] {
-		b.models[g] = m
-		return m, nil
-	}
-	if err := b.send(); err != nil {
+// load returns the model of guild g (owned by shard), reading it when needed.
+func (b *batch) load(g uint64, shard int) (*model, error) {
+	if err := b.loadMany([]uint64{g}, shard); err != nil {
 		return nil, err
 	}
-	delete(b.pre, g)
-	if err := b.read([]uint64{g}, nil); err != nil {
-		return nil, err
-	}
-	m := b.pre[g]
-	b.models[g] = m
-	return m, nil
+	return b.models[g], nil
 }
 
-// loadMany loads several models with one read.
-func (b *batch) loadMany(gs []uint64) error {
-	var need []uint64
+// loadMany loads several models of one shard with one read.
+func (b *batch) loadMany(gs []uint64, shard int) error {
+	var need []loadReq
 	for _, g := range gs {
 		if b.models[g] != nil {
 			continue
@@ -270,7 +351,7 @@ func (b *batch) loadMany(gs []uint64) error {
 			continue
 		}
 		delete(b.pre, g)
-		need = append(need, g)
+		need = append(need, loadReq{g, shard})
 	}
 	if len(need) == 0 {
 		return nil
@@ -281,8 +362,8 @@ func (b *batch) loadMany(gs []uint64) error {
 	if err := b.read(need, nil); err != nil {
 		return err
 	}
-	for _, g := range need {
-		b.models[g] = b.pre[g]
+	for _, l := range need {
+		b.models[l.g] = b.pre[l.g]
 	}
 	return nil
 }
@@ -406,7 +487,7 @@ func (b *batch) apply(ev event, g uint64) error {
 		b.del(b.p.cfg.Keys.Channel(id))
 		b.remRel(g, relChannels, strconv.FormatUint(id, 10))
 	case evThreadListSync:
-		return b.threadListSync(g, ev.data)
+		return b.threadListSync(g, ev.shard, ev.data)
 	case evRoleCreate, evRoleUpdate:
 		return b.role(g, member(ev.data, "role"), false)
 	case evRoleDelete:
@@ -417,8 +498,7 @@ func (b *batch) apply(ev event, g uint64) error {
 		b.del(b.p.cfg.Keys.Role(id))
 		b.remRel(g, relRoles, strconv.FormatUint(id, 10))
 	case evMemberAdd, evMemberUpdate:
-		_, err := b.member(g, ev.data, false)
-		return err
+		return b.member(g, ev.data)
 	case evMemberRemove:
 		u := snowflake(member(member(ev.data, "user"), "id"))
 		if u == 0 || !b.hasRel[relMembers] {
@@ -430,8 +510,7 @@ func (b *batch) apply(ev event, g uint64) error {
 			return nil
 		}
 		return eachElem(member(ev.data, "members"), func(m []byte) error {
-			_, err := b.member(g, m, false)
-			return err
+			return b.member(g, m)
 		})
 	case evEmojisUpdate:
 		return b.emojis(g, member(ev.data, "emojis"))
@@ -476,49 +555,38 @@ func (b *batch) role(g uint64, obj []byte, fresh bool) error {
 	return nil
 }
 
-// member writes a member object (with its "user") of guild g and returns the
-// user id; the relation SADD is left to the caller when bulk is true.
-func (b *batch) member(g uint64, obj []byte, bulk bool) (string, error) {
+// member writes a member object (with its "user") of guild g.
+func (b *batch) member(g uint64, obj []byte) error {
 	if !b.hasRel[relMembers] {
-		return "", nil
+		return nil
 	}
 	uobj := member(obj, "user")
 	u := snowflake(member(uobj, "id"))
 	if u == 0 {
-		return "", nil
+		return nil
 	}
 	uid := strconv.FormatUint(u, 10)
 	k := b.p.cfg.Keys
-	fresh := false
-	if m := b.models[g]; m != nil && bulk {
-		_, had := m.sets[relMembers][uid]
-		fresh = !had
-	}
 	if b.p.plan.entities[EntityMember] {
 		b.h.reset()
 		if err := project(EntityMember, obj, b.p.plan.fields[EntityMember], &b.h); err != nil {
-			return "", err
+			return err
 		}
-		b.hwrite(k.Member(g, u), &b.h, fresh)
+		b.hwrite(k.Member(g, u), &b.h, false)
 	}
 	if b.p.plan.entities[EntityUser] {
 		b.h.reset()
 		if err := project(EntityUser, uobj, b.p.plan.fields[EntityUser], &b.h); err != nil {
-			return "", err
+			return err
 		}
 		b.hwrite(k.User(u), &b.h, false)
 		b.pipe.SAdd(b.ctx, k.UserGuilds(u), g)
 		b.n++
 		b.users[u] = 1
-		if !bulk {
-			b.pipe.SAdd(b.ctx, k.Users(), uid)
-			b.n++
-		}
+		b.setOp(k.Users(), uid, true)
 	}
-	if !bulk {
-		b.addRel(g, relMembers, uid)
-	}
-	return uid, nil
+	b.addRel(g, relMembers, uid)
+	return nil
 }
 
 func (b *batch) removeMember(g, u uint64) {
@@ -586,96 +654,71 @@ func (b *batch) userUpdate(ev event) error {
 
 func (b *batch) guildCreate(ev event, g uint64) error {
 	k := b.p.cfg.Keys
-	m, err := b.load(g)
+	d := ev.doc
+	if d == nil {
+		d = b.p.decodeGuild(ev.data)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	m, err := b.load(g, ev.shard)
 	if err != nil {
 		return err
 	}
 	// The guild hash.
-	b.h.reset()
-	if err := project(EntityGuild, ev.data, b.p.plan.fields[EntityGuild], &b.h); err != nil {
-		return err
-	}
-	b.h.put("shard", strconv.Itoa(ev.shard))
-	b.h.del = append(b.h.del, "unavailable")
-	b.hwrite(k.Guild(g), &b.h, !b.known[g])
-	b.pipe.SAdd(b.ctx, k.ShardGuilds(ev.shard), g)
-	b.pipe.SRem(b.ctx, k.ShardUnavailable(ev.shard), g)
-	b.n += 2
+	d.guild.put("shard", strconv.Itoa(ev.shard))
+	d.guild.del = append(d.guild.del, "unavailable")
+	fresh := !b.known[g]
+	b.hwrite(k.Guild(g), &d.guild, fresh)
+	sg := strconv.FormatUint(g, 10)
+	b.setOp(k.ShardGuilds(ev.shard), sg, true)
+	b.setOp(k.ShardUnavailable(ev.shard), sg, false)
 	b.touched(g, ev.shard)
 	m.deleted = false
 	b.known[g] = true
 
 	// Relations: GUILD_CREATE lists a guild's channels, active threads,
 	// roles and (some) members in full, so whatever the old sets hold
-	// beyond them is stale.
+	// beyond them is stale. An entity the old set did not hold is new, so
+	// its null fields need no HDEL.
 	if b.hasRel[relChannels] {
-		var ids []string
-		each := func(c []byte) error {
-			id := snowflake(member(c, "id"))
-			if id == 0 {
-				return nil
-			}
-			sid := strconv.FormatUint(id, 10)
-			_, had := m.sets[relChannels][sid]
-			b.h.reset()
-			if err := project(EntityChannel, c, b.p.plan.fields[EntityChannel], &b.h); err != nil {
-				return err
-			}
-			b.h.put("guild_id", strconv.FormatUint(g, 10))
-			b.hwrite(k.Channel(id), &b.h, !had)
-			ids = append(ids, sid)
-			return nil
-		}
-		if err := eachElem(member(ev.data, "channels"), each); err != nil {
-			return err
-		}
-		if err := eachElem(member(ev.data, "threads"), each); err != nil {
-			return err
+		ids := make([]string, 0, len(d.channels))
+		for i := range d.channels {
+			c := &d.channels[i]
+			_, had := m.sets[relChannels][c.sid]
+			c.hw.put("guild_id", sg)
+			b.hwrite(k.Channel(c.id), &c.hw, !had)
+			ids = append(ids, c.sid)
 		}
 		b.replaceRel(g, m, relChannels, ids, func(id uint64) { b.del(k.Channel(id)) })
 	}
 	if b.hasRel[relRoles] {
-		var ids []string
-		err := eachElem(member(ev.data, "roles"), func(r []byte) error {
-			id := snowflake(member(r, "id"))
-			if id == 0 {
-				return nil
-			}
-			sid := strconv.FormatUint(id, 10)
-			_, had := m.sets[relRoles][sid]
-			b.h.reset()
-			if err := project(EntityRole, r, b.p.plan.fields[EntityRole], &b.h); err != nil {
-				return err
-			}
-			b.h.put("guild_id", strconv.FormatUint(g, 10))
-			b.hwrite(k.Role(id), &b.h, !had)
-			ids = append(ids, sid)
-			return nil
-		})
-		if err != nil {
-			return err
+		ids := make([]string, 0, len(d.roles))
+		for i := range d.roles {
+			r := &d.roles[i]
+			_, had := m.sets[relRoles][r.sid]
+			r.hw.put("guild_id", sg)
+			b.hwrite(k.Role(r.id), &r.hw, !had)
+			ids = append(ids, r.sid)
 		}
 		b.replaceRel(g, m, relRoles, ids, func(id uint64) { b.del(k.Role(id)) })
 	}
 	if b.hasRel[relMembers] {
-		var ids []string
-		err := eachElem(member(ev.data, "members"), func(mo []byte) error {
-			uid, err := b.member(g, mo, true)
-			if uid != "" {
-				ids = append(ids, uid)
+		ids := make([]string, 0, len(d.members))
+		for i := range d.members {
+			md := &d.members[i]
+			_, had := m.sets[relMembers][md.sid]
+			if b.p.plan.entities[EntityMember] {
+				b.hwrite(k.Member(g, md.id), &md.hw, !had)
 			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if b.p.plan.entities[EntityUser] && len(ids) > 0 {
-			args := make([]any, len(ids))
-			for i, id := range ids {
-				args[i] = id
+			if b.p.plan.entities[EntityUser] {
+				b.hwrite(k.User(md.id), &md.user, false)
+				b.pipe.SAdd(b.ctx, k.UserGuilds(md.id), sg)
+				b.n++
+				b.users[md.id] = 1
+				b.setOp(k.Users(), md.sid, true)
 			}
-			b.pipe.SAdd(b.ctx, k.Users(), args...)
-			b.n++
+			ids = append(ids, md.sid)
 		}
 		b.replaceRel(g, m, relMembers, ids, func(u uint64) {
 			if b.p.plan.entities[EntityMember] {
@@ -684,7 +727,11 @@ func (b *batch) guildCreate(ev event, g uint64) error {
 			b.unref(g, u)
 		})
 	}
-	return b.emojis(g, member(ev.data, "emojis"))
+	if fresh && (d.emojis == nil || string(d.emojis) == "[]") {
+		// Nothing to replace: skip the DEL of a hash that cannot exist.
+		return nil
+	}
+	return b.emojis(g, d.emojis)
 }
 
 // replaceRel makes relation r of g exactly ids: drop calls remove the entity
@@ -714,14 +761,14 @@ func (b *batch) guildDelete(ev event, g uint64) error {
 		// An outage: the guild is still ours and comes back with a
 		// GUILD_CREATE; keep its data, flagged.
 		b.pipe.HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(ev.shard))
-		b.pipe.SAdd(b.ctx, k.ShardGuilds(ev.shard), g)
-		b.pipe.SAdd(b.ctx, k.ShardUnavailable(ev.shard), g)
-		b.n += 3
+		b.n++
+		b.setOp(k.ShardGuilds(ev.shard), strconv.FormatUint(g, 10), true)
+		b.setOp(k.ShardUnavailable(ev.shard), strconv.FormatUint(g, 10), true)
 		b.known[g] = true
 		b.touched(g, ev.shard)
 		return nil
 	}
-	m, err := b.load(g)
+	m, err := b.load(g, ev.shard)
 	if err != nil {
 		return err
 	}
@@ -755,10 +802,10 @@ func (b *batch) purge(g uint64, m *model, shard int) {
 	}
 	b.del(k.GuildEmojis(g))
 	b.del(k.Guild(g))
-	b.pipe.SRem(b.ctx, k.ShardGuilds(shard), g)
-	b.pipe.SRem(b.ctx, k.ShardUnavailable(shard), g)
+	b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), false)
+	b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), false)
 	b.pipe.HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
-	b.n += 3
+	b.n++
 	m.deleted = true
 	b.known[g] = false
 	b.touched(g, shard)
@@ -767,7 +814,7 @@ func (b *batch) purge(g uint64, m *model, shard int) {
 // threadListSync upserts the listed threads and removes the threads of the
 // synced parents (all, when channel_ids is absent) that are not listed: they
 // were archived or became inaccessible while the bot could not see them.
-func (b *batch) threadListSync(g uint64, data []byte) error {
+func (b *batch) threadListSync(g uint64, shard int, data []byte) error {
 	listed := set{}
 	err := eachElem(member(data, "threads"), func(t []byte) error {
 		listed[strconv.FormatUint(snowflake(member(t, "id")), 10)] = struct{}{}
@@ -789,7 +836,7 @@ func (b *batch) threadListSync(g uint64, data []byte) error {
 			return nil
 		})
 	}
-	m, err := b.load(g)
+	m, err := b.load(g, shard)
 	if err != nil {
 		return err
 	}
@@ -900,36 +947,31 @@ func (b *batch) ready(ev event) error {
 		for i, g := range stale {
 			if o, err := owner[i].Result(); err == nil && o != sh {
 				// Claimed by another shard: unlink only.
-				b.pipe.SRem(b.ctx, k.ShardGuilds(shard), g)
-				b.pipe.SRem(b.ctx, k.ShardUnavailable(shard), g)
+				b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), false)
+				b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), false)
 				b.pipe.HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
-				b.n += 3
+				b.n++
 				continue
 			}
 			mine = append(mine, g)
 		}
-		if err := b.loadMany(mine); err != nil {
+		if err := b.loadMany(mine, shard); err != nil {
 			return err
 		}
 		for _, g := range mine {
 			b.purge(g, b.models[g], shard)
 		}
 	}
-	if len(ids) > 0 {
-		args := make([]any, len(ids))
-		for i, g := range ids {
-			args[i] = g
-			b.pipe.HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(shard))
-			b.n++
-			b.known[g] = true
-			if m := b.models[g]; m != nil {
-				m.deleted = false
-			}
-			b.touched(g, shard)
+	for _, g := range ids {
+		b.pipe.HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(shard))
+		b.n++
+		b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), true)
+		b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), true)
+		b.known[g] = true
+		if m := b.models[g]; m != nil {
+			m.deleted = false
 		}
-		b.pipe.SAdd(b.ctx, k.ShardGuilds(shard), args...)
-		b.pipe.SAdd(b.ctx, k.ShardUnavailable(shard), args...)
-		b.n += 2
+		b.touched(g, shard)
 	}
 	b.p.log.Debug("cache: shard session replaced projection",
 		slog.Int("shard_id", shard), slog.Int("guilds", len(ids)), slog.Int("purged_or_moved", len(stale)))

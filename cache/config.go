@@ -201,16 +201,37 @@ func (c *Config) resolve() (plan, error) {
 type fieldSet struct {
 	names  []string
 	keep   map[string]bool
-	all    bool // keep every scalar (owner replies)
+	intern map[string]fieldName // the field names, shared by every write
+	all    bool              // keep every scalar (owner replies)
 	maxLen int
 }
 
 func newFieldSet(names []string, maxLen int) *fieldSet {
-	fs := &fieldSet{names: names, keep: make(map[string]bool, len(names)), maxLen: maxLen}
+	fs := &fieldSet{names: names, keep: make(map[string]bool, len(names)),
+		intern: make(map[string]fieldName, len(names)), maxLen: maxLen}
 	for _, n := range names {
 		fs.keep[n] = true
+		fs.intern[n] = fieldName{s: n, a: n}
 	}
 	return fs
+}
+
+// fieldName is a kept field's name, also boxed once: go-redis takes its
+// arguments as []any, and boxing every name of every write costs an
+// allocation each.
+type fieldName struct {
+	s string
+	a any
+}
+
+// name returns the stored name of key, if key is kept.
+func (fs *fieldSet) name(key []byte) (fieldName, bool) {
+	if fs.all {
+		k := string(key)
+		return fieldName{s: k, a: k}, true
+	}
+	n, ok := fs.intern[string(key)]
+	return n, ok
 }
 
 // allFields keeps every scalar field, untruncated: what an owner sends back.

@@ -237,7 +237,7 @@ var testKeys = keyspace.MustNew("test")
 
 func jsonBytes(v any) ([]byte, error) { return json.Marshal(v) }
 
-func newMini(t *testing.T) (*miniredis.Miniredis, redis.UniversalClient) {
+func newMini(t testing.TB) (*miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
 	return testredis.Mini(t)
 }

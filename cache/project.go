@@ -16,7 +16,12 @@ func (h *hashWrite) reset() {
 	h.del = h.del[:0]
 }
 
-func (h *hashWrite) put(field, value string) { h.set = append(h.set, field, value) }
+func (h *hashWrite) put(field, value string) {
+	if h.set == nil {
+		h.set = make([]any, 0, 24)
+	}
+	h.set = append(h.set, field, value)
+}
 
 // fields returns the projection as a map (owner replies, tests).
 func (h *hashWrite) fields() map[string]string {
@@ -27,21 +32,56 @@ func (h *hashWrite) fields() map[string]string {
 	return m
 }
 
+// extra collects, in the same pass over an object, what the caller needs
+// besides the kept fields.
+type extra struct {
+	id                                        uint64
+	user                                      []byte // member: the user object
+	channels, threads, roles, members, emojis []byte // guild: the arrays
+}
+
 // project appends the kept fields of the Discord object obj of kind e to h.
 // Keys the projector manages itself (ids, guild_id, shard, unavailable) are
 // skipped; the caller writes them.
 func project(e Entity, obj []byte, fs *fieldSet, h *hashWrite) error {
+	return projectX(e, obj, fs, h, nil)
+}
+
+// projectX is project that also fills x (when not nil).
+func projectX(e Entity, obj []byte, fs *fieldSet, h *hashWrite, x *extra) error {
 	return eachMember(obj, func(key, val []byte) error {
 		switch string(key) {
-		case "id", "guild_id", "shard", "unavailable":
+		case "id":
+			if x != nil {
+				x.id = snowflake(val)
+			}
+			return nil
+		case "guild_id", "shard", "unavailable":
 			return nil
 		}
 		switch e {
 		case EntityGuild:
-			if string(key) == "features" {
+			switch string(key) {
+			case "features":
 				if fs.kept(key) {
 					if v, ok := encodeFeatures(val, fs.maxLen); ok {
 						h.put("features", v)
+					}
+				}
+				return nil
+			case "channels", "threads", "roles", "members", "emojis":
+				if x != nil {
+					switch string(key) {
+					case "channels":
+						x.channels = val
+					case "threads":
+						x.threads = val
+					case "roles":
+						x.roles = val
+					case "members":
+						x.members = val
+					case "emojis":
+						x.emojis = val
 					}
 				}
 				return nil
@@ -65,6 +105,9 @@ func project(e Entity, obj []byte, fs *fieldSet, h *hashWrite) error {
 		case EntityMember:
 			switch string(key) {
 			case "user":
+				if x != nil {
+					x.user = val
+				}
 				return nil
 			case "roles":
 				if fs.kept(key) {
@@ -78,13 +121,30 @@ func project(e Entity, obj []byte, fs *fieldSet, h *hashWrite) error {
 	})
 }
 
+// small holds the one-byte values ("0", "1", ...) so that the most common
+// values are not allocated again for every field.
+var small = func() (t [128]any) {
+	for i := range t {
+		t[i] = string(rune(i))
+	}
+	return t
+}()
+
 // scalar stores a kept scalar; a kept null becomes an HDEL.
 func scalar(fs *fieldSet, h *hashWrite, key, val []byte) {
-	if !fs.kept(key) {
+	name, ok := fs.name(key)
+	if !ok {
 		return
 	}
 	if isNull(val) {
-		h.del = append(h.del, string(key))
+		h.del = append(h.del, name.s)
+		return
+	}
+	if h.set == nil {
+		h.set = make([]any, 0, 24)
+	}
+	if len(val) == 1 && val[0] < 0x80 {
+		h.set = append(h.set, name.a, small[val[0]])
 		return
 	}
 	s, ok := text(val)
@@ -94,7 +154,7 @@ func scalar(fs *fieldSet, h *hashWrite, key, val []byte) {
 	if val[0] == '"' {
 		s = truncate(s, fs.maxLen)
 	}
-	h.put(string(key), s)
+	h.set = append(h.set, name.a, s)
 }
 
 // idList turns a JSON array of snowflakes into "id,id,...".

@@ -73,6 +73,8 @@ type event struct {
 	shard int
 	kind  eventKind
 	data  []byte
+	hdr   header    // set by decode
+	doc   *guildDoc // set by decode for GUILD_CREATE
 }
 
 // Stats are the projector's counters since it was created.
@@ -324,14 +326,27 @@ func (p *Projector) take(buf []event) ([]event, bool) {
 
 func (p *Projector) run() {
 	defer close(p.stopped)
-	var buf []event
-	backoff := p.cfg.RetryBackoff
-	for {
-		evs, ok := p.take(buf)
-		if !ok {
-			return
+	// The decoder prepares the next batch while this goroutine writes the
+	// current one.
+	decoded := make(chan []event, 1)
+	go func() {
+		defer close(decoded)
+		for {
+			evs, ok := p.take(nil)
+			if !ok {
+				return
+			}
+			p.decode(evs)
+			select {
+			case decoded <- evs:
+			case <-p.writeCtx.Done():
+				p.finishBatch(evs, true)
+				return
+			}
 		}
-		buf = evs
+	}()
+	backoff := p.cfg.RetryBackoff
+	for evs := range decoded {
 		lost := false
 		for {
 			start := time.Now()
@@ -348,7 +363,6 @@ func (p *Projector) run() {
 				break
 			}
 			if p.writeCtx.Err() != nil {
-				p.drops.Add(uint64(len(evs)))
 				lost = true
 				break
 			}
@@ -363,16 +377,23 @@ func (p *Projector) run() {
 			t.Stop()
 			backoff = min(backoff*2, 5*time.Second)
 		}
-		if !lost {
-			p.written.Add(uint64(len(evs)))
-		}
-		p.mu.Lock()
-		p.doneSeq += uint64(len(evs))
-		if p.doneSeq >= p.enqSeq {
-			p.hurry = false
-		}
-		close(p.doneCh)
-		p.doneCh = make(chan struct{})
-		p.mu.Unlock()
+		p.finishBatch(evs, lost)
 	}
+}
+
+// finishBatch accounts for a batch written (or lost) and wakes Flush.
+func (p *Projector) finishBatch(evs []event, lost bool) {
+	if lost {
+		p.drops.Add(uint64(len(evs)))
+	} else {
+		p.written.Add(uint64(len(evs)))
+	}
+	p.mu.Lock()
+	p.doneSeq += uint64(len(evs))
+	if p.doneSeq >= p.enqSeq {
+		p.hurry = false
+	}
+	close(p.doneCh)
+	p.doneCh = make(chan struct{})
+	p.mu.Unlock()
 }
