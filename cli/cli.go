@@ -1,6 +1,6 @@
 // Package cli is megane-cli: inspect and control a running Megane bot from
 // any machine that reaches its Redis. It is built only on the public
-// packages (inspect, lifecycle, redisipc, store, cache), so everything it
+// packages (inspect, lifecycle, redisipc, stats, store, cache), so everything it
 // shows is available to user code too.
 package cli
 
@@ -30,6 +30,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/stats"
 	"github.com/megane-go/megane/store"
 )
 
@@ -60,6 +61,7 @@ func App(out io.Writer) *ucli.App {
 			{Name: "namespaces", Usage: "list the bot namespaces in this Redis", Action: cmdNamespaces},
 			{Name: "status", Usage: "launcher, clusters, shards, sessions and gateway limits", Action: cmdStatus},
 			{Name: "nodes", Usage: "live IPC nodes (launcher, clusters, services, CLIs)", Action: cmdNodes},
+			{Name: "stats", Usage: "statistics every process reports (CPU since last sample, memory, guilds, custom fields)", Action: cmdStats},
 			{Name: "events", Usage: "lifecycle events (cluster spawned/ready/exited, shard resumed, …)",
 				Flags: []ucli.Flag{
 					&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 50, Usage: "how many recent events"},
@@ -236,6 +238,57 @@ var cmdNodes = withEnv(func(c *ucli.Context, e *env) error {
 	fmt.Fprintln(w, "ADDRESS\tINSTANCE\tPID\tHOST\tUP")
 	for _, n := range nodes {
 		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", n.Addr, n.Instance, n.PID, n.Host, time.Since(n.StartedAt).Round(time.Second))
+	}
+	return w.Flush()
+})
+
+var cmdStats = withEnv(func(c *ucli.Context, e *env) error {
+	reports, err := stats.ReadAll(c.Context, e.rdb, e.ks, 0)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(reports)
+	}
+	if len(reports) == 0 {
+		fmt.Fprintln(e.out, "no process has reported statistics (they report every few seconds while running)")
+		return nil
+	}
+	// Built-in columns first, then every custom field any process reports.
+	cols := []string{"cpu_percent", "rss_bytes", "heap_bytes", "goroutines", "uptime_seconds"}
+	known := map[string]bool{"pid": true, "host": true, "updated_at": true, "gc_cycles": true}
+	for _, c := range cols {
+		known[c] = true
+	}
+	var custom []string
+	for _, r := range reports {
+		for f := range r.Fields {
+			if !known[f] {
+				known[f] = true
+				custom = append(custom, f)
+			}
+		}
+	}
+	sort.Strings(custom)
+	cols = append(cols, custom...)
+	w := e.table()
+	fmt.Fprint(w, "PROCESS\tPID")
+	for _, c := range cols {
+		fmt.Fprint(w, "\t", strings.ToUpper(c))
+	}
+	fmt.Fprintln(w)
+	for _, r := range reports {
+		fmt.Fprintf(w, "%s\t%s", r.Name, orDash(r.Fields["pid"]))
+		for _, c := range cols {
+			v := r.Fields[c]
+			if strings.HasSuffix(c, "_bytes") {
+				if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+					v = fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+				}
+			}
+			fmt.Fprint(w, "\t", orDash(v))
+		}
+		fmt.Fprintln(w)
 	}
 	return w.Flush()
 })

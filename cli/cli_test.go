@@ -13,6 +13,7 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/stats"
 )
 
 // run executes megane-cli with args against the miniredis at addr.
@@ -164,6 +165,27 @@ func TestRanges(t *testing.T) {
 	}{{nil, "-"}, {[]int{0}, "0"}, {[]int{0, 1, 2, 5, 7, 8}, "0-2,5,7-8"}} {
 		if got := ranges(tt.in); got != tt.want {
 			t.Errorf("ranges(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestStatsTable(t *testing.T) {
+	m, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("bot1")
+	ctx := context.Background()
+	rdb.HSet(ctx, ks.Launcher(), "pid", 1)
+	r := stats.NewReporter(rdb, ks, "cluster:0", stats.Options{})
+	_ = r.Add("guilds", func(context.Context) any { return 7 })
+	if err := r.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, m.Addr(), "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cluster:0", "GUILDS", "7", "MiB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stats output lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -73,7 +73,7 @@ func (k Keyspace) Gateway() string { return k.base + "gateway" }
 func (k Keyspace) ShardMap() string { return k.base + "shardmap" }
 
 // ShardSession is shard id's resumable session: fields session_id, seq,
-// resume_url, updated_at. seq only moves forward (Lua). HASH
+// resume_url, shard_count, updated_at. seq only moves forward (Lua). HASH
 func (k Keyspace) ShardSession(shard int) string { return k.base + "session:" + id(shard) }
 
 // ShardStatus is shard id's live status: status, cluster, latency_ms,
@@ -99,8 +99,13 @@ func (k Keyspace) ClusterHeartbeat(cluster int) string {
 // exited, restarted, all clusters ready, shard ready/resumed/disconnected). STREAM
 func (k Keyspace) Events() string { return k.base + "events" }
 
-// Stats is the latest statistics snapshot of node addr (e.g. "cluster:3"). HASH
-func (k Keyspace) Stats(addr string) string { return k.base + "stats:" + addr }
+// Stats is the latest statistics snapshot of process name ("launcher",
+// "cluster:3", "service:x:0"). It expires when no longer refreshed. HASH
+func (k Keyspace) Stats(name string) string { return k.base + "stats:" + name }
+
+// StatsIndex indexes the Stats hashes: member = process name, score = the
+// unix ms of its last report. ZSET
+func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 
 // Launcher is the launcher's state: pid, host, started_at, clusters, status. HASH
 func (k Keyspace) Launcher() string { return k.base + "launcher" }

@@ -23,7 +23,7 @@ func TestKeysArePrefixedAndDistinct(t *testing.T) {
 	k := MustNew("ns")
 	keys := []string{
 		k.Gateway(), k.ShardMap(), k.ShardSession(1), k.ShardStatus(1), k.IdentifyBucket(1),
-		k.Cluster(1), k.ClusterHeartbeat(1), k.Events(), k.Stats("cluster:1"), k.Launcher(),
+		k.Cluster(1), k.ClusterHeartbeat(1), k.Events(), k.Stats("cluster:1"), k.StatsIndex(), k.Launcher(),
 		k.Nodes(), k.Node("i"), k.Inbox("cluster:1"), k.Replies("i"), k.DeadLetter(),
 		k.Broadcast(), k.StoreBucket("b"), k.StoreBuckets(),
 		k.Guild(1), k.GuildChannels(1), k.GuildRoles(1), k.GuildMembers(1), k.GuildEmojis(1),
