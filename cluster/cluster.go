@@ -214,10 +214,19 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	for id, s := range states {
+		if s.ShardCount != 0 && s.ShardCount != count {
+			// Resuming would bring back the old layout's guilds on this
+			// shard; its first READY replaces the stale session.
+			r.log.Warn("cluster: saved session is of another shard count; identifying",
+				slog.Int("shard_id", id), slog.Int("session_shard_count", s.ShardCount), slog.Int("shard_count", count))
+			delete(states, id)
+		}
+	}
 	if err := identify.CheckBudget(ctx, r.rdb, r.ks, len(ids)-len(states), o.IdentifyReserve); err != nil {
 		return fmt.Errorf("cluster %d: %w", o.ID, err)
 	}
-	r.track = newTracker(o.ID, ids, states)
+	r.track = newTracker(o.ID, count, ids, states)
 	r.sm = r.shardManager(url, count, maxConc, ids, states)
 	client.ShardManager = r.sm
 

@@ -491,3 +491,35 @@ func TestStopWhileIdentifying(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSessionOfOtherShardCountIsNotResumed seeds a session saved under
+// another shard count: resuming it would bring back the old layout, so the
+// cluster identifies that shard and replaces the session.
+func TestSessionOfOtherShardCountIsNotResumed(t *testing.T) {
+	t.Parallel()
+	rdb, url, ks := realRedis(t)
+	srv := newFake(t, discordtest.Options{Shards: 2, MaxConcurrency: 2, World: discordtest.WorldOptions{Guilds: 4}})
+	ctx := context.Background()
+	stale := sessions.State{SessionID: "0123456789abcdef0123456789abcdef", Sequence: 50, ResumeURL: srv.ResumeURL(), ShardCount: 4}
+	if err := sessions.Save(ctx, rdb, ks, 0, stale); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "cluster", procConfig{ns: ks.Namespace(), shards: "0,1", shardCount: 2, maxConc: 2, redisURL: url, srv: srv})
+	p.waitReady(20 * time.Second)
+	if n := len(srv.Resumes()); n != 0 {
+		t.Fatalf("%d resume attempts with a session of another shard count", n)
+	}
+	if n := len(srv.Identifies()); n != 2 {
+		t.Fatalf("%d identifies, want 2", n)
+	}
+	saved, err := sessions.Load(ctx, rdb, ks, []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := saved[0]; s.SessionID == stale.SessionID || s.ShardCount != 2 {
+		t.Fatalf("shard 0 session after READY: %+v", s)
+	}
+	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,7 +53,8 @@ type shardTrack struct {
 // tracker holds every shard's shardTrack, the lifecycle events waiting to
 // be written, and the cluster's readiness.
 type tracker struct {
-	cluster int
+	cluster    int
+	shardCount int
 
 	mu       sync.Mutex
 	shards   map[int]*shardTrack
@@ -65,13 +66,14 @@ type tracker struct {
 	wake  chan struct{} // asks the writer to flush now
 }
 
-func newTracker(cluster int, ids []int, states map[int]sessions.State) *tracker {
+func newTracker(cluster, shardCount int, ids []int, states map[int]sessions.State) *tracker {
 	t := &tracker{
-		cluster:  cluster,
-		shards:   make(map[int]*shardTrack, len(ids)),
-		notReady: len(ids),
-		ready:    make(chan struct{}),
-		wake:     make(chan struct{}, 1),
+		cluster:    cluster,
+		shardCount: shardCount,
+		shards:     make(map[int]*shardTrack, len(ids)),
+		notReady:   len(ids),
+		ready:      make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 	}
 	for _, id := range ids {
 		st := &shardTrack{status: statusConnecting, statusDirty: true}
@@ -279,7 +281,10 @@ func (t *tracker) take(final bool) batch {
 			seq = st.received
 		}
 		if (st.version != st.saved || seq != st.handled) && st.sessionID != "" && seq > 0 {
-			b.sessions[id] = sessions.State{SessionID: st.sessionID, Sequence: seq, ResumeURL: st.resumeURL, UpdatedAt: now}
+			b.sessions[id] = sessions.State{
+				SessionID: st.sessionID, Sequence: seq, ResumeURL: st.resumeURL,
+				ShardCount: t.shardCount, UpdatedAt: now,
+			}
 			b.versions[id] = st.version
 		}
 		if st.statusDirty {

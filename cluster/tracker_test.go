@@ -23,7 +23,7 @@ func sessionOf(t *testing.T, tr *tracker, final bool, shard int) (sessions.State
 }
 
 func TestTrackerSavesOnlyHandledSequences(t *testing.T) {
-	tr := newTracker(0, []int{0}, nil)
+	tr := newTracker(0, 1, []int{0}, nil)
 
 	// READY (seq 1): raw, then its listeners, then the bookkeeping.
 	tr.rawSeen(0, 1)
@@ -31,7 +31,7 @@ func TestTrackerSavesOnlyHandledSequences(t *testing.T) {
 		t.Fatal("a session was saved before READY was handled")
 	}
 	tr.readyEvent(0, 1, "s1", "ws://resume", 3)
-	if s, ok := sessionOf(t, tr, false, 0); !ok || s.SessionID != "s1" || s.Sequence != 1 || s.ResumeURL != "ws://resume" {
+	if s, ok := sessionOf(t, tr, false, 0); !ok || s.SessionID != "s1" || s.Sequence != 1 || s.ResumeURL != "ws://resume" || s.ShardCount != 1 {
 		t.Fatalf("after READY: %+v %v", s, ok)
 	}
 
@@ -75,7 +75,7 @@ func TestTrackerSavesOnlyHandledSequences(t *testing.T) {
 func TestTrackerResumeAndReadiness(t *testing.T) {
 	taken = nil
 	saved := map[int]sessions.State{1: {SessionID: "s", Sequence: 40, ResumeURL: "ws://r"}}
-	tr := newTracker(7, []int{0, 1}, saved)
+	tr := newTracker(7, 2, []int{0, 1}, saved)
 	if _, ok := sessionOf(t, tr, false, 1); ok {
 		t.Fatal("a loaded session was written back unchanged")
 	}
@@ -133,7 +133,7 @@ func TestTrackerResumeAndReadiness(t *testing.T) {
 }
 
 func TestTrackerFailedFlushIsRetried(t *testing.T) {
-	tr := newTracker(0, []int{0}, nil)
+	tr := newTracker(0, 1, []int{0}, nil)
 	tr.rawSeen(0, 1)
 	tr.readyEvent(0, 1, "s", "ws://r", 0)
 	b := tr.take(false)

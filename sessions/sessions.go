@@ -4,10 +4,11 @@
 // dispatched while it was away.
 //
 // A session is the keyspace.ShardSession hash with the fields session_id,
-// seq, resume_url and updated_at (unix ms). Writes go through a Lua script
-// that lets seq only move forward within one session_id, so a late or
-// duplicated writer can never rewind a shard into replaying events twice;
-// a different session_id (the shard identified again) replaces the session.
+// seq, resume_url, shard_count and updated_at (unix ms). Writes go through a
+// Lua script that lets seq only move forward within one session_id, so a
+// late or duplicated writer can never rewind a shard into replaying events
+// twice; a different session_id (the shard identified again) replaces the
+// session.
 package sessions
 
 import (
@@ -30,6 +31,10 @@ type State struct {
 	Sequence int
 	// ResumeURL is READY's resume_gateway_url.
 	ResumeURL string
+	// ShardCount is the shard count the session identified with; zero when
+	// unknown. Resuming it under another shard count would bring back the
+	// old layout's guilds, so a cluster only resumes a matching one.
+	ShardCount int
 	// UpdatedAt is when the state was last written.
 	UpdatedAt time.Time
 }
@@ -43,10 +48,11 @@ func (s State) Complete() bool {
 
 // Hash field names of keyspace.ShardSession.
 const (
-	fieldSessionID = "session_id"
-	fieldSeq       = "seq"
-	fieldResumeURL = "resume_url"
-	fieldUpdatedAt = "updated_at"
+	fieldSessionID  = "session_id"
+	fieldSeq        = "seq"
+	fieldResumeURL  = "resume_url"
+	fieldShardCount = "shard_count"
+	fieldUpdatedAt  = "updated_at"
 )
 
 // saveScript stores a session, letting seq only move forward for the same
@@ -57,6 +63,7 @@ const (
 //	ARGV[2] -> seq
 //	ARGV[3] -> resume_url (empty keeps the stored one for the same session)
 //	ARGV[4] -> updated_at, unix ms
+//	ARGV[5] -> shard_count (0: unknown)
 //
 // Returns 2 when a new session replaced the stored one, 1 when the stored
 // session moved forward (or stayed), 0 when the write was behind and ignored.
@@ -70,7 +77,7 @@ if cur == ARGV[1] then
   return 1
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'seq', ARGV[2], 'resume_url', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'seq', ARGV[2], 'resume_url', ARGV[3], 'updated_at', ARGV[4], 'shard_count', ARGV[5])
 return 2
 `)
 
@@ -130,7 +137,7 @@ func saveArgs(s State) []any {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	return []any{s.SessionID, s.Sequence, s.ResumeURL, at.UnixMilli()}
+	return []any{s.SessionID, s.Sequence, s.ResumeURL, at.UnixMilli(), s.ShardCount}
 }
 
 // Load returns the complete sessions (see State.Complete) of the given
@@ -152,6 +159,7 @@ func Load(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, 
 		m := cmds[i].Val()
 		s := State{SessionID: m[fieldSessionID], ResumeURL: m[fieldResumeURL]}
 		s.Sequence, _ = strconv.Atoi(m[fieldSeq])
+		s.ShardCount, _ = strconv.Atoi(m[fieldShardCount])
 		if ms, _ := strconv.ParseInt(m[fieldUpdatedAt], 10, 64); ms > 0 {
 			s.UpdatedAt = time.UnixMilli(ms)
 		}

@@ -65,7 +65,7 @@ func TestLoadOnlyCompleteStates(t *testing.T) {
 	ctx := context.Background()
 	at := time.UnixMilli(1_700_000_000_000)
 	all := map[int]State{
-		0: {SessionID: "s0", Sequence: 5, ResumeURL: "ws://r", UpdatedAt: at},
+		0: {SessionID: "s0", Sequence: 5, ResumeURL: "ws://r", ShardCount: 16, UpdatedAt: at},
 		1: {SessionID: "s1", Sequence: 0, ResumeURL: "ws://r"}, // disgo would IDENTIFY
 		2: {SessionID: "s2", Sequence: 7},                      // no resume url
 		3: {},                                                  // skipped by SaveAll
@@ -83,7 +83,7 @@ func TestLoadOnlyCompleteStates(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("Load = %+v, want only shard 0", got)
 	}
-	if s := got[0]; s.SessionID != "s0" || s.Sequence != 5 || s.ResumeURL != "ws://r" || !s.UpdatedAt.Equal(at) {
+	if s := got[0]; s.SessionID != "s0" || s.Sequence != 5 || s.ResumeURL != "ws://r" || s.ShardCount != 16 || !s.UpdatedAt.Equal(at) {
 		t.Fatalf("shard 0 = %+v", s)
 	}
 	// The layout is what redis-cli users see.
