@@ -142,12 +142,24 @@ func Read(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, 
 	return decodeAll(msgs, after)
 }
 
-// Follow waits up to block for events after the entry id after (use "$" for
-// "only new ones") and returns them with the id to continue from. It returns
-// no events and no error when block passes quietly.
+// Follow waits up to block for events after the entry id after ("" for all,
+// "$" for only those published from now on) and returns them with the id to
+// continue from. It returns no events and no error when block passes
+// quietly; the returned id is then a concrete id even for "$", so a loop of
+// Follow calls misses nothing published between them.
 func Follow(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, after string, count int, block time.Duration) ([]Event, string, error) {
-	if after == "" {
-		after = "0"
+	switch after {
+	case "":
+		after = "0-0"
+	case "$":
+		last, err := rdb.XRevRangeN(ctx, ks.Events(), "+", "-", 1).Result()
+		if err != nil {
+			return nil, after, fmt.Errorf("lifecycle: follow: %w", err)
+		}
+		after = "0-0"
+		if len(last) > 0 {
+			after = last[0].ID
+		}
 	}
 	if count <= 0 {
 		count = 100

@@ -64,9 +64,23 @@ func TestFollow(t *testing.T) {
 	ks := keyspace.MustNew("test")
 	ctx := context.Background()
 
+	if err := Publish(ctx, rdb, ks, ClusterEvent(ClusterSpawned, 1, "")); err != nil {
+		t.Fatal(err)
+	}
 	evs, cursor, err := Follow(ctx, rdb, ks, "$", 10, 50*time.Millisecond)
 	if err != nil || len(evs) != 0 {
 		t.Fatalf("quiet Follow = %+v, %v", evs, err)
+	}
+	if cursor == "$" {
+		t.Fatal("Follow returned \"$\" as the cursor; events between calls would be missed")
+	}
+	// Published between two calls: still seen.
+	if err := Publish(ctx, rdb, ks, ClusterEvent(ClusterReady, 1, "")); err != nil {
+		t.Fatal(err)
+	}
+	evs, cursor, err = Follow(ctx, rdb, ks, cursor, 10, 50*time.Millisecond)
+	if err != nil || len(evs) != 1 || evs[0].Type != ClusterReady {
+		t.Fatalf("Follow after a quiet call = %+v, %v", evs, err)
 	}
 	done := make(chan []Event, 1)
 	go func() {
