@@ -202,7 +202,7 @@ type fieldSet struct {
 	names  []string
 	keep   map[string]bool
 	intern map[string]fieldName // the field names, shared by every write
-	all    bool              // keep every scalar (owner replies)
+	all    bool                 // keep every scalar (owner replies)
 	maxLen int
 }
 
