@@ -140,11 +140,11 @@ func eachMember(obj []byte, fn func(key, val []byte) error) error {
 	}
 }
 
-// eachElem calls fn for every element of the JSON array arr. A null arr has
-// no elements.
+// eachElem calls fn for every element of the JSON array arr. An absent
+// (nil) or null arr has no elements.
 func eachElem(arr []byte, fn func(elem []byte) error) error {
 	i := skipSpace(arr, 0)
-	if isNull(arr) {
+	if len(arr) == 0 || isNull(arr) {
 		return nil
 	}
 	if i >= len(arr) || arr[i] != '[' {

@@ -12,76 +12,76 @@ import (
 
 // Guild is a projected guild.
 type Guild struct {
-	ID uint64
+	ID uint64 `json:"id,string"`
 	// Shard is the shard that owns the guild in the projection.
-	Shard int
+	Shard int `json:"shard"`
 	// Unavailable is true during an outage, and after the shard's READY
 	// until the guild's GUILD_CREATE; the other fields are then the last
 	// known ones (or empty).
-	Unavailable     bool
-	Name            string
-	Icon            string
-	OwnerID         uint64
-	MemberCount     int
-	Large           bool
-	Features        []string
-	PreferredLocale string
-	PremiumTier     int
-	JoinedAt        time.Time
-	Fields          map[string]string
+	Unavailable     bool              `json:"unavailable,omitempty"`
+	Name            string            `json:"name"`
+	Icon            string            `json:"icon,omitempty"`
+	OwnerID         uint64            `json:"owner_id,string"`
+	MemberCount     int               `json:"member_count"`
+	Large           bool              `json:"large"`
+	Features        []string          `json:"features"`
+	PreferredLocale string            `json:"preferred_locale"`
+	PremiumTier     int               `json:"premium_tier"`
+	JoinedAt        time.Time         `json:"joined_at"`
+	Fields          map[string]string `json:"fields"`
 }
 
 // Channel is a projected guild channel or thread.
 type Channel struct {
-	ID       uint64
-	GuildID  uint64
-	Type     int
-	Name     string
-	Position int
-	ParentID uint64
-	NSFW     bool
+	ID       uint64 `json:"id,string"`
+	GuildID  uint64 `json:"guild_id,string"`
+	Type     int    `json:"type"`
+	Name     string `json:"name"`
+	Position int    `json:"position"`
+	ParentID uint64 `json:"parent_id,string"`
+	NSFW     bool   `json:"nsfw"`
 	// OwnerID is a thread's creator.
-	OwnerID uint64
+	OwnerID uint64 `json:"owner_id,string"`
 	// Archived is a thread's thread_metadata.archived.
-	Archived bool
-	Fields   map[string]string
+	Archived bool              `json:"archived,omitempty"`
+	Fields   map[string]string `json:"fields"`
 }
 
 // Role is a projected role.
 type Role struct {
-	ID          uint64
-	GuildID     uint64
-	Name        string
-	Color       int
-	Position    int
-	Permissions uint64
-	Hoist       bool
-	Managed     bool
-	Mentionable bool
-	Fields      map[string]string
+	ID          uint64            `json:"id,string"`
+	GuildID     uint64            `json:"guild_id,string"`
+	Name        string            `json:"name"`
+	Color       int               `json:"color"`
+	Position    int               `json:"position"`
+	Permissions uint64            `json:"permissions,string"`
+	Hoist       bool              `json:"hoist"`
+	Managed     bool              `json:"managed"`
+	Mentionable bool              `json:"mentionable"`
+	Fields      map[string]string `json:"fields"`
 }
 
 // User is a projected user.
 type User struct {
-	ID            uint64
-	Username      string
-	GlobalName    string
-	Discriminator string
-	Avatar        string
-	Bot           bool
-	Fields        map[string]string
+	ID            uint64            `json:"id,string"`
+	Username      string            `json:"username"`
+	GlobalName    string            `json:"global_name,omitempty"`
+	Discriminator string            `json:"discriminator"`
+	Avatar        string            `json:"avatar,omitempty"`
+	Bot           bool              `json:"bot"`
+	Fields        map[string]string `json:"fields"`
 }
 
 // Member is a projected guild membership.
 type Member struct {
-	GuildID  uint64
-	UserID   uint64
-	Nick     string
-	Roles    []uint64
-	JoinedAt time.Time
-	Avatar   string
-	Pending  bool
-	Fields   map[string]string
+	GuildID  uint64            `json:"guild_id,string"`
+	UserID   uint64            `json:"user_id,string"`
+	Nick     string            `json:"nick,omitempty"`
+	Roles    []uint64          `json:"roles"`
+	JoinedAt time.Time         `json:"joined_at"`
+	Avatar   string            `json:"avatar,omitempty"`
+	Pending  bool              `json:"pending"`
+	Fields   map[string]string `json:"fields"`
 }
 
 func fU64(m map[string]string, k string) uint64 {
