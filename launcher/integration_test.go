@@ -89,10 +89,11 @@ func TestFleet(t *testing.T) {
 		wait := stop(oldPID)
 		ids := f.say(f.guildsOf(shards)) // the cluster is down or going down
 		wait()
-		after := f.waitAllReady(30 * time.Second)
-		if after.Clusters[c].PID == oldPID {
-			t.Fatalf("cluster %d still runs as pid %d", c, oldPID)
-		}
+		var after Status
+		waitFor(t, 30*time.Second, "a new process of the cluster, and every cluster ready", func() bool {
+			after = f.waitAllReady(30 * time.Second)
+			return after.Clusters[c].PID != oldPID
+		})
 		f.waitSeen(ids, 15*time.Second)
 
 		identAfter, resAfter := f.shardActivity()
@@ -125,6 +126,14 @@ func TestFleet(t *testing.T) {
 		for _, id := range ids {
 			if seen[id] != 1 {
 				t.Errorf("message %d sent during the downtime was handled %d times, want exactly 1", id, seen[id])
+				for _, m := range f.srv.Messages() {
+					if m.Content == "seen:"+id.String() {
+						t.Logf("  answered at %s in channel %d", m.At.Format("15:04:05.000"), m.ChannelID)
+					}
+				}
+				for _, r := range f.srv.Resumes() {
+					t.Logf("  resume %+v", r)
+				}
 			}
 		}
 		st := f.srv.Stats()
