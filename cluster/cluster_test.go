@@ -273,6 +273,16 @@ func TestGracefulRestartResumes(t *testing.T) {
 	if !resumed[0] || !resumed[1] {
 		t.Errorf("ShardResumed events for shards %v, want 0 and 1", resumed)
 	}
+	// The resumed process never saw READY's guild list; the count stays.
+	waitSrv(t, srv, "shard statuses ready after resuming", 5*time.Second, func(*discordtest.Server) bool {
+		for shard := range 2 {
+			st := rdb.HGetAll(ctx, ks.ShardStatus(shard)).Val()
+			if st["status"] != "ready" || st["guilds"] != "2" {
+				return false
+			}
+		}
+		return true
+	})
 	if err := p2.stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}

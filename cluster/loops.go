@@ -64,8 +64,13 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 		sessions.SavePipe(ctx, pipe, r.ks, id, s)
 	}
 	for id, st := range b.statuses {
-		pipe.HSet(ctx, r.ks.ShardStatus(id),
-			"status", st.status, "cluster", r.o.ID, "guilds", st.guilds, "updated_at", now)
+		fields := []any{"status", st.status, "cluster", r.o.ID, "updated_at", now}
+		if st.guilds >= 0 {
+			// A resumed shard never saw READY's guild list; keep what the
+			// process that did see it wrote.
+			fields = append(fields, "guilds", st.guilds)
+		}
+		pipe.HSet(ctx, r.ks.ShardStatus(id), fields...)
 	}
 	for _, ev := range b.events {
 		lifecycle.PublishPipe(ctx, pipe, r.ks, ev)

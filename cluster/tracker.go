@@ -43,7 +43,7 @@ type shardTrack struct {
 	everReady   bool
 	status      string
 	statusDirty bool
-	guilds      int
+	guilds      int // from READY; -1 until one was seen (a resumed shard)
 	latencyMS   int64
 
 	inHandler int       // nesting depth of handler calls in flight
@@ -76,7 +76,7 @@ func newTracker(cluster, shardCount int, ids []int, states map[int]sessions.Stat
 		wake:       make(chan struct{}, 1),
 	}
 	for _, id := range ids {
-		st := &shardTrack{status: statusConnecting, statusDirty: true}
+		st := &shardTrack{status: statusConnecting, statusDirty: true, guilds: -1}
 		if s, ok := states[id]; ok {
 			// What Redis had is already saved: saved == version.
 			st.sessionID, st.resumeURL, st.handled, st.received = s.SessionID, s.ResumeURL, s.Sequence, s.Sequence
@@ -254,7 +254,7 @@ type batch struct {
 
 type shardStatus struct {
 	status string
-	guilds int
+	guilds int // -1: unknown, leave the stored value
 }
 
 func (b batch) empty() bool {
