@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -52,11 +53,12 @@ type model struct {
 }
 
 type batch struct {
-	p    *Projector
-	ctx  context.Context
-	rdb  redis.UniversalClient
-	pipe redis.Pipeliner
-	n    int // commands in pipe
+	p     *Projector
+	ctx   context.Context
+	rdb   redis.UniversalClient
+	pipes [writeConns]redis.Pipeliner
+	used  [writeConns]int
+	n     int // commands queued
 
 	hasRel [numRels]bool
 	models map[uint64]*model
@@ -84,8 +86,28 @@ func (p *Projector) newBatch(ctx context.Context) *batch {
 	b.hasRel[relChannels] = p.plan.entities[EntityChannel]
 	b.hasRel[relRoles] = p.plan.entities[EntityRole]
 	b.hasRel[relMembers] = p.plan.entities[EntityMember] || p.plan.entities[EntityUser]
-	b.pipe = b.rdb.Pipeline()
+	for i := range b.pipes {
+		b.pipes[i] = b.rdb.Pipeline()
+	}
 	return b
+}
+
+// writeConns is the number of pipelines a batch's writes are spread over,
+// by key. They are sent concurrently on their own connections, so the
+// client encodes one while Redis executes the other; a key always goes to
+// the same pipeline, which keeps the writes to each key in order (and
+// nothing relies on the order of writes to different keys).
+const writeConns = 2
+
+// to returns the pipeline of key.
+func (b *batch) to(key string) redis.Pipeliner {
+	var h uint32 = 2166136261
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	i := h % writeConns
+	b.used[i]++
+	return b.pipes[i]
 }
 
 func (b *batch) relKey(g uint64, r rel) string {
@@ -123,11 +145,11 @@ func (b *batch) send() error {
 			}
 		}
 		if len(adds) > 0 {
-			b.pipe.SAdd(b.ctx, key, adds...)
+			b.to(key).SAdd(b.ctx, key, adds...)
 			b.n++
 		}
 		if len(rems) > 0 {
-			b.pipe.SRem(b.ctx, key, rems...)
+			b.to(key).SRem(b.ctx, key, rems...)
 			b.n++
 		}
 		delete(b.shared, key)
@@ -137,10 +159,27 @@ func (b *batch) send() error {
 		return nil
 	}
 	b.p.writes.Add(uint64(b.n))
-	_, err := b.pipe.Exec(b.ctx)
+	var errs [writeConns]error
+	var wg sync.WaitGroup
+	for i := range b.pipes {
+		if b.used[i] == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := b.pipes[i].Exec(b.ctx); err != nil && !errors.Is(err, redis.Nil) {
+				errs[i] = err
+			}
+		}(i)
+	}
+	wg.Wait()
 	b.n = 0
-	b.pipe = b.rdb.Pipeline()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	for i := range b.pipes {
+		b.pipes[i] = b.rdb.Pipeline()
+		b.used[i] = 0
+	}
+	if err := errors.Join(errs[:]...); err != nil {
 		return fmt.Errorf("cache: write batch: %w", err)
 	}
 	return nil
@@ -216,9 +255,9 @@ func (b *batch) writeSchema() {
 	k := b.p.cfg.Keys.CacheSchema()
 	for _, e := range AllEntities {
 		if !b.p.plan.entities[e] {
-			b.pipe.HDel(b.ctx, k, string(e))
+			b.to(k).HDel(b.ctx, k, string(e))
 		} else {
-			b.pipe.HSet(b.ctx, k, string(e), strings.Join(b.p.plan.fields[e].names, ","))
+			b.to(k).HSet(b.ctx, k, string(e), strings.Join(b.p.plan.fields[e].names, ","))
 		}
 		b.n++
 	}
@@ -398,7 +437,7 @@ func (b *batch) addRel(g uint64, r rel, ids ...string) {
 	for i, id := range ids {
 		args[i] = id
 	}
-	b.pipe.SAdd(b.ctx, b.relKey(g, r), args...)
+	b.to(b.relKey(g, r)).SAdd(b.ctx, b.relKey(g, r), args...)
 	b.n++
 	if m := b.models[g]; m != nil {
 		for _, id := range ids {
@@ -417,7 +456,7 @@ func (b *batch) remRel(g uint64, r rel, ids ...string) {
 	for i, id := range ids {
 		args[i] = id
 	}
-	b.pipe.SRem(b.ctx, b.relKey(g, r), args...)
+	b.to(b.relKey(g, r)).SRem(b.ctx, b.relKey(g, r), args...)
 	b.n++
 	if m := b.models[g]; m != nil {
 		for _, id := range ids {
@@ -432,17 +471,17 @@ func (b *batch) remRel(g uint64, r rel, ids ...string) {
 // unless fresh says the hash cannot hold them.
 func (b *batch) hwrite(key string, h *hashWrite, fresh bool) {
 	if len(h.set) > 0 {
-		b.pipe.HSet(b.ctx, key, h.set...)
+		b.to(key).HSet(b.ctx, key, h.set...)
 		b.n++
 	}
 	if len(h.del) > 0 && !fresh {
-		b.pipe.HDel(b.ctx, key, h.del...)
+		b.to(key).HDel(b.ctx, key, h.del...)
 		b.n++
 	}
 }
 
 func (b *batch) del(key string) {
-	b.pipe.Del(b.ctx, key)
+	b.to(key).Del(b.ctx, key)
 	b.n++
 }
 
@@ -580,7 +619,7 @@ func (b *batch) member(g uint64, obj []byte) error {
 			return err
 		}
 		b.hwrite(k.User(u), &b.h, false)
-		b.pipe.SAdd(b.ctx, k.UserGuilds(u), g)
+		b.to(k.UserGuilds(u)).SAdd(b.ctx, k.UserGuilds(u), g)
 		b.n++
 		b.users[u] = 1
 		b.setOp(k.Users(), uid, true)
@@ -605,7 +644,7 @@ func (b *batch) unref(g, u uint64) {
 	if !b.p.plan.entities[EntityUser] {
 		return
 	}
-	b.pipe.SRem(b.ctx, b.p.cfg.Keys.UserGuilds(u), g)
+	b.to(b.p.cfg.Keys.UserGuilds(u)).SRem(b.ctx, b.p.cfg.Keys.UserGuilds(u), g)
 	b.n++
 	b.users[u] = -1
 }
@@ -630,7 +669,7 @@ func (b *batch) emojis(g uint64, arr []byte) error {
 	// Replaced whole: an emoji update lists every emoji of the guild.
 	b.del(key)
 	if len(args) > 0 {
-		b.pipe.HSet(b.ctx, key, args...)
+		b.to(key).HSet(b.ctx, key, args...)
 		b.n++
 	}
 	return nil
@@ -713,7 +752,7 @@ func (b *batch) guildCreate(ev event, g uint64) error {
 			}
 			if b.p.plan.entities[EntityUser] {
 				b.hwrite(k.User(md.id), &md.user, false)
-				b.pipe.SAdd(b.ctx, k.UserGuilds(md.id), sg)
+				b.to(k.UserGuilds(md.id)).SAdd(b.ctx, k.UserGuilds(md.id), sg)
 				b.n++
 				b.users[md.id] = 1
 				b.setOp(k.Users(), md.sid, true)
@@ -760,7 +799,7 @@ func (b *batch) guildDelete(ev event, g uint64) error {
 	if string(member(ev.data, "unavailable")) == "true" {
 		// An outage: the guild is still ours and comes back with a
 		// GUILD_CREATE; keep its data, flagged.
-		b.pipe.HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(ev.shard))
+		b.to(k.Guild(g)).HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(ev.shard))
 		b.n++
 		b.setOp(k.ShardGuilds(ev.shard), strconv.FormatUint(g, 10), true)
 		b.setOp(k.ShardUnavailable(ev.shard), strconv.FormatUint(g, 10), true)
@@ -804,7 +843,7 @@ func (b *batch) purge(g uint64, m *model, shard int) {
 	b.del(k.Guild(g))
 	b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), false)
 	b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), false)
-	b.pipe.HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
+	b.to(k.ShardCounts(shard)).HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
 	b.n++
 	m.deleted = true
 	b.known[g] = false
@@ -949,7 +988,7 @@ func (b *batch) ready(ev event) error {
 				// Claimed by another shard: unlink only.
 				b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), false)
 				b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), false)
-				b.pipe.HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
+				b.to(k.ShardCounts(shard)).HDel(b.ctx, k.ShardCounts(shard), strconv.FormatUint(g, 10))
 				b.n++
 				continue
 			}
@@ -963,7 +1002,7 @@ func (b *batch) ready(ev event) error {
 		}
 	}
 	for _, g := range ids {
-		b.pipe.HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(shard))
+		b.to(k.Guild(g)).HSet(b.ctx, k.Guild(g), "unavailable", "1", "shard", strconv.Itoa(shard))
 		b.n++
 		b.setOp(k.ShardGuilds(shard), strconv.FormatUint(g, 10), true)
 		b.setOp(k.ShardUnavailable(shard), strconv.FormatUint(g, 10), true)
@@ -1008,7 +1047,7 @@ func (b *batch) finish() error {
 		r := recount{g: g}
 		for x := rel(0); x < numRels; x++ {
 			if b.hasRel[x] {
-				r.cmds[x] = b.pipe.SCard(b.ctx, b.relKey(g, x))
+				r.cmds[x] = b.to(b.relKey(g, x)).SCard(b.ctx, b.relKey(g, x))
 				b.n++
 			}
 		}
@@ -1021,12 +1060,12 @@ func (b *batch) finish() error {
 	var uc []userCheck
 	for u, st := range b.users {
 		if st < 0 {
-			uc = append(uc, userCheck{u, b.pipe.SCard(b.ctx, k.UserGuilds(u))})
+			uc = append(uc, userCheck{u, b.to(k.UserGuilds(u)).SCard(b.ctx, k.UserGuilds(u))})
 			b.n++
 		}
 	}
 	for shard, args := range counts {
-		b.pipe.HSet(b.ctx, k.ShardCounts(shard), args...)
+		b.to(k.ShardCounts(shard)).HSet(b.ctx, k.ShardCounts(shard), args...)
 		b.n++
 	}
 	if err := b.send(); err != nil {
@@ -1040,13 +1079,13 @@ func (b *batch) finish() error {
 				s[x] = r.cmds[x].Val()
 			}
 		}
-		b.pipe.HSet(b.ctx, k.ShardCounts(b.shard[r.g]), strconv.FormatUint(r.g, 10), countOf(s))
+		b.to(k.ShardCounts(b.shard[r.g])).HSet(b.ctx, k.ShardCounts(b.shard[r.g]), strconv.FormatUint(r.g, 10), countOf(s))
 		b.n++
 	}
 	for _, c := range uc {
 		if c.cmd.Val() == 0 {
 			b.del(k.User(c.u))
-			b.pipe.SRem(b.ctx, k.Users(), strconv.FormatUint(c.u, 10))
+			b.to(k.Users()).SRem(b.ctx, k.Users(), strconv.FormatUint(c.u, 10))
 			b.n++
 		}
 	}
