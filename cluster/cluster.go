@@ -122,7 +122,7 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 }
 
 // Run runs the cluster until ctx ends, then stops it resumably and returns
-// nil. It returns an error when the options are unusable
+// nil (or the error of Worker's Shutdown). It returns an error when the options are unusable
 // (ErrInvalidOptions), when Redis or Discord cannot be reached at start,
 // when the daily session budget is too low (identify.ErrSessionStartLimit),
 // when Launch fails, or when a shard gives up for good (ErrShardFailed; the
