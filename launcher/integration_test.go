@@ -146,6 +146,8 @@ func TestFleet(t *testing.T) {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
+			// Like SIGSTOP, SIGKILL takes effect a little after kill returns.
+			waitFor(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
 			return func() {}
 		})
 		evs := f.events()
@@ -183,6 +185,9 @@ func TestFleet(t *testing.T) {
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
+			// kill returns before every thread has stopped; until then the
+			// process may still handle an event.
+			waitFor(t, 5*time.Second, "every thread of the cluster stopped", func() bool { return allThreadsStopped(pid) })
 			return func() {
 				waitFor(t, 15*time.Second, "cluster 0 declared unresponsive", func() bool {
 					return countEvents(f.events(), lifecycle.ClusterUnresponsive, 0) == 1
@@ -255,6 +260,26 @@ func TestFleet(t *testing.T) {
 			}
 		}
 	})
+}
+
+// allThreadsStopped reports whether every thread of pid is in state T.
+func allThreadsStopped(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		st, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+		if err != nil {
+			return false
+		}
+		_, rest, _ := strings.Cut(string(st), ") ")
+		if !strings.HasPrefix(rest, "T") {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *fleet) supervisorState(c int) string {
