@@ -13,5 +13,8 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/bot /usr/local/bin/bot
 COPY --from=build /out/megane-cli /usr/local/bin/megane-cli
 # The launcher re-executes this binary for every cluster and service, and
-# forwards SIGTERM so they save their gateway sessions before exiting.
+# forwards SIGTERM so they save their gateway sessions before exiting;
+# docker compose's stop_grace_period must exceed MEGANE_SHUTDOWN_TIMEOUT.
+# Without DISCORD_TOKEN it runs the demo against the built-in fake Discord.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/bot"]
