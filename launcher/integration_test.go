@@ -67,6 +67,17 @@ func TestFleet(t *testing.T) {
 		}
 		ids := f.say(f.srv.World().Guilds)
 		f.waitSeen(ids, 10*time.Second)
+		for _, line := range []string{
+			"testbot event: cluster_spawned cluster=2 shard=-1",
+			"testbot event: cluster_ready cluster=1 shard=-1",
+			"testbot event: shard_ready cluster=2 shard=11",
+			"testbot event: all_clusters_ready cluster=-1 shard=-1",
+			`testbot event: service_ready cluster=-1 shard=-1 service="echo"`,
+		} {
+			if !f.logContains(line) {
+				t.Errorf("OnEvent was not called with %q", line)
+			}
+		}
 	})
 	if t.Failed() {
 		t.FailNow()
@@ -194,6 +205,41 @@ func TestFleet(t *testing.T) {
 				})
 			}
 		})
+	})
+
+	t.Run("RollingRestartOneAtATime", func(t *testing.T) {
+		f.waitAllReady(10 * time.Second)
+		identBefore, resBefore := f.shardActivity()
+		from := len(f.events())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var st Status
+		if err := f.node.CallJSON(ctx, LauncherAddr, OpRollingRestart, nil, &st); err != nil {
+			t.Fatalf("rolling-restart over IPC: %v", err)
+		}
+		identAfter, resAfter := f.shardActivity()
+		for s := range 12 {
+			if identAfter[s] != identBefore[s] || resAfter[s] != resBefore[s]+1 {
+				t.Errorf("shard %d: %d identifies and %d resumes, want 0 and 1",
+					s, identAfter[s]-identBefore[s], resAfter[s]-resBefore[s])
+			}
+		}
+		// At most one cluster down at a time: each exit follows the
+		// previous cluster's ready.
+		down := -1
+		for _, ev := range f.events()[from:] {
+			switch ev.Type {
+			case lifecycle.ClusterExited:
+				if down >= 0 {
+					t.Errorf("cluster %d went down while cluster %d was down", ev.Cluster, down)
+				}
+				down = ev.Cluster
+			case lifecycle.ClusterReady:
+				if ev.Cluster == down {
+					down = -1
+				}
+			}
+		}
 	})
 
 	t.Run("AllClustersReadyFiredOnce", func(t *testing.T) {

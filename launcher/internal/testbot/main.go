@@ -28,6 +28,7 @@ import (
 
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/launcher"
+	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/services"
 )
 
@@ -66,6 +67,10 @@ func main() {
 	cfg := launcher.Config{
 		Worker:  worker{},
 		Intents: gateway.IntentGuilds | gateway.IntentGuildMessages | gateway.IntentMessageContent,
+		OnEvent: func(ev lifecycle.Event) {
+			// The tests read these lines to see what user code is told.
+			fmt.Fprintf(os.Stderr, "testbot event: %s cluster=%d shard=%d service=%q\n", ev.Type, ev.Cluster, ev.Shard, ev.Service)
+		},
 	}
 	if os.Getenv("TESTBOT_SERVICE") == "1" {
 		cfg.Services = map[string]launcher.ServiceSpec{"echo": {Worker: echo{}}}
