@@ -108,7 +108,9 @@ func (p *Projector) decode(evs []event) {
 			heavy = append(heavy, i)
 		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), 4, len(heavy)/8+1)
+	// Half the cores at most: the writer, the client's I/O and, usually,
+	// redis-server itself need the rest.
+	workers := min(runtime.GOMAXPROCS(0)/2, 4, len(heavy)/8+1)
 	if workers <= 1 {
 		for _, i := range heavy {
 			evs[i].doc = p.decodeGuild(evs[i].data)
