@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,6 +62,7 @@ type Launcher struct {
 	sink           *sink
 	startedAt      time.Time
 
+	ran      atomic.Bool
 	mu       sync.Mutex
 	running  bool
 	stop     context.CancelFunc
@@ -122,8 +124,12 @@ func newFromEnv(cfg Config, lookup func(string) (string, bool)) (*Launcher, erro
 // Role returns the role of this process.
 func (l *Launcher) Role() Role { return l.role }
 
-// Run runs this process's role until ctx ends or a signal stops it.
+// Run runs this process's role until ctx ends or a signal stops it. A
+// Launcher runs once; build another with New to run again.
 func (l *Launcher) Run(ctx context.Context) error {
+	if !l.ran.CompareAndSwap(false, true) {
+		return errors.New("launcher: Run called twice on one Launcher")
+	}
 	switch l.role {
 	case RoleCluster:
 		return l.runCluster(ctx)
@@ -240,6 +246,9 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 	l.redisURL = cfg.RedisURL
 	if cfg.Redis != nil {
 		l.rdb = cfg.Redis
+		if err := l.rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("launcher: ping Config.Redis: %w", err)
+		}
 	} else {
 		rdb, err := redisconn.Open(ctx, cfg.RedisURL)
 		if err != nil {
@@ -247,9 +256,6 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		}
 		l.rdb = rdb
 		*cleanups = append(*cleanups, func() { _ = rdb.Close() })
-	}
-	if err := l.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("launcher: ping Redis: %w", err)
 	}
 
 	if cfg.Namespace == "" {

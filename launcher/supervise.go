@@ -137,11 +137,17 @@ func (p *proc) run(ctx context.Context) {
 	var pending []*restartReq // answered when the next child is ready
 	restarted := false
 	for {
+		if ctx.Err() != nil {
+			p.fail(pending, ErrNotRunning)
+			p.setState(StateStopped)
+			return
+		}
 		c, err := p.l.spawn(p)
 		var reason exitReason
+		detail := ""
 		if err != nil {
 			p.l.log.Error("cannot spawn "+p.name(), append(p.logAttrs(), slog.Any("error", err))...)
-			reason = exitCrashed
+			reason, detail = exitCrashed, "spawn failed: "+err.Error()
 		} else {
 			var req *restartReq
 			reason, req = p.watch(ctx, c, &pending, restarted, &backoff)
@@ -149,6 +155,7 @@ func (p *proc) run(ctx context.Context) {
 				pending = append(pending, req)
 			}
 			p.exited(c, reason)
+			detail = c.describeExit()
 		}
 
 		restarted = true // every later spawn is a restart
@@ -162,10 +169,6 @@ func (p *proc) run(ctx context.Context) {
 			continue
 		}
 
-		detail := "crashed"
-		if c != nil {
-			detail = c.describeExit()
-		}
 		p.fail(pending, fmt.Errorf("%w: %s %s", ErrRestartFailed, p.name(), detail))
 		pending = nil
 		now := time.Now()
