@@ -86,7 +86,10 @@ func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(
 func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:" + id(bucket) }
 
 // Cluster is cluster id's state: status, pid, host, shards, shard_count,
-// started_at, ready_at, stopped_at (written by the cluster) and restarts. HASH
+// started_at, ready_at, stopped_at (written by the cluster), and supervisor
+// (the launcher's view: starting, ready, stopping, backoff, gave-up,
+// stopped) and restarts (written by the launcher, which also sets status
+// and pid while no process runs). HASH
 func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
 
 // ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills
@@ -107,7 +110,8 @@ func (k Keyspace) Stats(name string) string { return k.base + "stats:" + name }
 // unix ms of its last report. ZSET
 func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 
-// Launcher is the launcher's state: pid, host, started_at, clusters, status. HASH
+// Launcher is the launcher's state: status (running, stopped), pid, host,
+// started_at, clusters, shard_count, max_concurrency, all_ready_at. HASH
 func (k Keyspace) Launcher() string { return k.base + "launcher" }
 
 // ---------------------------------------------------------------------------
