@@ -488,3 +488,37 @@ func TestBadConfigFailsBeforeStarting(t *testing.T) {
 		t.Errorf("keys were written")
 	}
 }
+
+// TestKilledLauncherTakesChildrenAlong: when the launcher dies without a
+// chance to stop anything (SIGKILL), the kernel sends its children SIGTERM
+// (Pdeathsig): they save their sessions and exit instead of living on.
+func TestKilledLauncherTakesChildrenAlong(t *testing.T) {
+	f := newFleet(t, fleetOptions{shards: 2, clusters: 2, maxConcurrency: 16})
+	f.start()
+	f.waitAllReady(30 * time.Second)
+	children := f.childPIDs()
+	if len(children) != 2 {
+		t.Fatalf("children %v", children)
+	}
+	if err := f.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the orphaned clusters to exit", func() bool {
+		for _, pid := range children {
+			if f.ours(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	states, err := sessions.Load(context.Background(), f.rdb, f.ks, allShards(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range 2 {
+		fake, _ := f.srv.ShardStatus(s)
+		if st, ok := states[s]; !ok || st.SessionID != fake.SessionID || st.Sequence != fake.Seq {
+			t.Errorf("shard %d: saved session %+v, the fake's is %s at seq %d", s, st, fake.SessionID, fake.Seq)
+		}
+	}
+}
