@@ -23,6 +23,27 @@
 // IDENTIFYs go through identify.Limiter, so clusters in any number of
 // processes share the bot's identify buckets.
 //
+// What Run shares with the rest of the bot (fields of Cluster):
+//
+//   - IPC: the node "cluster:<id>", created before Launch and serving once
+//     Launch returned. It answers cache.FetchOp for the cluster's guilds
+//     from Cluster.Owners (the disgo client's cache, else REST), and eval
+//     expressions (redisipc.Node.Eval) against an environment with, besides
+//     redisipc's own names: cluster (id), shards and shard_ids (ids),
+//     shard_count, shard_statuses (a list of {id, status, latency_ms,
+//     guilds}), ready, latency_ms (average), uptime (seconds since Run
+//     started), memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys, sys,
+//     num_gc}), guilds, and with the projection on users, channels, roles,
+//     members, unavailable (this cluster's, from the projection) and the
+//     function total_counts() (the whole bot's). Values and functions set
+//     with IPC.EvalEnv().Set are added to these.
+//   - The cache projection (package cache): a Projector fed with every raw
+//     dispatch, off the gateway's event path (Options.Cache,
+//     Options.DisableCache). A session is saved only once the events
+//     before its sequence are in the projection, so a crash replays into
+//     it rather than loses from it.
+//   - Stats: the reporter "cluster:<id>" (package stats).
+//
 // Delivery: events are at-least-once across restarts. A graceful stop
 // (ctx cancelled, e.g. on SIGTERM) closes every shard with 1012, waits for
 // the listeners in flight and saves each shard's last handled sequence, so
@@ -50,26 +71,33 @@ import (
 
 	"github.com/disgoorg/disgo"
 	"github.com/disgoorg/disgo/bot"
-	"github.com/disgoorg/disgo/cache"
+	disgocache "github.com/disgoorg/disgo/cache"
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/disgo/rest"
 	"github.com/disgoorg/disgo/sharding"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/stats"
+	"github.com/megane-go/megane/store"
 )
 
 // Worker is the user's bot code for one cluster.
 type Worker interface {
 	// Launch is called once the disgo client exists and before any shard
 	// connects, so listeners added here with c.Client.AddEventListeners see
-	// every event, including those Discord replays after a RESUME. It must
-	// return promptly (start goroutines for long work); use c.Ready to wait
-	// for the shards. An error stops Run before anything connects.
+	// every event, including those Discord replays after a RESUME. IPC
+	// handlers, eval values and owner lookups registered here
+	// (c.IPC.Handle, c.IPC.EvalEnv().Set, c.Owners.Handle) are in place
+	// before the node serves its first request. It must return promptly
+	// (start goroutines for long work); use c.Ready to wait for the
+	// shards. An error stops Run before anything connects.
 	//
 	// disgo runs all listeners of the process one at a time on the shards'
 	// read goroutines: a slow listener delays every shard, and one slower
@@ -84,8 +112,9 @@ type Shutdowner interface {
 	Shutdown(ctx context.Context) error
 }
 
-// Cluster is what a Worker gets: the disgo client of this cluster's shards
-// and the shared Redis.
+// Cluster is what a Worker gets: the disgo client of this cluster's shards,
+// the shared Redis, and what the cluster shares with the rest of the bot
+// (IPC, the central store, the cache projection, statistics).
 type Cluster struct {
 	// ID is the cluster id.
 	ID int
@@ -102,6 +131,35 @@ type Cluster struct {
 	Keys keyspace.Keyspace
 	// Logger is the cluster's logger.
 	Logger *slog.Logger
+
+	// IPC is the cluster's node, at the address "cluster:<ID>". It is
+	// registered before Launch, so handlers and eval values added there
+	// (IPC.Handle, IPC.HandleCommand, IPC.EvalEnv().Set) are in place
+	// before it serves: Run starts serving when Launch returns. The node
+	// answers cache.FetchOp from Owners, and "$stats" with the cluster's
+	// figures (a call to IPC.SetStats replaces them). It is closed after
+	// the shards' sessions are saved and Shutdown returned.
+	IPC *redisipc.Node
+	// Store is the central store.
+	Store *store.Store
+	// Cache reads the Redis projection of every cluster's guilds.
+	Cache *cache.Reader
+	// Fetch gets guilds, channels, users, members and roles wherever they
+	// live: from the projection when it can answer, else from the owning
+	// cluster over IPC (this one is answered in-process), else from this
+	// cluster's disgo client.
+	Fetch *cache.Fetcher
+	// Owners answers the cross-cluster fetches (cache.FetchOp) other
+	// processes send this cluster about its guilds. The built-in kinds
+	// (guild, channel, role, member, user) come from the disgo client: its
+	// in-process cache when it holds the entity, else REST. Register kinds
+	// of your own, or replace a built-in one, with Owners.Handle.
+	Owners *cache.OwnerMux
+	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
+	// publishes the built-in process figures plus shards, shards_ready,
+	// guilds, latency_ms (average over the shards) and the projection's
+	// counters; add your own with Stats.Add.
+	Stats *stats.Reporter
 
 	ready <-chan struct{}
 }
@@ -167,6 +225,8 @@ type runner struct {
 
 	fatal chan error
 	opens map[int]*openState
+
+	sh *shared
 }
 
 type openState struct {
@@ -178,6 +238,7 @@ type openState struct {
 // loops are the cluster's background goroutines, stopped in two steps: the
 // writer and the status poller before the final save, the heartbeat last.
 type loops struct {
+	workCtx                context.Context
 	cancelWork, cancelBeat context.CancelFunc
 	work, beat             sync.WaitGroup
 }
@@ -234,6 +295,11 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 		ID: o.ID, ShardIDs: ids, ShardCount: count, Client: client,
 		Redis: r.rdb, Keys: r.ks, Logger: r.log, ready: r.track.ready,
 	}
+	if err := r.attach(ctx, c); err != nil {
+		return err
+	}
+	// stop closes these in order; this covers the early returns.
+	defer r.sh.close(ctx, o.StopTimeout, r.log)
 	if err := r.register(ctx, ids, count); err != nil {
 		return err
 	}
@@ -243,6 +309,15 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 		r.finish(ctx, bg, "failed")
 		return err
 	}
+	// Serve only now, so that requests find the handlers Launch registered.
+	if err := r.sh.node.Start(ctx); err != nil {
+		r.finish(ctx, bg, "failed")
+		return fmt.Errorf("cluster: IPC node: %w", err)
+	}
+	bg.work.Go(func() {
+		defer r.recoverCallback("stats reporter")
+		r.sh.rep.Run(bg.workCtx)
+	})
 
 	readyWatch := make(chan struct{})
 	go func() {
@@ -283,7 +358,7 @@ func (r *runner) botOptions() []bot.ConfigOpt {
 		bot.WithLogger(r.log),
 		// The shared truth is the Redis projection; disgo's in-process cache
 		// would only double the memory.
-		bot.WithCacheConfigOpts(cache.WithCaches(cache.FlagsNone)),
+		bot.WithCacheConfigOpts(disgocache.WithCaches(disgocache.FlagsNone)),
 	}
 	if r.o.RESTURL != "" {
 		opts = append(opts, bot.WithRestClientConfigOpts(rest.WithURL(r.o.RESTURL)))
@@ -505,12 +580,25 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 		return
 	case gateway.EventTypeRaw:
 		r.track.rawSeen(shard, seq)
-		if raw, ok := data.(gateway.EventRaw); ok && r.o.OnRawEvent != nil && raw.Payload != nil {
+		proj := r.sh.proj
+		if raw, ok := data.(gateway.EventRaw); ok && raw.Payload != nil && (proj != nil || r.o.OnRawEvent != nil) {
 			// The payload reader can be read once: copy it, and hand
 			// disgo's Raw listeners a fresh reader over the copy.
-			b, err := io.ReadAll(raw.Payload)
+			b, err := readPayload(raw.Payload)
 			if err == nil {
-				r.callRaw(shard, string(raw.EventType), b)
+				if proj != nil {
+					// Queued in sequence order, before the event counts as
+					// handled: a saved session never points past it.
+					proj.Enqueue(shard, string(raw.EventType), b)
+				}
+				if r.o.OnRawEvent != nil {
+					ub := b
+					if proj != nil {
+						// The projector keeps b; the callee gets its own.
+						ub = bytes.Clone(b)
+					}
+					r.callRaw(shard, string(raw.EventType), ub)
+				}
 				raw.Payload = bytes.NewReader(b)
 				data = raw
 			}
@@ -529,6 +617,17 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 	default:
 		r.track.handled(shard, seq)
 	}
+}
+
+// readPayload copies a raw event's payload. disgo hands a *bytes.Reader,
+// whose size is known, so the copy is one allocation of the right size.
+func readPayload(rd io.Reader) ([]byte, error) {
+	if br, ok := rd.(*bytes.Reader); ok {
+		b := make([]byte, br.Len())
+		_, err := io.ReadFull(br, b)
+		return b, err
+	}
+	return io.ReadAll(rd)
 }
 
 func (r *runner) callRaw(shard int, eventType string, b []byte) {
@@ -602,6 +701,9 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 		status = "failed"
 	}
 	r.finish(ctx, bg, status)
+	// No event arrives any more; finish already flushed the projection
+	// before the final save, so this only stops its writer.
+	r.sh.closeProjector(ctx, r.o.StopTimeout, r.log)
 
 	if s, ok := w.(Shutdowner); ok {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.StopTimeout)
@@ -614,6 +716,8 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 			}
 		}
 	}
+	// Last, so Shutdown can still call other processes.
+	r.sh.close(ctx, r.o.StopTimeout, r.log)
 	r.log.Info("cluster stopped", slog.Duration("took", time.Since(start)))
 	return reason
 }

@@ -16,6 +16,11 @@ import (
 // shorter than four samples.
 const statusPollInterval = 250 * time.Millisecond
 
+// projectionFlushTimeout bounds the wait for the cache projection before a
+// session write. A projection that cannot keep up (Redis down) holds the
+// saved sequences back, so a crash replays rather than loses its events.
+const projectionFlushTimeout = 5 * time.Second
+
 // startLoops starts the writer (sessions, statuses, events), the status
 // poller and the heartbeat. They run on ctx, which Run's cancellation does
 // not reach: stop ends them itself once the final state is written.
@@ -23,7 +28,7 @@ func (r *runner) startLoops(ctx context.Context) *loops {
 	l := &loops{}
 	workCtx, cancelWork := context.WithCancel(ctx)
 	beatCtx, cancelBeat := context.WithCancel(ctx)
-	l.cancelWork, l.cancelBeat = cancelWork, cancelBeat
+	l.workCtx, l.cancelWork, l.cancelBeat = workCtx, cancelWork, cancelBeat
 	l.work.Go(func() { r.writer(workCtx) })
 	l.work.Go(func() { r.poller(workCtx) })
 	l.beat.Go(func() { r.heartbeat(beatCtx) })
@@ -57,6 +62,14 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 	b := r.track.take(final)
 	if b.empty() {
 		return nil
+	}
+	if len(b.sessions) > 0 {
+		// Every event up to the sequences in b was queued for the
+		// projection before it counted as handled.
+		if err := r.sh.flushProjection(ctx, projectionFlushTimeout); err != nil {
+			r.track.failed(b)
+			return err
+		}
 	}
 	now := time.Now().UnixMilli()
 	pipe := r.rdb.Pipeline()

@@ -13,8 +13,11 @@ import (
 	"github.com/disgoorg/disgo/sharding"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/stats"
 )
 
 // Limiter modes of Options.Limiter.
@@ -148,6 +151,29 @@ type Options struct {
 	// block (the shard reads nothing meanwhile): hand the work to a queue.
 	// data is a private copy the callee may keep.
 	OnRawEvent func(shardID int, eventType string, data []byte)
+
+	// Cache configures the Redis projection of the cluster's guilds,
+	// channels, roles, members and users (package cache): which entities
+	// and fields are kept, queue and batch sizes. Nil uses cache.Config's
+	// defaults. Redis, Keys and Logger are filled in from these Options
+	// when zero. Every cluster of a bot should keep the same entities and
+	// fields: the projection records one schema, which readers and
+	// Cluster.Fetch consult.
+	Cache *cache.Config
+	// DisableCache turns the projection off: no Projector runs and the
+	// cluster writes no cache keys. Cluster.Cache and Cluster.Fetch still
+	// read whatever other clusters project, and the cluster still answers
+	// cross-cluster fetches (cache.FetchOp) for its guilds. Default false.
+	DisableCache bool
+	// IPC tunes the cluster's node. Redis, Keys and Addr
+	// ("cluster:<ID>") are set by Run, Hold is always on (Run starts
+	// serving once Launch returned) and Logger defaults to the cluster's
+	// logger; the other fields keep redisipc's defaults when zero.
+	IPC redisipc.Options
+	// Stats tunes the cluster's statistics reporter ("cluster:<ID>").
+	// Interval defaults to stats.DefaultInterval, Logger to the cluster's
+	// logger.
+	Stats stats.Options
 }
 
 func (o Options) withDefaults() Options {

@@ -394,3 +394,44 @@ func sortedIDs[V any](m map[int]V) []int {
 	sort.Ints(ids)
 	return ids
 }
+
+// shardInfo is one shard as the eval environment and statistics show it.
+type shardInfo struct {
+	ID        int
+	Status    string
+	LatencyMS int64
+	// Guilds is the guild count of the shard's READY; -1 when the shard
+	// resumed and never saw one.
+	Guilds int
+}
+
+// snapshot returns every shard's status, latency and READY guild count,
+// by shard id.
+func (t *tracker) snapshot() []shardInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]shardInfo, 0, len(t.shards))
+	for _, id := range sortedIDs(t.shards) {
+		st := t.shards[id]
+		out = append(out, shardInfo{ID: id, Status: st.status, LatencyMS: st.latencyMS, Guilds: st.guilds})
+	}
+	return out
+}
+
+// averageLatency is the mean of the shards' last latencies in ms, over the
+// shards that measured one.
+func (t *tracker) averageLatency() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var sum, n int64
+	for _, st := range t.shards {
+		if st.latencyMS > 0 {
+			sum += st.latencyMS
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / n
+}

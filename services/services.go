@@ -27,8 +27,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/stats"
 	"github.com/megane-go/megane/store"
 )
 
@@ -76,6 +78,16 @@ type Service struct {
 	IPC *redisipc.Node
 	// Store is the central store.
 	Store *store.Store
+	// Cache reads the Redis projection of the bot's guilds, channels,
+	// roles, members and users.
+	Cache *cache.Reader
+	// Fetch gets guilds, channels, users, members and roles from the
+	// projection, or from the cluster that owns the guild when the
+	// projection cannot answer.
+	Fetch *cache.Fetcher
+	// Stats is the copy's statistics reporter ("service:<Name>:<Copy>"),
+	// publishing the built-in process figures; add your own with Stats.Add.
+	Stats *stats.Reporter
 	// Redis is the shared client.
 	Redis redis.UniversalClient
 	// Keys is the namespace's key schema.
@@ -126,6 +138,9 @@ type Options struct {
 	// IPC tunes the copy's node. Redis, Keys, Addr, Group, Hold and Logger
 	// are set by Run; the rest keep redisipc's defaults when zero.
 	IPC redisipc.Options
+	// Stats tunes the copy's statistics reporter. Interval defaults to
+	// stats.DefaultInterval, Logger to the copy's logger.
+	Stats stats.Options
 }
 
 // Run runs one service copy: it launches w, serves commands until ctx
@@ -154,7 +169,18 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	if err != nil {
 		return fmt.Errorf("services: %s: %w", opts.Name, err)
 	}
+	fetch, err := cache.NewFetcher(cache.FetcherConfig{Redis: opts.Redis, Keys: opts.Keys, Requester: node, Logger: log})
+	if err != nil {
+		_ = node.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("services: %s: %w", opts.Name, err)
+	}
+	so := opts.Stats
+	if so.Logger == nil {
+		so.Logger = log
+	}
 	s := &Service{Name: opts.Name, Copy: opts.Copy, IPC: node, Store: store.New(opts.Redis, opts.Keys),
+		Cache: fetch.Reader(), Fetch: fetch,
+		Stats: stats.NewReporter(opts.Redis, opts.Keys, fmt.Sprintf("service:%s:%d", opts.Name, opts.Copy), so),
 		Redis: opts.Redis, Keys: opts.Keys, Logger: log}
 	node.HandleFallback(func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		res, err := w.HandleCommand(ctx, s, Command{Op: req.Op, Payload: req.Payload, From: req.From})
@@ -181,7 +207,9 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		})
 	}
 
+	stopStats := func() {}
 	stop := func(cause error) error {
+		stopStats()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
 		defer cancel()
 		err := node.Close(sctx)
@@ -197,6 +225,13 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	if err := node.Start(ctx); err != nil {
 		return stop(fmt.Errorf("services: %s: start: %w", opts.Name, err))
 	}
+	statsCtx, cancelStats := context.WithCancel(context.WithoutCancel(ctx))
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		s.Stats.Run(statsCtx)
+	}()
+	stopStats = func() { cancelStats(); <-statsDone }
 	log.Info("service ready", slog.String("instance", node.Instance()))
 	if opts.OnReady != nil {
 		opts.OnReady()
