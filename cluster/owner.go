@@ -51,7 +51,18 @@ func (s clientSource) Lookup(ctx context.Context, kind cache.Entity, guild, id u
 		if r, ok := c.Caches.Role(gid, sid); ok {
 			return json.Marshal(r)
 		}
-		v, err = c.Rest.GetRole(gid, sid, opt)
+		// The list route, which every Discord API version has.
+		roles, rerr := c.Rest.GetRoles(gid, opt)
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		for _, r := range roles {
+			if r.ID == sid {
+				return json.Marshal(r)
+			}
+		}
+		return nil, fmt.Errorf("cluster: role %d of guild %d: %w", id, guild, cache.ErrNotFound)
 	case cache.EntityMember:
 		if guild == 0 {
 			return nil, fmt.Errorf("cluster: member %d without its guild: %w", id, cache.ErrNotFound)

@@ -19,10 +19,12 @@ import (
 	"github.com/megane-go/megane/store"
 )
 
-// countsTTL is how long the cluster's projection counts are reused. Every
-// eval computes every provided value, so without it one expression would
-// read the counts once per count it could mention.
-const countsTTL = time.Second
+// countsTTL is how long the eval environment reuses the cluster's
+// projection counts. Every eval computes every provided value, so without
+// it one expression would read the counts once per count it could mention;
+// it is short enough that an eval never sees counts older than the eval
+// before it.
+const countsTTL = 100 * time.Millisecond
 
 // evalCountTimeout bounds the Redis reads behind one evaluated value.
 const evalCountTimeout = 2 * time.Second
@@ -193,29 +195,35 @@ func (l localRequester) Call(ctx context.Context, to, op string, payload []byte)
 	return l.remote.Call(ctx, to, op, payload)
 }
 
-// clusterCounts returns the projection's counts of this cluster's shards,
-// reusing a result younger than countsTTL.
+// clusterCounts returns the projection's counts of this cluster's shards.
 func (r *runner) clusterCounts(ctx context.Context) (cache.Counts, bool) {
+	n, err := r.sh.reader.ClusterCounts(ctx, r.o.ID)
+	if err != nil {
+		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
+		return cache.Counts{}, false
+	}
+	return n, true
+}
+
+// evalCounts is clusterCounts for the eval environment, reusing a result
+// younger than countsTTL.
+func (r *runner) evalCounts(ctx context.Context) (cache.Counts, bool) {
 	sh := r.sh
 	sh.countsMu.Lock()
 	defer sh.countsMu.Unlock()
 	if !sh.countsAt.IsZero() && time.Since(sh.countsAt) < countsTTL {
 		return sh.counts, sh.countsOK
 	}
-	n, err := sh.reader.ClusterCounts(ctx, r.o.ID)
-	if err != nil && !errors.Is(err, cache.ErrNotFound) {
-		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
-		return cache.Counts{}, false
-	}
-	sh.counts, sh.countsOK, sh.countsAt = n, err == nil, time.Now()
+	sh.counts, sh.countsOK = r.clusterCounts(ctx)
+	sh.countsAt = time.Now()
 	return sh.counts, sh.countsOK
 }
 
 // guildCount is the number of guilds of the cluster's shards: from the
-// projection, or, without one, from the shards' READY payloads.
-func (r *runner) guildCount(ctx context.Context) int64 {
+// projection (counts), or, without one, from the shards' READY payloads.
+func (r *runner) guildCount(ctx context.Context, counts func(context.Context) (cache.Counts, bool)) int64 {
 	if r.sh.proj != nil {
-		if n, ok := r.clusterCounts(ctx); ok {
+		if n, ok := counts(ctx); ok {
 			return n.Guilds
 		}
 	}
@@ -265,7 +273,7 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 	env.Provide("guilds", func() any {
 		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 		defer cancel()
-		return r.guildCount(ctx)
+		return r.guildCount(ctx, r.evalCounts)
 	})
 	if r.sh.proj == nil {
 		return
@@ -274,7 +282,7 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 		return func() any {
 			ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 			defer cancel()
-			n, _ := r.clusterCounts(ctx)
+			n, _ := r.evalCounts(ctx)
 			return pick(n)
 		}
 	}
@@ -322,7 +330,7 @@ func (r *runner) addStats(rep *stats.Reporter) {
 		}
 		return n
 	})
-	add("guilds", func(ctx context.Context) any { return r.guildCount(ctx) })
+	add("guilds", func(ctx context.Context) any { return r.guildCount(ctx, r.clusterCounts) })
 	add("latency_ms", func(context.Context) any { return r.track.averageLatency() })
 	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
 	if p := r.sh.proj; p != nil {

@@ -1,0 +1,6 @@
+// Package e2e holds end-to-end tests of Megane for Go: real cluster and
+// service processes (built from e2e/internal/e2ebot without the race
+// detector, since disgo's gateway races), a real redis-server and the fake
+// Discord of package discordtest in the test process. Run them with
+// scripts/test ./e2e/...; without a real Redis they skip.
+package e2e
