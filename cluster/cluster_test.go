@@ -13,6 +13,7 @@ import (
 
 	"github.com/disgoorg/snowflake/v2"
 
+	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/internal/testredis"
@@ -48,6 +49,7 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		{"shard beyond count", func(o *cluster.Options) { o.ShardIDs = []int{0, 2} }, nopWorker{}, "not below the shard count 2"},
 		{"query in gateway url", func(o *cluster.Options) { o.GatewayURL = "ws://x/?v=10" }, nopWorker{}, "query string"},
 		{"negative interval", func(o *cluster.Options) { o.HeartbeatInterval = -time.Second }, nopWorker{}, "HeartbeatInterval -1s is negative"},
+		{"bad cache config", func(o *cluster.Options) { o.Cache = &cache.Config{Entities: []cache.Entity{"bans"}} }, nopWorker{}, `unknown entity "bans"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

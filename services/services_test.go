@@ -30,6 +30,9 @@ func (c *counter) Launch(ctx context.Context, s *services.Service) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if s.Cache == nil || s.Fetch == nil || s.Stats == nil || s.Store == nil || s.IPC == nil {
+		return errors.New("Service is missing a field")
+	}
 	c.launched.Store(true)
 	return nil
 }
@@ -140,6 +143,18 @@ func TestRunCallStatsShutdown(t *testing.T) {
 	}
 	if total != 33 {
 		t.Fatalf("copies handled %d commands in all, want 33", total)
+	}
+
+	// Every copy publishes its statistics under its own name.
+	for i := range workers {
+		key := ks.Stats(fmt.Sprintf("service:math:%d", i))
+		deadline := time.Now().Add(5 * time.Second)
+		for rdb.HGet(ctx, key, "pid").Val() == "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("no statistics in %s", key)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 
 	cancel()
