@@ -227,6 +227,9 @@ type runner struct {
 	opens map[int]*openState
 
 	sh *shared
+	// behindSince and behindWarned belong to the session writer (and to
+	// finish, which runs after it stopped).
+	behindSince, behindWarned time.Time
 }
 
 type openState struct {

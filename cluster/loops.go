@@ -17,9 +17,14 @@ import (
 const statusPollInterval = 250 * time.Millisecond
 
 // projectionFlushTimeout bounds the wait for the cache projection before a
-// session write. A projection that cannot keep up (Redis down) holds the
-// saved sequences back, so a crash replays rather than loses its events.
-const projectionFlushTimeout = 5 * time.Second
+// session write. A projection that cannot keep up (a burst of
+// GUILD_CREATEs, Redis down) holds the saved sequences back, so a crash
+// replays rather than loses its events.
+const projectionFlushTimeout = 2 * time.Second
+
+// projectionBehindWarn is how long sessions may wait for the projection
+// before the cluster warns (and how often it repeats the warning).
+const projectionBehindWarn = 30 * time.Second
 
 // startLoops starts the writer (sessions, statuses, events), the status
 // poller and the heartbeat. They run on ctx, which Run's cancellation does
@@ -63,13 +68,24 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 	if b.empty() {
 		return nil
 	}
+	var behind error
 	if len(b.sessions) > 0 {
 		// Every event up to the sequences in b was queued for the
-		// projection before it counted as handled.
-		if err := r.sh.flushProjection(ctx, projectionFlushTimeout); err != nil {
-			r.track.failed(b)
-			return err
+		// projection before it counted as handled. While the projection is
+		// behind, the sessions wait (a crash then replays into it rather
+		// than skips it); statuses and events go out regardless.
+		if behind = r.sh.flushProjection(ctx, projectionFlushTimeout); behind != nil {
+			b.sessions, b.versions = nil, nil
+			r.noteBehind(behind)
+		} else {
+			r.behindSince = time.Time{}
 		}
+	}
+	if len(b.statuses) == 0 && len(b.events) == 0 && len(b.sessions) == 0 {
+		if final {
+			return behind
+		}
+		return nil
 	}
 	now := time.Now().UnixMilli()
 	pipe := r.rdb.Pipeline()
@@ -93,7 +109,25 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 		return err
 	}
 	r.track.done(b)
+	if final {
+		// finish retries: the last save must not point past the projection.
+		return behind
+	}
 	return nil
+}
+
+// noteBehind records that sessions were held back for the projection, and
+// warns once it has been behind for long.
+func (r *runner) noteBehind(err error) {
+	now := time.Now()
+	if r.behindSince.IsZero() {
+		r.behindSince = now
+	}
+	if d := now.Sub(r.behindSince); d > projectionBehindWarn && now.Sub(r.behindWarned) > projectionBehindWarn {
+		r.behindWarned = now
+		r.log.Warn("cluster: the cache projection is behind; sessions are saved once it caught up",
+			slog.Duration("behind_for", d.Round(time.Second)), slog.Any("err", err))
+	}
 }
 
 // poller notices shards that lost their connection: disgo reports it in no

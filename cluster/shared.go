@@ -99,13 +99,19 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 
 	sh.owners = cache.NewOwnerMux(clientSource{client: r.client})
 	h := cache.OwnerHandler(sh.owners)
-	sh.ownerFetch = func(ctx context.Context, payload []byte) ([]byte, error) {
-		out, err := h(ctx, payload)
-		sh.ownerFetches.Add(1)
-		if err != nil {
-			sh.ownerErrors.Add(1)
-		}
-		return out, err
+	sh.ownerFetch = func(ctx context.Context, payload []byte) (out []byte, err error) {
+		defer func() {
+			// Also called in-process by Fetch, where no IPC handler
+			// would recover a panic of a user's OwnerSource.
+			if p := recover(); p != nil {
+				out, err = nil, fmt.Errorf("cluster: owner lookup panicked: %v", p)
+			}
+			sh.ownerFetches.Add(1)
+			if err != nil {
+				sh.ownerErrors.Add(1)
+			}
+		}()
+		return h(ctx, payload)
 	}
 	node.Handle(cache.FetchOp, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		return sh.ownerFetch(ctx, req.Payload)
