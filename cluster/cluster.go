@@ -107,7 +107,8 @@ type Worker interface {
 
 // Shutdowner is implemented by a Worker that wants to clean up when the
 // cluster stops. Shutdown is called after every shard was closed and its
-// session saved, with a context bounded by Options.StopTimeout.
+// session saved, with a context bounded by Options.StopTimeout. The IPC
+// node still serves and calls meanwhile; it is closed after Shutdown.
 type Shutdowner interface {
 	Shutdown(ctx context.Context) error
 }
@@ -704,8 +705,8 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 		status = "failed"
 	}
 	r.finish(ctx, bg, status)
-	// No event arrives any more; finish already flushed the projection
-	// before the final save, so this only stops its writer.
+	// No event arrives any more: write what the projection still holds
+	// and stop its writer.
 	r.sh.closeProjector(ctx, r.o.StopTimeout, r.log)
 
 	if s, ok := w.(Shutdowner); ok {
