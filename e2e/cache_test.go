@@ -519,6 +519,19 @@ func (b *bot) testReidentify(ctx context.Context, t *testing.T) {
 	gone := w.GuildsOfShard(5, shardCount)[3]
 
 	b.clusters[1].kill()
+	// The fake notices the dropped connections on its own schedule.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.srv.WaitFor(wctx, func(srv *discordtest.Server) bool {
+		for s := 4; s < 8; s++ {
+			if st, _ := srv.ShardStatus(s); st.Connected {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("the fake still sees cluster 1's shards connected: %v", err)
+	}
 	for s := 4; s < 8; s++ {
 		if err := sessions.Delete(ctx, b.rdb, b.ks, s); err != nil {
 			t.Fatal(err)
