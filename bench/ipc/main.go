@@ -95,11 +95,19 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 		return err
 	}
 	if child {
+		go func() {
+			if err := bareServe(ctx, rdb, ks); err != nil {
+				fmt.Fprintln(os.Stderr, "bench/ipc: bare baseline:", err)
+			}
+		}()
 		return services.Run(ctx, services.Options{Name: "echo", Redis: rdb, Keys: ks,
 			OnReady: func() { fmt.Println("READY") }}, echo{})
 	}
 	purge(ctx, rdb, ks)
 	defer purge(context.Background(), rdb, ks)
+	if err := bareSetup(ctx, rdb, ks); err != nil {
+		return err
+	}
 
 	svc, err := startChild(ctx, url, ns)
 	if err != nil {
@@ -121,21 +129,29 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 		_, err := node.Call(ctx, "service:echo", "echo", body)
 		return err
 	}
+	seq := newBareSeq(rdb, ks, body)
+	bare := func() error { return seq.call(ctx) }
+	pipe := newBarePipe(ctx, rdb, ks, body)
+	barePiped := func() error { return pipe.call(ctx) }
 	// Warm up connections and code paths.
 	for range 2000 {
 		if err := call(); err != nil {
 			return fmt.Errorf("warm-up call: %w", err)
+		}
+		if err := bare(); err != nil {
+			return fmt.Errorf("warm-up bare call: %w", err)
 		}
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return err
 		}
 	}
 
-	// PING and call samples alternate, so both see the same machine load.
-	ping, rr, err := interleaved(samples, func() error { return rdb.Ping(ctx).Err() }, call)
+	// PING, call and bare samples alternate, so all see the same machine load.
+	l, err := interleaved(samples, func() error { return rdb.Ping(ctx).Err() }, call, bare)
 	if err != nil {
 		return err
 	}
+	ping, rr, br := l[0], l[1], l[2]
 	base := ping.p50
 	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s, load average %s\n\n",
 		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, rdb), loadAvg())
@@ -146,6 +162,8 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 	}
 	row(fmt.Sprintf("Redis PING round trip (sequential, n=%d)", samples), ping)
 	row(fmt.Sprintf("cluster→service call (sequential, n=%d)", samples), rr)
+	row("bare streams round trip (no framework)", br)
+	fmt.Printf("%-44s %10.2fx %10.2fx\n", "call ÷ bare", float64(rr.p50)/float64(br.p50), float64(rr.p99)/float64(br.p99))
 
 	fmt.Printf("\n%-44s %10s %10s %12s\n", "throughput", "req/s", "p50", "p99")
 	for _, f := range strings.Split(inflight, ",") {
@@ -158,6 +176,12 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 			return err
 		}
 		fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("cluster→service, %d in flight, %v", k, dur), rate, us(l.p50), us(l.p99))
+		brate, bl, err := throughput(ctx, k, dur, barePiped)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("bare streams, %d in flight, %v", k, dur), brate, us(bl.p50), us(bl.p99))
+		fmt.Printf("%-44s %10.2fx\n", "call ÷ bare throughput", rate/brate)
 	}
 	fmt.Printf("\ntargets: call p50 ≤ 3× PING p50, p99 ≤ 10× PING p50, ≥ 45 000 req/s at 64 in flight\n")
 	return nil
@@ -222,21 +246,26 @@ func percentiles(d []time.Duration) lat {
 	return lat{p50: d[len(d)/2], p99: d[len(d)*99/100]}
 }
 
-func interleaved(n int, f, g func() error) (lat, lat, error) {
-	df, dg := make([]time.Duration, n), make([]time.Duration, n)
-	for i := range n {
-		t := time.Now()
-		if err := f(); err != nil {
-			return lat{}, lat{}, err
-		}
-		df[i] = time.Since(t)
-		t = time.Now()
-		if err := g(); err != nil {
-			return lat{}, lat{}, err
-		}
-		dg[i] = time.Since(t)
+// interleaved runs fs in turn n times and returns each one's percentiles.
+func interleaved(n int, fs ...func() error) ([]lat, error) {
+	d := make([][]time.Duration, len(fs))
+	for j := range fs {
+		d[j] = make([]time.Duration, n)
 	}
-	return percentiles(df), percentiles(dg), nil
+	for i := range n {
+		for j, f := range fs {
+			t := time.Now()
+			if err := f(); err != nil {
+				return nil, err
+			}
+			d[j][i] = time.Since(t)
+		}
+	}
+	out := make([]lat, len(fs))
+	for j := range fs {
+		out[j] = percentiles(d[j])
+	}
+	return out, nil
 }
 
 func throughput(ctx context.Context, k int, dur time.Duration, f func() error) (float64, lat, error) {
