@@ -18,6 +18,7 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/stats"
 )
 
 // childContext ends on SIGINT/SIGTERM and when the launcher that spawned
@@ -145,6 +146,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 		Logger:            log,
 		HeartbeatInterval: l.cfg.HeartbeatInterval,
 		OnReady:           ready,
+		Stats:             stats.Options{Interval: l.cfg.StatsInterval},
 	}
 	if l.cfg.ClusterOptions != nil {
 		l.cfg.ClusterOptions(&opts)
@@ -192,6 +194,7 @@ func (l *Launcher) runService(ctx context.Context) error {
 		Redis:        rdb,
 		Keys:         ks,
 		Logger:       log,
+		Stats:        stats.Options{Interval: l.cfg.StatsInterval},
 		ReadyTimeout: timeout,
 		OnReady:      readyNotifier(log),
 	}, spec.Worker)

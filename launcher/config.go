@@ -20,6 +20,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/stats"
 )
 
 // ErrInvalidConfig wraps every configuration error New and Run report. They
@@ -190,6 +191,11 @@ type Config struct {
 	// Env MEGANE_SHUTDOWN_TIMEOUT. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
+	// StatsInterval is how often every process (launcher, clusters,
+	// services) publishes its statistics hash (keyspace.Stats).
+	// Env MEGANE_STATS_INTERVAL. Default stats.DefaultInterval.
+	StatsInterval time.Duration
+
 	// DisableDemo makes a missing token an error instead of starting demo
 	// mode; set it in production. Env MEGANE_DEMO=false.
 	DisableDemo bool
@@ -292,6 +298,7 @@ func (c *Config) applyEnv(r *envReader) {
 	r.int(envMaxRestarts, &c.MaxRestarts)
 	r.dur(envRestartWindow, &c.RestartWindow)
 	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
+	r.dur(envStatsInterval, &c.StatsInterval)
 	demo := !c.DisableDemo
 	r.bool(envDemo, &demo)
 	c.DisableDemo = !demo
@@ -313,6 +320,7 @@ func (c *Config) setDefaults() {
 	setDur(&c.MaxRestartBackoff, DefaultMaxRestartBackoff)
 	setDur(&c.RestartWindow, DefaultRestartWindow)
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&c.StatsInterval, stats.DefaultInterval)
 	setDur(&c.DemoPingInterval, DefaultDemoPingInterval)
 	if c.MaxRestarts == 0 {
 		c.MaxRestarts = DefaultMaxRestarts
@@ -392,7 +400,7 @@ func (c *Config) validate() error {
 		{envHeartbeatInterval, c.HeartbeatInterval}, {envReadyTimeout, c.ReadyTimeout}, {envIdentifyWindow, c.IdentifyWindow},
 		{envReadyTimeoutPerShard, c.ReadyTimeoutPerShard}, {envRestartBackoff, c.RestartBackoff},
 		{envMaxRestartBackoff, c.MaxRestartBackoff}, {envRestartWindow, c.RestartWindow},
-		{envShutdownTimeout, c.ShutdownTimeout},
+		{envShutdownTimeout, c.ShutdownTimeout}, {envStatsInterval, c.StatsInterval},
 	} {
 		if f.v < 0 {
 			bad("%s=%s must not be negative", f.name, f.v)

@@ -31,6 +31,7 @@ const (
 	envMaxRestarts          = "MEGANE_MAX_RESTARTS"
 	envRestartWindow        = "MEGANE_RESTART_WINDOW"
 	envShutdownTimeout      = "MEGANE_SHUTDOWN_TIMEOUT"
+	envStatsInterval        = "MEGANE_STATS_INTERVAL"
 	envDemo                 = "MEGANE_DEMO"
 	envDemoGuilds           = "MEGANE_DEMO_GUILDS"
 	envDemoPingInterval     = "MEGANE_DEMO_PING_INTERVAL"

@@ -14,6 +14,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/stats"
 )
 
 // TestFleet runs one bot of 3 clusters × 4 shards through the life of a
@@ -245,6 +246,29 @@ func TestFleet(t *testing.T) {
 	t.Run("AllClustersReadyFiredOnce", func(t *testing.T) {
 		if n := countEvents(f.events(), lifecycle.AllClustersReady, -1); n != 1 {
 			t.Errorf("AllClustersReady fired %d times, want once", n)
+		}
+	})
+
+	t.Run("StatisticsPublished", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for {
+			reports, err := stats.ReadAll(ctx, f.rdb, f.ks, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byName := map[string]map[string]string{}
+			for _, r := range reports {
+				byName[r.Name] = r.Fields
+			}
+			l, c0 := byName["launcher"], byName["cluster:0"]
+			if l["clusters"] == "3" && l["clusters_ready"] == "3" && c0["shards"] != "" {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("statistics never complete: launcher %v, cluster:0 %v", l, c0)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 

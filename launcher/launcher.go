@@ -22,6 +22,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/stats"
 )
 
 // Errors of the launcher's control API.
@@ -283,6 +284,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		return err
 	}
 	l.setLauncherStatus("running")
+	*cleanups = append(*cleanups, l.startStats(ctx))
 	if demo != nil {
 		demo.announce(l)
 		*cleanups = append(*cleanups, demo.startPinger(ctx, l))
@@ -517,4 +519,40 @@ func (l *Launcher) RollingRestart(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// startStats publishes the launcher's statistics (keyspace.Stats("launcher"))
+// with the fleet's state, and returns the function that stops it.
+func (l *Launcher) startStats(ctx context.Context) func() {
+	r := stats.NewReporter(l.rdb, l.ks, "launcher", stats.Options{Interval: l.cfg.StatsInterval, Logger: l.log})
+	_ = r.Add("clusters", func(context.Context) any { return len(l.clusters) })
+	_ = r.Add("clusters_ready", func(context.Context) any {
+		ready := 0
+		for _, p := range l.clusters {
+			if p.status().State == StateReady {
+				ready++
+			}
+		}
+		return ready
+	})
+	_ = r.Add("cluster_restarts", func(context.Context) any {
+		n := 0
+		for _, p := range l.clusters {
+			n += p.status().Restarts
+		}
+		return n
+	})
+	_ = r.Add("services", func(context.Context) any { return len(l.services) })
+	_ = r.Add("shards", func(context.Context) any {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.shardCount
+	})
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(sctx)
+	}()
+	return func() { cancel(); <-done }
 }

@@ -159,6 +159,7 @@ func (l *Launcher) childEnv(p *proc) []string {
 		envHeartbeatInterval + "=" + cfg.HeartbeatInterval.String(),
 		envIdentifyReserve + "=" + strconv.Itoa(cfg.IdentifyReserve),
 		envShutdownTimeout + "=" + cfg.ShutdownTimeout.String(),
+		envStatsInterval + "=" + cfg.StatsInterval.String(),
 		envReadyFD + "=" + strconv.Itoa(childReadyFD),
 		envParentPID + "=" + strconv.Itoa(os.Getpid()),
 	}
