@@ -18,6 +18,7 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/stats"
@@ -191,6 +192,12 @@ type Config struct {
 	// Env MEGANE_SHUTDOWN_TIMEOUT. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
+	// StatusWebhook is a Discord webhook URL that receives the events an
+	// operator should hear about (all clusters ready, cluster exited,
+	// restarted, gave up, unresponsive; service exited), coalesced into a
+	// message every 2 s. Env MEGANE_STATUS_WEBHOOK. Default: none.
+	StatusWebhook string
+
 	// StatsInterval is how often every process (launcher, clusters,
 	// services) publishes its statistics hash (keyspace.Stats).
 	// Env MEGANE_STATS_INTERVAL. Default stats.DefaultInterval.
@@ -299,6 +306,7 @@ func (c *Config) applyEnv(r *envReader) {
 	r.dur(envRestartWindow, &c.RestartWindow)
 	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
 	r.dur(envStatsInterval, &c.StatsInterval)
+	r.str(envStatusWebhook, &c.StatusWebhook)
 	demo := !c.DisableDemo
 	r.bool(envDemo, &demo)
 	c.DisableDemo = !demo
@@ -388,6 +396,11 @@ func (c *Config) validate() error {
 	} {
 		if f.v < 0 {
 			bad("%s=%d must not be negative", f.name, f.v)
+		}
+	}
+	if c.StatusWebhook != "" {
+		if err := notify.ValidateURL(c.StatusWebhook); err != nil {
+			bad("%s: %w", envStatusWebhook, err)
 		}
 	}
 	if c.Shards > 0 && c.Clusters > c.Shards {

@@ -68,6 +68,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"no token, no demo", func(c *Config) { c.Token = ""; c.DisableDemo = true }, nil, "DISCORD_TOKEN is not set"},
 		{"bad namespace", func(c *Config) { c.Namespace = "a b" }, nil, "MEGANE_NAMESPACE"},
 		{"bad redis url", func(c *Config) { c.RedisURL = "http://x" }, nil, "REDIS_URL"},
+		{"bad status webhook", nil, map[string]string{envStatusWebhook: "discord.com/webhooks"}, "MEGANE_STATUS_WEBHOOK"},
 		{"more clusters than shards", func(c *Config) { c.Clusters, c.Shards = 5, 4 }, nil, "a cluster needs at least one shard"},
 		{"negative shards", func(c *Config) { c.Shards = -1 }, nil, "MEGANE_SHARDS=-1 must not be negative"},
 		{"gateway with query", func(c *Config) { c.GatewayURL = "wss://x/?v=10" }, nil, "must not contain a query"},

@@ -32,6 +32,7 @@ const (
 	envRestartWindow        = "MEGANE_RESTART_WINDOW"
 	envShutdownTimeout      = "MEGANE_SHUTDOWN_TIMEOUT"
 	envStatsInterval        = "MEGANE_STATS_INTERVAL"
+	envStatusWebhook        = "MEGANE_STATUS_WEBHOOK"
 	envDemo                 = "MEGANE_DEMO"
 	envDemoGuilds           = "MEGANE_DEMO_GUILDS"
 	envDemoPingInterval     = "MEGANE_DEMO_PING_INTERVAL"

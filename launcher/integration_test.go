@@ -11,6 +11,7 @@ import (
 
 	"github.com/disgoorg/snowflake/v2"
 
+	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
@@ -269,6 +270,25 @@ func TestFleet(t *testing.T) {
 				t.Fatalf("statistics never complete: launcher %v, cluster:0 %v", l, c0)
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	t.Run("StatusWebhookPosted", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var posted string
+		err := f.srv.WaitFor(ctx, func(s *discordtest.Server) bool {
+			posted = ""
+			for _, m := range s.Messages() {
+				if m.WebhookID == 1 {
+					posted += m.Content + "\n"
+				}
+			}
+			return strings.Contains(posted, "all_clusters_ready") && strings.Contains(posted, "cluster_exited") &&
+				strings.Contains(posted, "cluster_restarted")
+		})
+		if err != nil {
+			t.Fatalf("status channel did not get the fleet's events: %v\n%s", err, posted)
 		}
 	})
 

@@ -20,6 +20,7 @@ import (
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
@@ -277,7 +278,24 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		return err
 	}
 
-	l.sink = newSink(l.rdb, l.ks, cfg.OnEvent, l.log)
+	onEvent := cfg.OnEvent
+	if cfg.StatusWebhook != "" {
+		hook, err := notify.NewWebhook(notify.Options{URL: cfg.StatusWebhook, Logger: l.log})
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, envStatusWebhook, err)
+		}
+		*cleanups = append(*cleanups, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = hook.Close(ctx)
+		})
+		if user := onEvent; user != nil {
+			onEvent = func(ev lifecycle.Event) { user(ev); hook.Notify(ev) }
+		} else {
+			onEvent = hook.Notify
+		}
+	}
+	l.sink = newSink(l.rdb, l.ks, onEvent, l.log)
 	*cleanups = append(*cleanups, l.sink.close)
 	l.buildProcs(identifies)
 	if err := l.startIPC(ctx, cleanups); err != nil {
