@@ -86,11 +86,15 @@ func (d *demo) announce(l *Launcher) {
 		fmt.Fprintf(&b, "    %s HGETALL %s\n", cli, l.ks.Cluster(0))
 		fmt.Fprintf(&b, "    %s HGETALL %s\n", cli, l.ks.ShardSession(0))
 		fmt.Fprintf(&b, "    %s XRANGE %s - +\n", cli, l.ks.Events())
+		mc := "go run ./cmd/megane-cli -r redis://" + d.redis.Addr()
+		fmt.Fprintf(&b, "    %s status        (or: stats, events -f, nodes)\n", mc)
+		fmt.Fprintf(&b, "    %s eval 'sum(shard_statuses, .guilds)'\n", mc)
+		fmt.Fprintf(&b, "    %s restart 0     (its shards RESUME)\n", mc)
 	}
 	if d.fake != nil && l.cfg.DemoPingInterval > 0 {
 		fmt.Fprintf(&b, "  The fake sends \"!ping\" into a guild every %s; the bot answers over REST.\n", l.cfg.DemoPingInterval)
 	}
-	b.WriteString("  Stop with Ctrl-C (the clusters save their sessions; the next start resumes).\n")
+	b.WriteString("  Stop with Ctrl-C: the clusters close their shards resumably and save the sessions to Redis.\n")
 	fmt.Fprintln(os.Stderr, b.String())
 }
 
