@@ -1,17 +1,11 @@
 package cluster_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
+	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,49 +13,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 )
 
 // The integration tests run real disgo clients, which race, so they live in
 // child processes built without -race (cluster/internal/testcluster).
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
+var testcluster = &testproc.Binary{Pkg: "./internal/testcluster"}
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// testclusterBin builds the child program once per test binary.
-func testclusterBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "testcluster")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "testcluster")
-		cmd := exec.Command("go", "build", "-o", binPath, "./internal/testcluster")
-		// Never -race: disgo's gateway races by design.
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			buildErr = fmt.Errorf("go build testcluster: %w\n%s", err, out.String())
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	os.Exit(testproc.Run(m, testcluster))
 }
 
 // procEvent is one JSON line of a testcluster process.
@@ -75,15 +37,9 @@ type procEvent struct {
 }
 
 type proc struct {
+	*testproc.Proc
 	t    *testing.T
 	name string
-	cmd  *exec.Cmd
-	logf string
-
-	mu     sync.Mutex
-	events []procEvent
-	exited chan struct{}
-	err    error
 }
 
 type procConfig struct {
@@ -102,86 +58,34 @@ type procConfig struct {
 
 func startProc(t *testing.T, name string, c procConfig) *proc {
 	t.Helper()
-	bin := testclusterBin(t)
-	logf := filepath.Join(t.TempDir(), name+".log")
-	lf, err := os.Create(logf)
-	if err != nil {
-		t.Fatal(err)
+	env := []string{
+		"TC_REDIS_URL=" + c.redisURL,
+		"TC_NAMESPACE=" + c.ns,
+		"TC_CLUSTER_ID=" + strconv.Itoa(c.clusterID),
+		"TC_SHARDS=" + c.shards,
+		"TC_SHARD_COUNT=" + strconv.Itoa(c.shardCount),
+		"TC_MAX_CONCURRENCY=" + strconv.Itoa(c.maxConc),
+		"TC_TOKEN=" + c.srv.Token(),
+		"TC_REST_URL=" + c.srv.RESTURL(),
+		"TC_LIMITER=" + c.limiter,
+		"TC_IDENTIFY_WINDOW_MS=" + strconv.Itoa(c.windowMS),
+		"TC_SYNC_MS=" + strconv.Itoa(c.syncMS),
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"TC_REDIS_URL="+c.redisURL,
-		"TC_NAMESPACE="+c.ns,
-		"TC_CLUSTER_ID="+strconv.Itoa(c.clusterID),
-		"TC_SHARDS="+c.shards,
-		"TC_SHARD_COUNT="+strconv.Itoa(c.shardCount),
-		"TC_MAX_CONCURRENCY="+strconv.Itoa(c.maxConc),
-		"TC_TOKEN="+c.srv.Token(),
-		"TC_REST_URL="+c.srv.RESTURL(),
-		"TC_LIMITER="+c.limiter,
-		"TC_IDENTIFY_WINDOW_MS="+strconv.Itoa(c.windowMS),
-		"TC_SYNC_MS="+strconv.Itoa(c.syncMS),
-	)
-	cmd.Env = append(cmd.Env, c.extraEnvVar...)
-	cmd.Stderr = lf
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, logf: logf, exited: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev procEvent
-			if json.Unmarshal(sc.Bytes(), &ev) != nil {
-				continue
-			}
-			p.mu.Lock()
-			p.events = append(p.events, ev)
-			p.mu.Unlock()
-		}
-		p.err = cmd.Wait()
-		_ = lf.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() || os.Getenv("MEGANE_TEST_CHILD_LOGS") != "" {
-			b, _ := os.ReadFile(logf)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("--- %s stderr (tail) ---\n%s", name, b)
-		}
+	p := testproc.Start(t, testproc.Spec{
+		Name: name,
+		Path: testcluster.Path(t),
+		Env:  append(env, c.extraEnvVar...),
 	})
-	return p
+	return &proc{Proc: p, t: t, name: name}
 }
 
 func (p *proc) count(ev string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, e := range p.events {
-		if e.Ev == ev {
-			n++
-		}
-	}
-	return n
+	return len(p.all(ev))
 }
 
 func (p *proc) all(ev string) []procEvent {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var out []procEvent
-	for _, e := range p.events {
+	for _, e := range testproc.Events[procEvent](p.Proc) {
 		if e.Ev == ev {
 			out = append(out, e)
 		}
@@ -190,34 +94,24 @@ func (p *proc) all(ev string) []procEvent {
 }
 
 func (p *proc) errors() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var out []string
-	for _, e := range p.events {
-		if e.Ev == "error" {
-			out = append(out, e.Err)
-		}
+	for _, e := range p.all("error") {
+		out = append(out, e.Err)
 	}
 	return out
 }
 
-// waitFor polls cond until it holds or d passes; it fails the test early
+// waitFor waits until cond holds or d passes; it fails the test early
 // when the process died.
 func (p *proc) waitFor(what string, d time.Duration, cond func() bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		select {
-		case <-p.exited:
-			if cond() {
-				return
-			}
-			p.t.Fatalf("%s exited (%v) while waiting for %s; errors: %v", p.name, p.err, what, p.errors())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: timed out after %s waiting for %s; errors: %v", p.name, d, what, p.errors())
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	switch err := p.WaitFor(ctx, cond); {
+	case errors.Is(err, testproc.ErrExited):
+		p.t.Fatalf("%s exited (%v) while waiting for %s; errors: %v", p.name, p.Err(), what, p.errors())
+	case err != nil:
+		p.t.Fatalf("%s: timed out after %s waiting for %s; errors: %v", p.name, d, what, p.errors())
 	}
 }
 
@@ -229,14 +123,7 @@ func (p *proc) waitReady(d time.Duration) {
 // stop sends sig and waits for the exit.
 func (p *proc) stop(sig syscall.Signal, d time.Duration) error {
 	p.t.Helper()
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-		return p.err
-	case <-time.After(d):
-		p.t.Fatalf("%s did not exit within %s of %s", p.name, d, sig)
-		return nil
-	}
+	return p.Stop(sig, d)
 }
 
 // newFake starts a fake Discord for the test.

@@ -1,47 +1,21 @@
 package discordtest
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/megane-go/megane/internal/testproc"
 )
 
-// probeBin is the disgo probe bot, built once by TestMain. disgo's gateway has data
-// races, so real disgo clients run as separate processes built without -race.
-var probeBin string
+// probebot is the disgo probe bot. disgo's gateway has data races, so real
+// disgo clients run as separate processes built without -race.
+var probebot = &testproc.Binary{Pkg: "./internal/probebot"}
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "discordtest-probe")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		probeBin = filepath.Join(dir, "probebot")
-		cmd := exec.Command(goTool, "build", "-o", probeBin, "./internal/probebot")
-		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building probebot: %v\n%s", err, out)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testproc.Run(m, probebot))
 }
 
 // probeEvent is one JSON line printed by the probe bot.
@@ -60,13 +34,8 @@ type probeEvent struct {
 
 // probe is a running probe bot process.
 type probe struct {
-	t      testing.TB
-	name   string
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	events []probeEvent
-	stderr bytes.Buffer
-	exited chan struct{}
+	*testproc.Proc
+	name string
 }
 
 type probeConfig struct {
@@ -79,7 +48,6 @@ type probeConfig struct {
 
 func startProbe(t testing.TB, srv *Server, name string, cfg probeConfig) *probe {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	args := []string{"-token", srv.Token(), "-rest", srv.RESTURL(), "-log", "warn"}
 	if cfg.shards != "" {
 		args = append(args, "-shards", cfg.shards)
@@ -96,58 +64,13 @@ func startProbe(t testing.TB, srv *Server, name string, cfg probeConfig) *probe 
 	if cfg.reply {
 		args = append(args, "-reply")
 	}
-	p := &probe{t: t, name: name, cmd: exec.CommandContext(ctx, probeBin, args...), exited: make(chan struct{})}
-	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var ev probeEvent
-			if json.Unmarshal(sc.Bytes(), &ev) != nil {
-				continue
-			}
-			p.mu.Lock()
-			p.events = append(p.events, ev)
-			p.mu.Unlock()
-		}
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-p.exited
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("probe %s stderr:\n%s", p.name, p.stderr.String())
-			p.mu.Unlock()
-		}
-	})
-	return p
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
+	p := testproc.Start(t, testproc.Spec{Name: "probe-" + name, Path: probebot.Path(t), Args: args})
+	return &probe{Proc: p, name: name}
 }
 
 // snapshot returns the events printed so far.
 func (p *probe) snapshot() []probeEvent {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]probeEvent(nil), p.events...)
+	return testproc.Events[probeEvent](p.Proc)
 }
 
 func (p *probe) count(match func(probeEvent) bool) int {

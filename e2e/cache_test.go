@@ -183,7 +183,7 @@ func TestCacheEndToEnd(t *testing.T) {
 			// A killed cluster's registration may still be live; a stopped
 			// one must have removed its own.
 			for _, p := range append(b.clusters[:], b.service) {
-				if p.cmd.Process.Pid == n.PID {
+				if p.Pid() == n.PID {
 					t.Errorf("node %s (%s) of a stopped process is still registered", n.Addr, n.Instance)
 				}
 			}

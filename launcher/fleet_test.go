@@ -3,7 +3,6 @@ package launcher
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,37 +16,20 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 )
 
-// testbotPath is the bot the integration tests run. It is built without
+// testbot is the bot the integration tests run. It is built without
 // -race: disgo v0.19.6 races in normal operation, so a gateway never runs
 // inside this (race-enabled) test binary; the fake Discord does.
-var testbotPath string
+var testbot = &testproc.Binary{Pkg: "./internal/testbot"}
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if os.Getenv(testredis.EnvURL) != "" {
-			dir, err := os.MkdirTemp("", "megane-launcher-test")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			testbotPath = filepath.Join(dir, "testbot")
-			cmd := exec.Command("go", "build", "-o", testbotPath, "./internal/testbot")
-			cmd.Env = append(os.Environ(), "GOFLAGS=")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build testbot: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testproc.Run(m, testbot))
 }
 
 // fleetOptions shapes one bot run by a fleet.
@@ -69,6 +51,7 @@ type fleet struct {
 	ks   keyspace.Keyspace
 	node *redisipc.Node
 	log  string
+	bin  string // the testbot
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -76,10 +59,8 @@ type fleet struct {
 
 func newFleet(t *testing.T, o fleetOptions) *fleet {
 	t.Helper()
-	if testbotPath == "" {
-		testredis.URL(t) // skips with the reason
-	}
 	rdb, ks := testredis.Real(t)
+	bin := testbot.Path(t)
 	if o.guilds == 0 {
 		o.guilds = 2 * o.shards
 	}
@@ -99,7 +80,7 @@ func newFleet(t *testing.T, o fleetOptions) *fleet {
 		t.Fatalf("IPC node: %v", err)
 	}
 	t.Cleanup(func() { _ = node.Close(context.Background()) })
-	f := &fleet{t: t, opts: o, srv: srv, rdb: rdb, ks: ks, node: node, log: filepath.Join(t.TempDir(), "launcher.log")}
+	f := &fleet{t: t, opts: o, srv: srv, rdb: rdb, ks: ks, node: node, log: filepath.Join(t.TempDir(), "launcher.log"), bin: bin}
 	t.Cleanup(f.cleanup)
 	return f
 }
@@ -133,7 +114,7 @@ func (f *fleet) start() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	cmd := exec.Command(testbotPath)
+	cmd := exec.Command(f.bin)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -194,7 +175,7 @@ func (f *fleet) ours(pid int) bool {
 			return false
 		}
 	}
-	return exe == testbotPath
+	return exe == f.bin
 }
 
 func (f *fleet) dumpLog() {

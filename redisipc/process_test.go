@@ -1,13 +1,11 @@
 package redisipc
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,45 +15,22 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 )
 
-// ipcnodeBin is the test program that runs one node per process; built by
-// TestMain only when a real Redis is there to use it.
-var ipcnodeBin string
+// ipcnode is the test program that runs one node per process. It has no
+// disgo in it, so it races along with the tests.
+var ipcnode = &testproc.Binary{Pkg: "./internal/ipcnode", Race: raceEnabled}
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	if os.Getenv(testredis.EnvURL) != "" {
-		dir, err := os.MkdirTemp("", "ipcnode")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ipcnodeBin = filepath.Join(dir, "ipcnode")
-		args := []string{"build", "-o", ipcnodeBin}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./internal/ipcnode")...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building ipcnode:", err)
-			return 1
-		}
-	}
-	return m.Run()
+	os.Exit(testproc.Run(m, ipcnode))
 }
 
 // proc is one ipcnode process.
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	*testproc.Proc
 }
 
 // spawn starts ipcnode with args and waits (with a deadline) for it to
@@ -63,47 +38,24 @@ type proc struct {
 func spawn(t *testing.T, ks keyspace.Keyspace, args ...string) *proc {
 	t.Helper()
 	args = append([]string{"-redis", testredis.URL(t), "-ns", ks.Namespace()}, args...)
-	cmd := exec.Command(ipcnodeBin, args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "READY" {
-				close(ready)
-			}
-		}
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-	})
-	select {
-	case <-ready:
-	case <-p.done:
+	p := testproc.Start(t, testproc.Spec{Name: "ipcnode", Path: ipcnode.Path(t), Args: args})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	switch err := p.WaitFor(ctx, func() bool { return slices.Contains(p.Lines(), "READY") }); {
+	case errors.Is(err, testproc.ErrExited):
 		t.Fatalf("ipcnode %v exited before it was ready", args)
-	case <-time.After(15 * time.Second):
+	case err != nil:
 		t.Fatalf("ipcnode %v not ready after 15s", args)
 	}
-	return p
+	return &proc{p}
 }
 
 func (p *proc) kill(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	<-p.Exited()
 }
 
 func realNode(t *testing.T, rdb redis.UniversalClient, ks keyspace.Keyspace, addr string) *Node {
