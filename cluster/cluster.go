@@ -503,6 +503,16 @@ func (r *runner) onReady(ctx context.Context) {
 	}
 	r.track.publish(lifecycle.ClusterEvent(lifecycle.ClusterReady, r.o.ID, ""))
 	r.log.Info("cluster ready", slog.Int("shards", len(r.ids)))
+	if r.sh != nil && r.sh.rep != nil {
+		// Publish at once rather than at the next interval, so statistics
+		// read right after "ready" already show the shards up.
+		go func() {
+			defer r.recoverCallback("stats")
+			if err := r.sh.rep.Publish(context.WithoutCancel(ctx)); err != nil {
+				r.log.Warn("cluster: could not publish statistics", slog.Any("err", err))
+			}
+		}()
+	}
 	if f := r.o.OnReady; f != nil {
 		go func() {
 			defer r.recoverCallback("OnReady")

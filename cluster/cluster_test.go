@@ -262,18 +262,28 @@ func TestGracefulRestartResumes(t *testing.T) {
 	if a, b := lens(raw), lens(listener); !slices.Equal(a, b) || (len(a) > 0 && a[0] == 0) {
 		t.Errorf("payload sizes: OnRawEvent %v, Raw listener %v", a, b)
 	}
-	evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Lifecycle events go out with the cluster's next batched write: wait
+	// for them rather than reading once.
 	resumed := map[int]bool{}
-	for _, ev := range evs {
-		if ev.Type == lifecycle.ShardResumed {
-			resumed[ev.Shard] = true
+	evDeadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !resumed[0] || !resumed[1] {
-		t.Errorf("ShardResumed events for shards %v, want 0 and 1", resumed)
+		for _, ev := range evs {
+			if ev.Type == lifecycle.ShardResumed {
+				resumed[ev.Shard] = true
+			}
+		}
+		if resumed[0] && resumed[1] {
+			break
+		}
+		if time.Now().After(evDeadline) {
+			t.Errorf("ShardResumed events for shards %v, want 0 and 1", resumed)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// The resumed process never saw READY's guild list; the count stays.
 	waitSrv(t, srv, "shard statuses ready after resuming", 5*time.Second, func(*discordtest.Server) bool {
