@@ -501,7 +501,21 @@ func (r *runner) onReady(ctx context.Context) {
 	if err := r.rdb.HSet(ctx, r.ks.Cluster(r.o.ID), "status", "ready", "ready_at", now.UnixMilli()).Err(); err != nil {
 		r.log.Warn("cluster: could not record readiness", slog.Any("err", err))
 	}
-	r.track.publish(lifecycle.ClusterEvent(lifecycle.ClusterReady, r.o.ID, ""))
+	// Written before OnReady tells the launcher, so the events stream stays
+	// in causal order: this ready comes before whatever the launcher does
+	// next (the next cluster's exit in a rolling restart).
+	// The shard events queued so far go first, in the same pipeline.
+	evs := r.track.takeEvents()
+	pipe := r.rdb.Pipeline()
+	for _, ev := range evs {
+		lifecycle.PublishPipe(ctx, pipe, r.ks, ev)
+	}
+	ready := lifecycle.ClusterEvent(lifecycle.ClusterReady, r.o.ID, "")
+	lifecycle.PublishPipe(ctx, pipe, r.ks, ready)
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.track.requeue(append(evs, ready))
+		r.log.Warn("cluster: could not publish readiness", slog.Any("err", err))
+	}
 	r.log.Info("cluster ready", slog.Int("shards", len(r.ids)))
 	if r.sh != nil && r.sh.rep != nil {
 		// Publish at once rather than at the next interval, so statistics

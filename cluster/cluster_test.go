@@ -534,12 +534,21 @@ func TestSessionOfOtherShardCountIsNotResumed(t *testing.T) {
 	if n := len(srv.Identifies()); n != 2 {
 		t.Fatalf("%d identifies, want 2", n)
 	}
-	saved, err := sessions.Load(ctx, rdb, ks, []int{0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := saved[0]; s.SessionID == stale.SessionID || s.ShardCount != 2 {
-		t.Fatalf("shard 0 session after READY: %+v", s)
+	// READY's session is saved by the cluster's writer: wait for it.
+	var saved map[int]sessions.State
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if saved, err = sessions.Load(ctx, rdb, ks, []int{0}); err != nil {
+			t.Fatal(err)
+		}
+		if s := saved[0]; s.SessionID != stale.SessionID && s.ShardCount == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shard 0 session after READY: %+v", saved[0])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatal(err)

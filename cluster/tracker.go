@@ -244,6 +244,21 @@ func (t *tracker) publish(ev lifecycle.Event) {
 	t.poke()
 }
 
+// takeEvents removes and returns the queued lifecycle events, for a caller
+// that writes them itself; on failure it hands them back with requeue.
+func (t *tracker) takeEvents() []lifecycle.Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	evs := t.events
+	t.events = nil
+	return evs
+}
+
+// requeue puts events a caller could not write back in front of the queue.
+func (t *tracker) requeue(evs []lifecycle.Event) {
+	t.failed(batch{events: evs})
+}
+
 // batch is one flush's worth of writes.
 type batch struct {
 	sessions map[int]sessions.State
