@@ -17,6 +17,7 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/stats"
 )
@@ -189,12 +190,15 @@ func (l *Launcher) runService(ctx context.Context) error {
 		timeout = DefaultServiceReadyTimeout
 	}
 	err = services.Run(ctx, services.Options{
-		Name:         name,
-		Copy:         copyN,
-		Redis:        rdb,
-		Keys:         ks,
-		Logger:       log,
-		Stats:        stats.Options{Interval: l.cfg.StatsInterval},
+		Name:   name,
+		Copy:   copyN,
+		Redis:  rdb,
+		Keys:   ks,
+		Logger: log,
+		Stats:  stats.Options{Interval: l.cfg.StatsInterval},
+		// The launcher's watchdog reads the copy's IPC registration as its
+		// heartbeat, with the clusters' TTL of three intervals.
+		IPC:          redisipc.Options{HeartbeatTTL: 3 * l.cfg.HeartbeatInterval},
 		ReadyTimeout: timeout,
 		OnReady:      readyNotifier(log),
 	}, spec.Worker)

@@ -209,6 +209,30 @@ func TestFleet(t *testing.T) {
 		})
 	})
 
+	t.Run("HungServiceReplaced", func(t *testing.T) {
+		st, err := f.status()
+		if err != nil || len(st.Services) != 1 || st.Services[0].PID == 0 {
+			t.Fatalf("status %+v, %v", st.Services, err)
+		}
+		pid := st.Services[0].PID
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "every thread of the service stopped", func() bool { return allThreadsStopped(pid) })
+		waitFor(t, 20*time.Second, "a new copy of the frozen service ready", func() bool {
+			st, err := f.status()
+			return err == nil && st.Services[0].State == StateReady && st.Services[0].PID != 0 && st.Services[0].PID != pid
+		})
+		if f.ours(pid) {
+			t.Errorf("the frozen service %d still runs", pid)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if out, err := f.node.Call(ctx, redisipc.ServiceAddr("echo"), "say", []byte(`"again"`)); err != nil || string(out) != `"again"` {
+			t.Errorf("the new copy answered %q, %v", out, err)
+		}
+	})
+
 	t.Run("RollingRestartOneAtATime", func(t *testing.T) {
 		f.waitAllReady(10 * time.Second)
 		identBefore, resBefore := f.shardActivity()
