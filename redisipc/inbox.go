@@ -103,11 +103,10 @@ func (n *Node) inboxStopped() bool {
 	}
 }
 
-// inboxReader reads the inbox in batches and hands each entry to a handler
-// goroutine; the replies and acks are batched again by the writer.
-func (n *Node) inboxReader() {
+// inboxReader reads the inbox in batches and serves each batch itself
+// (serveInline), until a slow handler makes it hand reading on.
+func (n *Node) inboxReader(last string) {
 	defer n.inboxWG.Done()
-	last := n.inboxLast
 	group := n.ks.InboxGroup()
 	for !n.inboxStopped() {
 		var res []redis.XStream
@@ -147,46 +146,99 @@ func (n *Node) inboxReader() {
 					n.inflight.add(m.ID, now)
 				}
 			}
-			n.serveBatch(n.inboxKey, s.Messages)
+			if n.serveInline(n.inboxKey, s.Messages, last) {
+				return // a fresh reader took over while a handler was slow
+			}
 		}
 	}
 }
 
-// batchReplies collects the replies of one batch until the reader flushes
-// them; a handler finishing later sends its reply through the writer.
-type batchReplies struct {
-	mu      sync.Mutex
-	out     []outMsg
-	left    int
-	flushed bool
-	all     chan struct{}
-}
+// Inline batch states: the reader is still serving, a slow handler made it
+// hand reading on, or it finished first.
+const (
+	batchServing = iota
+	batchHandedOff
+	batchDone
+)
 
-func (b *batchReplies) add(n *Node, m outMsg, ok bool) {
-	b.mu.Lock()
-	if b.flushed {
-		b.mu.Unlock()
-		if ok {
+// serveInline answers a batch on the reader goroutine itself: no goroutine
+// per entry, and every reply plus the acks in one pipeline, which is what
+// makes a busy inbox fast. A handler may still be slow: once the batch has
+// taken BatchLinger, a timer hands reading on to a fresh reader goroutine
+// (starting after last), sends the replies collected so far through the
+// writer, and the entries not yet started run in goroutines of their own.
+// So a slow handler never stops the inbox and holds back no reply but its
+// own. It reports whether reading was handed on, in which case the caller
+// must stop reading.
+func (n *Node) serveInline(stream string, msgs []redis.XMessage, last string) bool {
+	var mu sync.Mutex
+	state := batchServing
+	next := 0 // the first entry not yet started
+	out := make([]outMsg, 0, len(msgs))
+	timer := time.AfterFunc(n.opts.BatchLinger, func() {
+		mu.Lock()
+		if state != batchServing {
+			mu.Unlock()
+			return
+		}
+		state = batchHandedOff
+		rest := msgs[next:]
+		next = len(msgs)
+		done := out
+		out = nil
+		mu.Unlock()
+		if !n.inboxStopped() {
+			n.inboxWG.Add(1)
+			go n.inboxReader(last)
+		}
+		for _, m := range done {
 			n.finish(m)
 		}
-		return
+		n.serveInGoroutines(stream, rest)
+	})
+	defer timer.Stop()
+	for {
+		mu.Lock()
+		if state != batchServing || next >= len(msgs) {
+			mu.Unlock()
+			break
+		}
+		m := msgs[next]
+		next++
+		mu.Unlock()
+
+		n.sem <- struct{}{}
+		n.handlerWG.Add(1)
+		reply, ok := n.process(stream, m.ID, entryBytes(m))
+		<-n.sem
+		n.handlerWG.Done()
+		if !ok {
+			continue
+		}
+		mu.Lock()
+		if state == batchHandedOff {
+			mu.Unlock()
+			n.finish(reply)
+			continue
+		}
+		out = append(out, reply)
+		mu.Unlock()
 	}
-	if ok {
-		b.out = append(b.out, m)
+	mu.Lock()
+	handedOff := state == batchHandedOff
+	state = batchDone
+	rest := out
+	out = nil
+	mu.Unlock()
+	if len(rest) > 0 {
+		n.flush(rest)
 	}
-	b.left--
-	if b.left == 0 {
-		close(b.all)
-	}
-	b.mu.Unlock()
+	return handedOff
 }
 
-// serveBatch answers entries read together. Each runs in its own
-// goroutine, so a slow handler never stops the reader; the reader waits up
-// to BatchLinger for the batch and writes every reply plus the acks in one
-// pipeline itself. Handlers slower than that reply through the writer.
-func (n *Node) serveBatch(stream string, msgs []redis.XMessage) {
-	b := &batchReplies{left: len(msgs), all: make(chan struct{}), out: make([]outMsg, 0, len(msgs))}
+// serveInGoroutines answers entries each in a goroutine of its own; their
+// replies go through the writer.
+func (n *Node) serveInGoroutines(stream string, msgs []redis.XMessage) {
 	for _, m := range msgs {
 		n.sem <- struct{}{}
 		n.handlerWG.Add(1)
@@ -195,26 +247,10 @@ func (n *Node) serveBatch(stream string, msgs []redis.XMessage) {
 				<-n.sem
 				n.handlerWG.Done()
 			}()
-			out, ok := n.process(stream, m.ID, entryBytes(m))
-			b.add(n, out, ok)
+			if reply, ok := n.process(stream, m.ID, entryBytes(m)); ok {
+				n.finish(reply)
+			}
 		}()
-	}
-	select {
-	case <-b.all:
-	default:
-		t := time.NewTimer(n.opts.BatchLinger)
-		select {
-		case <-b.all:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	b.mu.Lock()
-	b.flushed = true
-	out := b.out
-	b.mu.Unlock()
-	if len(out) > 0 {
-		n.flush(out)
 	}
 }
 

@@ -215,7 +215,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.startOnce.Do(func() {
 		n.serving.Store(true)
 		n.inboxWG.Add(1)
-		go n.inboxReader()
+		go n.inboxReader(n.inboxLast)
 		if n.opts.Group {
 			n.inboxWG.Add(1)
 			go n.reclaimLoop()

@@ -66,9 +66,11 @@ type Options struct {
 	// BlockTimeout bounds each blocking read, and so how long Close waits
 	// for a group reader. Default 1 s.
 	BlockTimeout time.Duration
-	// BatchLinger is how long the inbox reader waits for the handlers of a
-	// batch so their replies go out in one pipeline; later replies go out
-	// on their own. Default 1 ms.
+	// BatchLinger is how long the inbox reader runs a batch's handlers
+	// itself, so their replies go out in one pipeline, before a fresh reader
+	// takes over the inbox and the rest of the batch runs in goroutines
+	// (their replies then go out on their own). It bounds how long a slow
+	// handler can hold up other requests. Default 1 ms.
 	BatchLinger time.Duration
 	// MaxConcurrent bounds handlers running at once; a node at the limit
 	// stops reading its inbox until one finishes. Default 1024.
