@@ -135,11 +135,19 @@ func open(c *ucli.Context) (*env, error) {
 
 func (e *env) close() { _ = e.rdb.Close() }
 
-// node registers a short-lived IPC node for the command.
-func (e *env) node(ctx context.Context) (*redisipc.Node, error) {
+// withNode runs fn with a short-lived IPC node of its own ("cli:<random>")
+// and a context that ends after timeout.
+func (e *env) withNode(parent context.Context, timeout time.Duration, fn func(ctx context.Context, n *redisipc.Node) error) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return redisipc.New(ctx, redisipc.Options{Redis: e.rdb, Keys: e.ks, Addr: "cli:" + hex.EncodeToString(b[:])})
+	n, err := redisipc.New(ctx, redisipc.Options{Redis: e.rdb, Keys: e.ks, Addr: "cli:" + hex.EncodeToString(b[:])})
+	if err != nil {
+		return err
+	}
+	defer n.Close(context.Background())
+	return fn(ctx, n)
 }
 
 func (e *env) printJSON(v any) error {
@@ -361,37 +369,30 @@ func (e *env) printEvent(ev lifecycle.Event) error {
 }
 
 func callLauncher(c *ucli.Context, op string, in any, timeout time.Duration) error {
-	e, err := open(c)
-	if err != nil {
-		return err
-	}
-	defer e.close()
-	ctx, cancel := context.WithTimeout(c.Context, timeout)
-	defer cancel()
-	n, err := e.node(ctx)
-	if err != nil {
-		return err
-	}
-	defer n.Close(context.Background())
 	var payload []byte
 	if in != nil {
+		var err error
 		if payload, err = json.Marshal(in); err != nil {
 			return err
 		}
 	}
-	out, err := n.Call(ctx, redisipc.KindLauncher, op, payload)
-	if err != nil {
-		if errors.Is(err, redisipc.ErrNoResponders) {
-			return fmt.Errorf("no launcher is running in namespace %s: %w", e.ks.Namespace(), err)
-		}
-		return err
-	}
-	var v any
-	if len(out) > 0 && json.Unmarshal(out, &v) == nil {
-		return e.printJSON(v)
-	}
-	fmt.Fprintln(e.out, "ok")
-	return nil
+	return withEnv(func(c *ucli.Context, e *env) error {
+		return e.withNode(c.Context, timeout, func(ctx context.Context, n *redisipc.Node) error {
+			out, err := n.Call(ctx, redisipc.KindLauncher, op, payload)
+			if errors.Is(err, redisipc.ErrNoResponders) {
+				return fmt.Errorf("no launcher is running in namespace %s: %w", e.ks.Namespace(), err)
+			}
+			if err != nil {
+				return err
+			}
+			var v any
+			if len(out) > 0 && json.Unmarshal(out, &v) == nil {
+				return e.printJSON(v)
+			}
+			fmt.Fprintln(e.out, "ok")
+			return nil
+		})
+	})(c)
 }
 
 func cmdRestart(c *ucli.Context) error {
@@ -416,18 +417,13 @@ var cmdEval = withEnv(func(c *ucli.Context, e *env) error {
 	if expr == "" {
 		return errors.New("usage: megane-cli eval [--target clusters] <expression>")
 	}
-	ctx, cancel := context.WithTimeout(c.Context, e.timeout)
-	defer cancel()
-	n, err := e.node(ctx)
-	if err != nil {
-		return err
-	}
-	defer n.Close(context.Background())
-	g, err := n.Eval(ctx, c.String("target"), expr)
-	if err != nil {
-		return err
-	}
-	return e.printGathered(g)
+	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
+		g, err := n.Eval(ctx, c.String("target"), expr)
+		if err != nil {
+			return err
+		}
+		return e.printGathered(g)
+	})
 })
 
 func (e *env) printGathered(g *redisipc.Gathered) error {
@@ -473,20 +469,15 @@ var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
 	if to == "" {
 		return errors.New("usage: megane-cli ping <address>  (e.g. cluster:0, service:stats, launcher)")
 	}
-	ctx, cancel := context.WithTimeout(c.Context, e.timeout)
-	defer cancel()
-	n, err := e.node(ctx)
-	if err != nil {
-		return err
-	}
-	defer n.Close(context.Background())
-	start := time.Now()
-	out, err := n.Call(ctx, to, redisipc.OpPing, nil)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.out, "%s answered in %s: %s\n", to, time.Since(start).Round(time.Microsecond), out)
-	return nil
+	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
+		start := time.Now()
+		out, err := n.Call(ctx, to, redisipc.OpPing, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "%s answered in %s: %s\n", to, time.Since(start).Round(time.Microsecond), out)
+		return nil
+	})
 })
 
 var cmdDeadLetter = withEnv(func(c *ucli.Context, e *env) error {

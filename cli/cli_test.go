@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
 )
@@ -187,5 +190,29 @@ func TestStatsTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("stats output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestPingAndEvalReachALiveNode(t *testing.T) {
+	addr, ks := seed(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	node, err := redisipc.New(context.Background(), redisipc.Options{Redis: rdb, Keys: ks, Addr: "cluster:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(context.Background())
+	node.EvalEnv().Set("guilds", 7)
+
+	out, err := run(t, addr, "ping", "cluster:0")
+	if err != nil || !strings.Contains(out, "cluster:0 answered in") {
+		t.Errorf("ping = %q, %v", out, err)
+	}
+	out, err = run(t, addr, "--json", "eval", "--target", "cluster:0", "guilds * 2")
+	if err != nil || !strings.Contains(out, `"from": "cluster:0"`) || !strings.Contains(out, `"result": 14`) {
+		t.Errorf("eval = %q, %v", out, err)
+	}
+	if _, err := run(t, addr, "eval", "guilds +"); err == nil {
+		t.Error("an expression that does not compile succeeded")
 	}
 }
