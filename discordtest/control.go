@@ -30,10 +30,12 @@ type Stats struct {
 	// injected events); replays are not counted again.
 	Dispatches int64 `json:"dispatches"`
 	// BytesOut and FramesOut count what was written to sockets (after compression).
-	BytesOut         int64 `json:"bytes_out"`
-	FramesOut        int64 `json:"frames_out"`
-	InvalidSessions  int64 `json:"invalid_sessions_sent"`
-	ReconnectsSent   int64 `json:"reconnects_sent"`
+	BytesOut        int64 `json:"bytes_out"`
+	FramesOut       int64 `json:"frames_out"`
+	InvalidSessions int64 `json:"invalid_sessions_sent"`
+	ReconnectsSent  int64 `json:"reconnects_sent"`
+	// Stalls counts connections made half-open by StallShard.
+	Stalls           int64 `json:"stalls"`
 	CommandsReceived int64 `json:"commands_received"`
 	// ServerCloses and ClientCloses count close codes by who started the close;
 	// 1006 in ClientCloses is a connection that ended without a close frame.
@@ -65,7 +67,7 @@ func (s *Server) Stats() Stats {
 		Resumes: s.counters.Resumes, ResumeFailures: s.counters.ResumeFailures,
 		Heartbeats: s.counters.Heartbeats, Dispatches: s.counters.Dispatches,
 		BytesOut: s.bytesOut.Load(), FramesOut: s.framesOut.Load(),
-		InvalidSessions: s.counters.InvalidSessions, ReconnectsSent: s.counters.Reconnects,
+		InvalidSessions: s.counters.InvalidSessions, ReconnectsSent: s.counters.Reconnects, Stalls: s.counters.Stalls,
 		CommandsReceived: s.counters.MessagesReceived,
 		ServerCloses:     maps.Clone(s.counters.ServerCloses), ClientCloses: maps.Clone(s.counters.ClientCloses),
 		ViolationCount: len(s.violations), SessionStartTotal: s.opts.SessionStartTotal,

@@ -276,3 +276,46 @@ func TestDisgoReplyOverREST(t *testing.T) {
 		}) == 1
 	})
 }
+
+// A half-open connection (the server stops sending, the socket stays up) is
+// noticed by disgo through the missing HEARTBEAT_ACK; it RESUMEs on a new
+// connection and receives what was dispatched meanwhile, once.
+func TestDisgoHalfOpenConnectionResumes(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Options{Shards: 1, MaxConcurrency: 1, HeartbeatInterval: 300 * time.Millisecond,
+		World: WorldOptions{Guilds: 2}})
+	p := startProbe(t, srv, "stall", probeConfig{shards: "0", count: 1})
+	waitProbes(t, "shard ready", 15*time.Second, []*probe{p}, func() bool { return p.count(isEv("ready")) == 1 })
+
+	world := srv.World()
+	g := world.Guilds[0]
+	ch, _ := world.FirstTextChannel(g.ID)
+	if err := srv.StallShard(0); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := 0; i < n; i++ {
+		content := fmt.Sprintf("stalled-%d", i)
+		if _, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", messagePayload(srv.newID(), ch.ID, g.ID, world.Users[0].ID, content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, srv, "a RESUME after the stall", 15*time.Second, func(s *Server) bool {
+		return slices.ContainsFunc(s.Resumes(), func(r ResumeRecord) bool { return r.OK && r.Shard == 0 })
+	})
+	waitProbes(t, "every stalled message", 10*time.Second, []*probe{p}, func() bool { return p.count(isEv("message_create")) >= n })
+	counts := map[string]int{}
+	for _, ev := range p.snapshot() {
+		if ev.Ev == "message_create" {
+			counts[ev.Content]++
+		}
+	}
+	for i := 0; i < n; i++ {
+		if c := counts[fmt.Sprintf("stalled-%d", i)]; c != 1 {
+			t.Fatalf("message stalled-%d seen %d times, want once (all: %v)", i, c, counts)
+		}
+	}
+	if st := srv.Stats(); st.Identifies != 1 || st.Stalls != 1 {
+		t.Fatalf("identifies %d stalls %d, want 1 and 1", st.Identifies, st.Stalls)
+	}
+}

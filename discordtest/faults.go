@@ -98,3 +98,24 @@ func (s *Server) RequestHeartbeat(shard int) error {
 	c.send(frameHeartbeatRequest)
 	return nil
 }
+
+// StallShard makes shard's connection half-open, as a network path that
+// silently stops delivering: the socket stays up and the server keeps
+// reading, but sends nothing more on it, neither dispatches nor
+// HEARTBEAT_ACKs. Dispatches still enter the session's replay buffer, so a
+// client that notices the missing ACK (disgo: a zombie connection) and
+// RESUMEs on a new connection receives them.
+func (s *Server) StallShard(shard int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, c, err := s.connOfShardLocked(shard)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.stalled = true
+	c.mu.Unlock()
+	s.counters.Stalls++
+	s.notifyLocked()
+	return nil
+}

@@ -124,6 +124,9 @@ type conn struct {
 	mu      sync.Mutex
 	queue   []frame
 	stopped bool
+	// stalled makes the connection half-open: it stays up, but nothing more
+	// reaches the client (no dispatch, no HEARTBEAT_ACK).
+	stalled bool
 
 	// Guarded by Server.mu.
 	sess          *session
@@ -139,7 +142,7 @@ type conn struct {
 func (c *conn) send(data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped {
+	if c.stopped || c.stalled {
 		return
 	}
 	c.queue = append(c.queue, frame{kind: frameData, data: data})

@@ -87,6 +87,7 @@ type counters struct {
 	Dispatches       int64
 	InvalidSessions  int64
 	Reconnects       int64
+	Stalls           int64
 	StartsExhausted  int64
 	ServerCloses     map[int]int64
 	ClientCloses     map[int]int64
