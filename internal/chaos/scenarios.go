@@ -189,6 +189,10 @@ func okResumes(f *fleet) int {
 	return n
 }
 
+// recoveryLimit is how soon after a Redis fault the bot must serve again,
+// records and cache repaired.
+const recoveryLimit = 15 * time.Second
+
 // redisFault is one way of taking Redis away and giving it back.
 type redisFault struct {
 	name string
@@ -251,7 +255,7 @@ func redisOutages(ctx context.Context, e *env) ([]figure, error) {
 		during := tr.tally().answered - answered
 		t1 := time.Now()
 		var last error
-		err := waitFor(ctx, "serving again", 60*time.Second, func() bool {
+		err := waitFor(ctx, "serving again", recoveryLimit, func() bool {
 			last = f.health(ctx, tr, t1)
 			return last == nil
 		})
@@ -269,7 +273,7 @@ func redisOutages(ctx context.Context, e *env) ([]figure, error) {
 		figs = append(figs,
 			fig(fault.name+": children replaced", replaced == 0 && f.bot.running(), "0", "%d of %d", replaced, len(before)),
 			fig(fault.name+": answered during", true, "-", "%d in %s", during, outage.Round(100*time.Millisecond)),
-			fig(fault.name+": serving again", err == nil, "< 60s, cache repaired", "%s", back.Round(100*time.Millisecond)),
+			fig(fault.name+": serving again", err == nil, "< "+recoveryLimit.String()+", cache repaired", "%s", back.Round(100*time.Millisecond)),
 		)
 	}
 	stopTraffic()
