@@ -112,6 +112,10 @@ func open(c *ucli.Context) (*env, error) {
 		found, err := inspect.Namespaces(c.Context, rdb)
 		if err != nil {
 			_ = rdb.Close()
+			if strings.Contains(err.Error(), "NOPERM") {
+				// The README's ACLs refuse SCAN, which would show other namespaces.
+				return nil, fmt.Errorf("%w; name the bot's namespace with --namespace or MEGANE_NAMESPACE", err)
+			}
 			return nil, err
 		}
 		switch len(found) {

@@ -392,6 +392,11 @@ func TestACLEndToEnd(t *testing.T) {
 				t.Errorf("%s as the read-only user: %v, want NOPERM", cmd, err)
 			}
 		}
+		var out bytes.Buffer
+		err := cli.App(&out).RunContext(ctx, []string{"megane-cli", "--redis", s.roURL, "status"})
+		if err == nil || !strings.Contains(err.Error(), "--namespace") {
+			t.Errorf("megane-cli status without a namespace as the read-only user: %v, want a hint at --namespace", err)
+		}
 		for _, args := range [][]string{{"store", "set", "prefs", "k", "1"}, {"restart", "0"}, {"ping", "cluster:0"}} {
 			if _, err := b.cli(s.roURL, args...); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 				t.Errorf("megane-cli %s as the read-only user: %v, want NOPERM", strings.Join(args, " "), err)
