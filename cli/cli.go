@@ -52,7 +52,7 @@ func App(out io.Writer) *ucli.App {
 		Writer:    out,
 		ErrWriter: os.Stderr,
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "redis", Aliases: []string{"r"}, EnvVars: []string{"REDIS_URL"}, Value: "redis://127.0.0.1:6379/0", Usage: "Redis URL (redis://, redis+cluster://, redis+sentinel://)"},
+			&ucli.StringFlag{Name: "redis", Aliases: []string{"r"}, EnvVars: []string{"REDIS_URL"}, Value: "redis://127.0.0.1:6379/0", Usage: "Redis URL (redis://, rediss:// with tls_ca_file=, tls_cert_file=, tls_key_file=; redis+cluster://, redis+sentinel://)"},
 			&ucli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"MEGANE_NAMESPACE"}, Usage: "bot namespace (default: the only one in Redis)"},
 			&ucli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
 			&ucli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "deadline of each request"},
@@ -112,6 +112,10 @@ func open(c *ucli.Context) (*env, error) {
 		found, err := inspect.Namespaces(c.Context, rdb)
 		if err != nil {
 			_ = rdb.Close()
+			if strings.Contains(err.Error(), "NOPERM") {
+				// The README's ACLs refuse SCAN, which would show other namespaces.
+				return nil, fmt.Errorf("%w; name the bot's namespace with --namespace or MEGANE_NAMESPACE", err)
+			}
 			return nil, err
 		}
 		switch len(found) {

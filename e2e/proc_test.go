@@ -11,11 +11,17 @@ import (
 	"github.com/megane-go/megane/internal/testproc"
 )
 
-// e2ebot is built without -race: disgo's gateway races by design.
-var e2ebot = &testproc.Binary{Pkg: "./internal/e2ebot"}
+// e2ebot and launcherbot are built without -race: disgo's gateway races by
+// design.
+var (
+	e2ebot = &testproc.Binary{Pkg: "./internal/e2ebot"}
+	// launcherbot is the launcher's test bot: launcher.Run with real
+	// cluster processes and the service "echo" (TESTBOT_SERVICE=1).
+	launcherbot = &testproc.Binary{Pkg: "../launcher/internal/testbot"}
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(testproc.Run(m, e2ebot))
+	os.Exit(testproc.Run(m, e2ebot, launcherbot))
 }
 
 // procEvent is one JSON line of an e2ebot process.

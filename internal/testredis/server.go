@@ -1,0 +1,141 @@
+package testredis
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/megane-go/megane/internal/testcerts"
+)
+
+// ServerOptions shapes a redis-server of a test's own.
+type ServerOptions struct {
+	// TLS, when set, makes the server speak TLS only (no plain port) with
+	// the server certificate of these files, trusting their CA for client
+	// certificates.
+	TLS *testcerts.Files
+	// TLSAuthClients makes the server refuse TLS clients without a
+	// certificate signed by the CA. Off: client certificates are optional.
+	TLSAuthClients bool
+	// ACLFile is given to the server as --aclfile.
+	ACLFile string
+	// Args are further redis-server arguments.
+	Args []string
+}
+
+// Server is a running redis-server of a test.
+type Server struct {
+	// Addr is 127.0.0.1:port.
+	Addr string
+	// Log is the server's log file.
+	Log string
+}
+
+// StartServer runs a redis-server on a free loopback port for the test and
+// stops it when the test ends. It skips the test when redis-server is not
+// installed (scripts/test installs it), and fails it when the server does
+// not come up within 10 s.
+func StartServer(t testing.TB, o ServerOptions) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("SKIPPED: redis-server is not installed (scripts/test installs the Debian package)")
+	}
+	dir := t.TempDir()
+	var lastErr error
+	// A free port can be taken by another process before the server binds
+	// it; then the server exits and another port is tried.
+	for attempt := range 5 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("testredis: free port: %v", err)
+		}
+		s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Log: filepath.Join(dir, fmt.Sprintf("redis-%d.log", attempt))}
+		args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+			"--daemonize", "no", "--loglevel", "notice", "--logfile", s.Log}
+		if o.TLS != nil {
+			auth := "optional"
+			if o.TLSAuthClients {
+				auth = "yes"
+			}
+			args = append(args, "--port", "0", "--tls-port", strconv.Itoa(port),
+				"--tls-cert-file", o.TLS.ServerCert, "--tls-key-file", o.TLS.ServerKey,
+				"--tls-ca-cert-file", o.TLS.CA, "--tls-auth-clients", auth)
+		} else {
+			args = append(args, "--port", strconv.Itoa(port))
+		}
+		if o.ACLFile != "" {
+			args = append(args, "--aclfile", o.ACLFile)
+		}
+		args = append(args, o.Args...)
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("testredis: start redis-server: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		if lastErr = waitListening(s.Addr, exited, 10*time.Second); lastErr == nil {
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-exited
+				if t.Failed() {
+					t.Logf("--- redis-server %s log ---\n%s", s.Addr, tail(s.Log, 4000))
+				}
+			})
+			return s
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		lastErr = fmt.Errorf("%w; log:\n%s", lastErr, tail(s.Log, 2000))
+		if !strings.Contains(lastErr.Error(), "Address already in use") {
+			break
+		}
+	}
+	t.Fatalf("testredis: redis-server did not start: %v", lastErr)
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitListening waits until addr accepts TCP connections, the process
+// exits or d passes.
+func waitListening(addr string, exited <-chan struct{}, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("redis-server exited")
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server not listening on %s after %s", addr, d)
+		}
+	}
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
