@@ -90,6 +90,8 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	pipe.PExpire(ctx, n.ks.Node(n.inst), ttl)
 	if n.serving.Load() && !n.closed.Load() {
 		pipe.ZAdd(ctx, n.ks.Nodes(), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: n.inst})
+		// The index goes when its last live node went: no one would sweep it.
+		pipe.PExpire(ctx, n.ks.Nodes(), n.streamTTL())
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err

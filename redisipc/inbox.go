@@ -471,10 +471,10 @@ func (n *Node) finish(m outMsg) {
 // the reason, carrying its ack so it is not redelivered forever. A bad
 // broadcast reaches every node; only the first to claim it records it.
 func (n *Node) deadLetter(ack outMsg, stream, entry string, raw []byte, reason string) (outMsg, bool) {
+	n.deadLetters.Add(1)
 	if stream == "" && !n.claimBroadcastDeadLetter(raw) {
 		return ack, false
 	}
-	n.deadLetters.Add(1)
 	n.log.Warn("redisipc: dead letter", "stream", stream, "entry", entry, "bytes", len(raw), "reason", clip(reason, deadLetterReasonMax))
 	ack.op, ack.key, ack.maxLen = outXAdd, n.ks.DeadLetter(), n.opts.DeadLetterMaxLen
 	ack.values = deadLetterValues(n.inst, stream, entry, raw, reason)
