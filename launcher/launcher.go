@@ -232,8 +232,9 @@ func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc,
 
 // start prepares everything the children need: demo backends, Redis, the
 // shard plan, the keys in Redis and the session-start budget. Nothing is
-// spawned when it fails.
-func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
+// spawned when it fails, and a namespace no launcher ran in before is left
+// as it was found (see dropFailedStart).
+func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	l.startedAt = time.Now()
 	cfg := &l.cfg
 	var demo *demo
@@ -265,6 +266,17 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		cfg.Namespace = strconv.FormatUint(id, 10)
 	}
 	l.ks = keyspace.MustNew(cfg.Namespace) // validated, or built from digits
+	ran, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result()
+	if err != nil {
+		return fmt.Errorf("launcher: read launcher record: %w", err)
+	}
+	if ran == 0 {
+		defer func() {
+			if err != nil {
+				l.dropFailedStart()
+			}
+		}()
+	}
 
 	if err := l.planShards(ctx); err != nil {
 		return err
@@ -308,6 +320,26 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		*cleanups = append(*cleanups, demo.startPinger(ctx, l))
 	}
 	return nil
+}
+
+// dropFailedStart deletes what a start that failed wrote to a namespace no
+// launcher had run in: the gateway info and the shard map. Left behind, they
+// would pass for a bot (inspect.Namespaces) that never existed, and tools
+// would ask which of the bots in this Redis is meant. A namespace a launcher
+// ran in keeps them: they describe that bot.
+func (l *Launcher) dropFailedStart() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result(); err != nil || n > 0 {
+		return // another launcher started meanwhile, or Redis cannot tell
+	}
+	// One DEL per key: on Redis Cluster they live in different slots.
+	pipe := l.rdb.Pipeline()
+	pipe.Del(ctx, l.ks.Gateway())
+	pipe.Del(ctx, l.ks.ShardMap())
+	if _, err := pipe.Exec(ctx); err != nil {
+		l.log.Warn("could not remove what the failed start wrote", slog.String("namespace", l.ks.Namespace()), slog.Any("error", err))
+	}
 }
 
 // planShards settles shard count, max_concurrency and cluster count from the
