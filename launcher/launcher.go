@@ -421,6 +421,10 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			fields[strconv.Itoa(s)] = c
 		}
 	}
+	oldClusters, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "clusters").Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("launcher: read shard map: %w", err)
+	}
 	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, l.ks.ShardMap())
 		p.HSet(ctx, l.ks.ShardMap(), fields)
@@ -428,6 +432,20 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("launcher: write shard map: %w", err)
+	}
+	// Clusters and shards the new plan no longer has would keep their
+	// records forever: no process owns them any more.
+	if oldClusters > len(ranges) || old > l.shardCount {
+		pipe := l.rdb.Pipeline()
+		for c := len(ranges); c < oldClusters; c++ {
+			pipe.Del(ctx, l.ks.Cluster(c))
+		}
+		for s := l.shardCount; s < old; s++ {
+			pipe.Del(ctx, l.ks.ShardStatus(s))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("launcher: drop records of clusters and shards no longer planned: %w", err)
+		}
 	}
 	return nil
 }

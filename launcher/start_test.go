@@ -74,3 +74,33 @@ func TestFailedStartLeavesNoNamespace(t *testing.T) {
 		t.Errorf("a failed restart of a bot that ran removed its records (%d of 2 left)", n)
 	}
 }
+
+// A plan with fewer clusters or shards used to leave the records of the
+// ones it dropped, which no process would ever update or remove.
+func TestSmallerPlanDropsStaleRecords(t *testing.T) {
+	srv, err := discordtest.NewServer(discordtest.Options{Shards: 2, MaxConcurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("shrink")
+	ctx := context.Background()
+	rdb.HSet(ctx, ks.Launcher(), "status", "stopped")
+	rdb.HSet(ctx, ks.ShardMap(), "shard_count", 4, "clusters", 4, "0", 0, "1", 1, "2", 2, "3", 3)
+	for i := range 4 {
+		rdb.HSet(ctx, ks.Cluster(i), "status", "stopped")
+		rdb.HSet(ctx, ks.ShardStatus(i), "status", "stopped")
+	}
+	cfg := Config{Worker: nopWorker{}, Token: srv.Token(), RESTURL: srv.RESTURL(), Redis: rdb,
+		Namespace: "shrink", Shards: 2, Clusters: 1}
+	if err := startOnce(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, ks.Cluster(0), ks.ShardStatus(0), ks.ShardStatus(1)).Val(); n != 3 {
+		t.Errorf("%d of the 3 records still planned are left", n)
+	}
+	if n := rdb.Exists(ctx, ks.Cluster(1), ks.Cluster(2), ks.Cluster(3), ks.ShardStatus(2), ks.ShardStatus(3)).Val(); n != 0 {
+		t.Errorf("%d records of dropped clusters and shards are left", n)
+	}
+}
