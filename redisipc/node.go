@@ -436,6 +436,10 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	pipe = n.rdb.Pipeline()
 	pipe.Del(dctx, n.replyKey)
+	// Again: a heartbeat that was running while Close deregistered may
+	// have written the registration back.
+	pipe.ZRem(dctx, n.ks.Nodes(), n.inst)
+	pipe.Del(dctx, n.ks.Node(n.inst))
 	if n.ephemeral() {
 		pipe.Del(dctx, n.inboxKey)
 	}
