@@ -109,8 +109,17 @@ func open(c *ucli.Context) (*env, error) {
 	}
 	ns := c.String("namespace")
 	if ns == "" {
-		found, err := inspect.Namespaces(c.Context, rdb)
-		if err != nil {
+		// Leftovers of stopped bots and of starts that failed do not make
+		// the live bot ambiguous; they are mentioned, not chosen.
+		chosen, others, err := inspect.DefaultNamespace(c.Context, rdb)
+		switch {
+		case errors.Is(err, inspect.ErrNoNamespace):
+			_ = rdb.Close()
+			return nil, errors.New("no Megane bot found in this Redis; is the launcher running, and is --redis right?")
+		case errors.Is(err, inspect.ErrAmbiguousNamespace):
+			_ = rdb.Close()
+			return nil, fmt.Errorf("%w; pick one with --namespace", err)
+		case err != nil:
 			_ = rdb.Close()
 			if strings.Contains(err.Error(), "NOPERM") {
 				// The README's ACLs refuse SCAN, which would show other namespaces.
@@ -118,15 +127,13 @@ func open(c *ucli.Context) (*env, error) {
 			}
 			return nil, err
 		}
-		switch len(found) {
-		case 0:
-			_ = rdb.Close()
-			return nil, errors.New("no Megane bot found in this Redis; is the launcher running, and is --redis right?")
-		case 1:
-			ns = found[0]
-		default:
-			_ = rdb.Close()
-			return nil, fmt.Errorf("several bots share this Redis (%s); pick one with --namespace", strings.Join(found, ", "))
+		ns = chosen
+		if len(others) > 0 {
+			desc := make([]string, len(others))
+			for i, o := range others {
+				desc[i] = o.Name + " (" + o.State() + ")"
+			}
+			fmt.Fprintf(c.App.ErrWriter, "megane-cli: using namespace %s; also in this Redis: %s\n", ns, strings.Join(desc, ", "))
 		}
 	}
 	ks, err := keyspace.New(ns)

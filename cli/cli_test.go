@@ -216,3 +216,77 @@ func TestPingAndEvalReachALiveNode(t *testing.T) {
 		t.Error("an expression that does not compile succeeded")
 	}
 }
+
+// A launcher start that failed early (a wrong token, no session starts
+// left) leaves gateway info and a shard map in a namespace of its own;
+// status used to refuse with "several bots share this Redis". It now
+// picks the bot that runs (or ran) and names the leftovers.
+func TestStatusPassesOverLeftoverNamespaces(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stopped bot", true: "running bot"}[live], func(t *testing.T) {
+			addr, ks := seed(t)
+			rdb := redis.NewClient(&redis.Options{Addr: addr})
+			defer rdb.Close()
+			ctx := context.Background()
+			rdb.HSet(ctx, ks.Launcher(), "status", "stopped", "pid", 1)
+			ghost := keyspace.MustNew("1100000000000000001")
+			if err := identify.SaveGatewayInfo(ctx, rdb, ghost, identify.GatewayInfo{Shards: 1, MaxConcurrency: 1}); err != nil {
+				t.Fatal(err)
+			}
+			rdb.HSet(ctx, ghost.ShardMap(), "shard_count", 1, "clusters", 1, "0", 0)
+			if live {
+				rdb.HSet(ctx, ks.Launcher(), "status", "running")
+				n, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "launcher"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer n.Close(ctx)
+				// A stopped bot's record does not compete with a running one.
+				rdb.HSet(ctx, keyspace.MustNew("old").Launcher(), "status", "stopped")
+			}
+			out, err := run(t, addr, "status")
+			if err != nil {
+				t.Fatalf("status: %v", err)
+			}
+			if !strings.Contains(out, "namespace bot1") {
+				t.Errorf("status chose another namespace:\n%s", out)
+			}
+			if live {
+				return
+			}
+			// Two bots that both ran, neither running: still a question.
+			rdb.HSet(ctx, ghost.Launcher(), "status", "stopped")
+			if _, err := run(t, addr, "status"); err == nil || !strings.Contains(err.Error(), "--namespace") {
+				t.Errorf("two stopped bots: %v, want a request for --namespace", err)
+			}
+		})
+	}
+}
+
+// Every IPC-using command used to leave its CLI inbox behind.
+func TestCommandsLeaveNoCLIKeys(t *testing.T) {
+	addr, ks := seed(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	node, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cluster:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(ctx)
+	for _, args := range [][]string{{"ping", "cluster:0"}, {"eval", "--target", "cluster:0", "1"}, {"ping", "cluster:0"}} {
+		if _, err := run(t, addr, args...); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if _, err := run(t, addr, "--timeout", "2s", "restart", "0"); err == nil {
+		t.Fatal("restart without a launcher succeeded")
+	}
+	left, err := rdb.Keys(ctx, ks.Base()+"*cli*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("CLI commands left %q", left)
+	}
+}

@@ -208,6 +208,114 @@ func Namespaces(ctx context.Context, rdb redis.UniversalClient) ([]string, error
 	return out, nil
 }
 
+// NamespaceInfo is what a namespace holds that tells a running bot from
+// the leftovers of one that stopped or never started.
+type NamespaceInfo struct {
+	Name string `json:"name"`
+	// Launcher is the status the launcher recorded ("running", "stopped"),
+	// or empty when none did: the namespace holds only what a start that
+	// failed early left (gateway info, shard map).
+	Launcher string `json:"launcher,omitempty"`
+	// Nodes counts the live IPC nodes of the bot's processes (launcher,
+	// clusters, services; not megane-cli).
+	Nodes int `json:"nodes"`
+}
+
+// Errors of DefaultNamespace.
+var (
+	// ErrNoNamespace means no bot has left keys in this Redis.
+	ErrNoNamespace = errors.New("inspect: no Megane bot found in this Redis")
+	// ErrAmbiguousNamespace means several bots could be meant: several are
+	// running, or none is and several have run.
+	ErrAmbiguousNamespace = errors.New("inspect: several bots share this Redis")
+)
+
+// DescribeNamespaces lists the namespaces Namespaces finds, each with its
+// launcher status and live node count.
+func DescribeNamespaces(ctx context.Context, rdb redis.UniversalClient) ([]NamespaceInfo, error) {
+	names, err := Namespaces(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NamespaceInfo, 0, len(names))
+	for _, name := range names {
+		ks, err := keyspace.New(name)
+		if err != nil {
+			continue // not a namespace Megane could have written
+		}
+		info := NamespaceInfo{Name: name}
+		st, err := rdb.HGet(ctx, ks.Launcher(), "status").Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("inspect: launcher of %s: %w", name, err)
+		}
+		info.Launcher = st
+		nodes, err := redisipc.LiveNodes(ctx, rdb, ks)
+		if err != nil {
+			return nil, fmt.Errorf("inspect: nodes of %s: %w", name, err)
+		}
+		for _, n := range nodes {
+			if n.Kind != redisipc.KindCLI {
+				info.Nodes++
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// DefaultNamespace picks the namespace a tool means when none is named:
+// the only one; else the only one with live processes; else, when none
+// runs, the only one a launcher ever ran in (leftovers of starts that failed
+// early do not count). It also returns the namespaces it passed over, so a
+// tool can mention them. It fails with ErrNoNamespace or
+// ErrAmbiguousNamespace (naming the candidates and their state).
+func DefaultNamespace(ctx context.Context, rdb redis.UniversalClient) (string, []NamespaceInfo, error) {
+	all, err := DescribeNamespaces(ctx, rdb)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(all) == 0 {
+		return "", nil, ErrNoNamespace
+	}
+	pick := func(keep func(NamespaceInfo) bool) []NamespaceInfo {
+		var out []NamespaceInfo
+		for _, ns := range all {
+			if keep(ns) {
+				out = append(out, ns)
+			}
+		}
+		return out
+	}
+	candidates := all
+	if live := pick(func(ns NamespaceInfo) bool { return ns.Nodes > 0 }); len(live) > 0 {
+		candidates = live
+	} else if ran := pick(func(ns NamespaceInfo) bool { return ns.Launcher != "" }); len(ran) > 0 {
+		candidates = ran
+	}
+	if len(candidates) > 1 {
+		desc := make([]string, len(candidates))
+		for i, ns := range candidates {
+			desc[i] = ns.Name + " (" + ns.State() + ")"
+		}
+		return "", all, fmt.Errorf("%w: %s", ErrAmbiguousNamespace, strings.Join(desc, ", "))
+	}
+	chosen := candidates[0].Name
+	return chosen, pick(func(ns NamespaceInfo) bool { return ns.Name != chosen }), nil
+}
+
+// State describes the namespace in a few words: "running, 3 live nodes",
+// "stopped", "never started".
+func (ns NamespaceInfo) State() string {
+	st := ns.Launcher
+	if st == "" {
+		st = "never started"
+	}
+	if ns.Nodes > 0 {
+		return fmt.Sprintf("%s, %d live nodes", st, ns.Nodes)
+	}
+	return st
+}
+
 // Age formats a unix-millisecond field as the time since then, or "-".
 func Age(fields map[string]string, field string, now time.Time) string {
 	ms, err := strconv.ParseInt(fields[field], 10, 64)

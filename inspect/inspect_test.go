@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 )
 
@@ -94,5 +97,66 @@ func TestAge(t *testing.T) {
 	}
 	if got := Age(map[string]string{}, "t", now); got != "-" {
 		t.Errorf("Age of a missing field = %q", got)
+	}
+}
+
+// A launcher start that failed early used to leave a namespace (gateway
+// info, shard map) that made every tool refuse to guess. Leftovers are
+// passed over for the running bot, or for the one that ran.
+func TestDefaultNamespaceSkipsLeftovers(t *testing.T) {
+	ghost := func(ctx context.Context, rdb redis.UniversalClient, ns string) {
+		ks := keyspace.MustNew(ns)
+		rdb.HSet(ctx, ks.Gateway(), "shards", 1)
+		rdb.HSet(ctx, ks.ShardMap(), "shard_count", 1, "0", 0)
+	}
+	ran := func(ctx context.Context, rdb redis.UniversalClient, ns string) {
+		ghost(ctx, rdb, ns)
+		rdb.HSet(ctx, keyspace.MustNew(ns).Launcher(), "status", "stopped", "pid", 1)
+	}
+	for _, tt := range []struct {
+		name    string
+		stopped []string // launcher ran and stopped
+		ghosts  []string // starts that failed early
+		live    []string // a cluster node is registered
+		want    string
+		others  int
+		err     error
+	}{
+		{name: "nothing", err: ErrNoNamespace},
+		{name: "one ghost", ghosts: []string{"g"}, want: "g"},
+		{name: "stopped and ghosts", stopped: []string{"bot"}, ghosts: []string{"a", "z"}, want: "bot", others: 2},
+		{name: "live and stopped", stopped: []string{"old"}, live: []string{"bot"}, ghosts: []string{"a"}, want: "bot", others: 2},
+		{name: "two live", live: []string{"a", "b"}, err: ErrAmbiguousNamespace},
+		{name: "two stopped", stopped: []string{"a", "b"}, ghosts: []string{"c"}, err: ErrAmbiguousNamespace},
+		{name: "two ghosts", ghosts: []string{"a", "b"}, err: ErrAmbiguousNamespace},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, rdb := testredis.Mini(t)
+			ctx := context.Background()
+			for _, ns := range tt.stopped {
+				ran(ctx, rdb, ns)
+			}
+			for _, ns := range tt.ghosts {
+				ghost(ctx, rdb, ns)
+			}
+			for _, ns := range tt.live {
+				ran(ctx, rdb, ns)
+				n, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: keyspace.MustNew(ns), Addr: "cluster:0"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = n.Close(context.Background()) })
+			}
+			got, others, err := DefaultNamespace(ctx, rdb)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("DefaultNamespace = %q, %v; want %v", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want || len(others) != tt.others {
+				t.Fatalf("DefaultNamespace = %q, %v, %v; want %q and %d others", got, others, err, tt.want, tt.others)
+			}
+		})
 	}
 }

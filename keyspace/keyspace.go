@@ -25,6 +25,36 @@ var ErrBadNamespace = errors.New("keyspace: namespace must be 1-64 characters of
 
 var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 
+// MaxNameLen bounds a name that becomes part of a key (CheckName).
+const MaxNameLen = 128
+
+// ErrBadName is returned by CheckName for a string that must not become part
+// of a key.
+var ErrBadName = errors.New("keyspace: name must be 1-128 characters of [A-Za-z0-9_.:-]")
+
+// CheckName reports whether s may become part of a key: 1 to MaxNameLen
+// characters of [A-Za-z0-9_.:-]. Every name a builder below takes from a
+// caller or a remote process (an address, an instance, a store bucket, a
+// process name) must pass it first. The character set keeps out braces (a
+// name could otherwise choose its own Redis Cluster hash tag, or close the
+// one its key carries), glob characters (SCAN patterns), whitespace and
+// control bytes; the length keeps a remote peer from making huge keys.
+func CheckName(s string) error {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return fmt.Errorf("%w: %d bytes", ErrBadName, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '_', c == '.', c == ':', c == '-':
+		default:
+			return fmt.Errorf("%w: %q", ErrBadName, s)
+		}
+	}
+	return nil
+}
+
 // Keyspace builds the keys of one namespace. The zero value is not usable; use New.
 type Keyspace struct {
 	ns   string
@@ -103,7 +133,8 @@ func (k Keyspace) ClusterHeartbeat(cluster int) string {
 func (k Keyspace) Events() string { return k.base + "events" }
 
 // Stats is the latest statistics snapshot of process name ("launcher",
-// "cluster:3", "service:x:0"). It expires when no longer refreshed. HASH
+// "cluster:3", "service:x:0"; see CheckName). It expires when no longer
+// refreshed. HASH
 func (k Keyspace) Stats(name string) string { return k.base + "stats:" + name }
 
 // StatsIndex indexes the Stats hashes: member = process name, score = the
@@ -121,28 +152,42 @@ func (k Keyspace) Launcher() string { return k.base + "launcher" }
 // Nodes indexes live nodes: member = instance id, score = expiry (unix ms). ZSET
 func (k Keyspace) Nodes() string { return k.base + "nodes" }
 
-// Node is the registration of one process instance: addr, pid, host,
-// started_at, kind. Expires unless heartbeated. HASH
+// Node is the registration of one process instance (see CheckName): addr,
+// pid, host, started_at, kind. Expires unless heartbeated. HASH
 func (k Keyspace) Node(instance string) string { return k.base + "node:" + instance }
 
 // Inbox is the request stream of address addr ("cluster:3", "service:x",
-// "launcher"). Service copies read it through the consumer group
-// InboxGroup. STREAM
+// "launcher", "cli:<id>"; see CheckName). Service copies read it through the
+// consumer group InboxGroup. Its nodes create it, keep a TTL on it while
+// they live and (a CLI's) delete it on Close; senders never create it
+// (XADD NOMKSTREAM). STREAM
 func (k Keyspace) Inbox(addr string) string { return k.base + "{inbox:" + addr + "}" }
 
 // InboxGroup is the consumer group name used on service inboxes.
 func (k Keyspace) InboxGroup() string { return "workers" }
 
-// Replies is the reply stream of one process instance. STREAM
+// Replies is the reply stream of one process instance (see CheckName). The
+// instance creates it, keeps a TTL on it while it lives and deletes it on
+// Close; a reply never creates it (XADD NOMKSTREAM), so a late reply to a
+// caller that left is dropped. STREAM
 func (k Keyspace) Replies(instance string) string { return k.base + "{replies:" + instance + "}" }
 
-// DeadLetter keeps messages that could not be handled, with the reason. STREAM
+// DeadLetter keeps messages that could not be handled, with the reason and
+// a bounded prefix of the message; capped (XADD MAXLEN ~). STREAM
 func (k Keyspace) DeadLetter() string { return k.base + "deadletter" }
+
+// DeadLetterSeen marks a bad broadcast (by digest, hex) as dead-lettered,
+// so of all the nodes that received it only the first records it. Short
+// TTL. STRING
+func (k Keyspace) DeadLetterSeen(digest string) string {
+	return k.base + "deadletter-seen:" + digest
+}
 
 // Broadcast is the pub/sub channel for eval and control broadcasts. PubSub channel
 func (k Keyspace) Broadcast() string { return k.base + "broadcast" }
 
-// StoreBucket is one bucket of the central store: field = key, value = JSON. HASH
+// StoreBucket is one bucket of the central store (see CheckName): field =
+// key, value = JSON. HASH
 func (k Keyspace) StoreBucket(bucket string) string { return k.base + "store:" + bucket }
 
 // StoreBuckets lists the store's bucket names. SET

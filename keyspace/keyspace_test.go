@@ -2,6 +2,9 @@ package keyspace
 
 import (
 	"errors"
+	"os"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -49,5 +52,64 @@ func TestHashTagsGroupStreams(t *testing.T) {
 	}
 	if got, want := k.Guild(42), "megane:ns:guild:42"; got != want {
 		t.Errorf("Guild = %q, want %q", got, want)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"launcher", "cluster:3", "service:x:0", "cli-1a2b3c4d5e6f", "a.b_c-d", strings.Repeat("x", MaxNameLen)} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "x}{y", "{tag}", "a b", "glob*", "q?", "[a]", "new\nline", "nul\x00", "ünï", strings.Repeat("x", MaxNameLen+1)} {
+		if err := CheckName(bad); !errors.Is(err, ErrBadName) {
+			t.Errorf("CheckName(%q) = %v, want ErrBadName", bad, err)
+		}
+	}
+}
+
+// The README's key schema tables name every key this package builds.
+func TestReadmeListsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Table rows start with the key in backquotes; placeholders such as
+	// <shard> or <bucket> become N, as do the arguments below.
+	placeholder := regexp.MustCompile(`<[a-z]+>`)
+	listed := map[string]bool{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if rest, ok := strings.CutPrefix(line, "| `"); ok {
+			if key, _, ok := strings.Cut(rest, "`"); ok {
+				listed[placeholder.ReplaceAllString(key, "N")] = true
+			}
+		}
+	}
+	k := MustNew("ns")
+	v := reflect.ValueOf(k)
+	digits := regexp.MustCompile(`[0-9]+`)
+	for i := 0; i < v.NumMethod(); i++ {
+		m, name := v.Method(i), v.Type().Method(i).Name
+		if name == "Namespace" || name == "Base" || name == "InboxGroup" {
+			continue
+		}
+		args := make([]reflect.Value, m.Type().NumIn())
+		for j := range args {
+			switch m.Type().In(j).Kind() {
+			case reflect.String:
+				args[j] = reflect.ValueOf("N")
+			case reflect.Int:
+				args[j] = reflect.ValueOf(7)
+			case reflect.Uint64:
+				args[j] = reflect.ValueOf(uint64(7))
+			default:
+				t.Fatalf("%s takes a %s", name, m.Type().In(j))
+			}
+		}
+		key := strings.TrimPrefix(m.Call(args)[0].String(), k.Base())
+		key = digits.ReplaceAllString(key, "N")
+		if !listed[key] {
+			t.Errorf("keyspace.%s builds %q, which the README's key tables do not list", name, key)
+		}
 	}
 }

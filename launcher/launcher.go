@@ -232,8 +232,9 @@ func (l *Launcher) handleSignals(ctx context.Context, cancel context.CancelFunc,
 
 // start prepares everything the children need: demo backends, Redis, the
 // shard plan, the keys in Redis and the session-start budget. Nothing is
-// spawned when it fails.
-func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
+// spawned when it fails, and a namespace no launcher ran in before is left
+// as it was found (see dropFailedStart).
+func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	l.startedAt = time.Now()
 	cfg := &l.cfg
 	var demo *demo
@@ -265,6 +266,17 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		cfg.Namespace = strconv.FormatUint(id, 10)
 	}
 	l.ks = keyspace.MustNew(cfg.Namespace) // validated, or built from digits
+	ran, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result()
+	if err != nil {
+		return fmt.Errorf("launcher: read launcher record: %w", err)
+	}
+	if ran == 0 {
+		defer func() {
+			if err != nil {
+				l.dropFailedStart()
+			}
+		}()
+	}
 
 	if err := l.planShards(ctx); err != nil {
 		return err
@@ -308,6 +320,26 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 		*cleanups = append(*cleanups, demo.startPinger(ctx, l))
 	}
 	return nil
+}
+
+// dropFailedStart deletes what a start that failed wrote to a namespace no
+// launcher had run in: the gateway info and the shard map. Left behind, they
+// would pass for a bot (inspect.Namespaces) that never existed, and tools
+// would ask which of the bots in this Redis is meant. A namespace a launcher
+// ran in keeps them: they describe that bot.
+func (l *Launcher) dropFailedStart() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result(); err != nil || n > 0 {
+		return // another launcher started meanwhile, or Redis cannot tell
+	}
+	// One DEL per key: on Redis Cluster they live in different slots.
+	pipe := l.rdb.Pipeline()
+	pipe.Del(ctx, l.ks.Gateway())
+	pipe.Del(ctx, l.ks.ShardMap())
+	if _, err := pipe.Exec(ctx); err != nil {
+		l.log.Warn("could not remove what the failed start wrote", slog.String("namespace", l.ks.Namespace()), slog.Any("error", err))
+	}
 }
 
 // planShards settles shard count, max_concurrency and cluster count from the
@@ -389,6 +421,10 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			fields[strconv.Itoa(s)] = c
 		}
 	}
+	oldClusters, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "clusters").Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("launcher: read shard map: %w", err)
+	}
 	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, l.ks.ShardMap())
 		p.HSet(ctx, l.ks.ShardMap(), fields)
@@ -396,6 +432,20 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("launcher: write shard map: %w", err)
+	}
+	// Clusters and shards the new plan no longer has would keep their
+	// records forever: no process owns them any more.
+	if oldClusters > len(ranges) || old > l.shardCount {
+		pipe := l.rdb.Pipeline()
+		for c := len(ranges); c < oldClusters; c++ {
+			pipe.Del(ctx, l.ks.Cluster(c))
+		}
+		for s := l.shardCount; s < old; s++ {
+			pipe.Del(ctx, l.ks.ShardStatus(s))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("launcher: drop records of clusters and shards no longer planned: %w", err)
+		}
 	}
 	return nil
 }

@@ -82,16 +82,21 @@ func (n *Node) heartbeat(ctx context.Context) error {
 		group = "1"
 	}
 	pipe := n.rdb.Pipeline()
+	// The streams first: a sender that finds the address live must find
+	// its inbox too. They outlive a crash only briefly.
+	streams := n.queueRefresh(ctx, pipe)
 	pipe.HSet(ctx, n.ks.Node(n.inst), "addr", n.addr, "instance", n.inst, "kind", n.kind,
 		"pid", os.Getpid(), "host", n.host, "started_at", n.started.UnixMilli(), "group", group)
 	pipe.PExpire(ctx, n.ks.Node(n.inst), ttl)
 	if n.serving.Load() && !n.closed.Load() {
 		pipe.ZAdd(ctx, n.ks.Nodes(), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: n.inst})
+		// The index goes when its last live node went: no one would sweep it.
+		pipe.PExpire(ctx, n.ks.Nodes(), n.streamTTL())
 	}
-	// The reply stream outlives a crash only briefly.
-	pipe.PExpire(ctx, n.replyKey, max(3*ttl, time.Minute))
-	_, err := pipe.Exec(ctx)
-	return err
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	return n.recreate(ctx, streams)
 }
 
 func (n *Node) heartbeatLoop() {

@@ -28,9 +28,11 @@
 // just before dying may run again on another copy.
 //
 // A message that cannot be decoded, or a fire-and-forget request with an
-// unknown op, goes to the dead-letter stream with the reason; a request
-// with an unknown op or an oversized payload is answered with an error. The
-// node carries on either way.
+// unknown op, goes to the dead-letter stream with the reason and at most
+// DeadLetterRawMax bytes of the message; a bad broadcast is recorded once,
+// by the first node that claims it. A request with an unknown op or an
+// oversized payload is answered with an error. The node carries on either
+// way.
 //
 // # Broadcast, gather and eval
 //
@@ -68,13 +70,23 @@
 //
 // All keys come from package keyspace:
 //
-//	megane:<ns>:nodes                 ZSET    live instances, scored by expiry (unix ms)
-//	megane:<ns>:node:<instance>       HASH    addr, instance, kind, pid, host, started_at, group (TTL)
-//	megane:<ns>:{inbox:<addr>}        STREAM  requests to addr; group "workers" for services
-//	megane:<ns>:{replies:<instance>}  STREAM  replies to one process (expires after it dies)
-//	megane:<ns>:deadletter            STREAM  reason, stream, entry, node, raw, at
-//	megane:<ns>:broadcast             PubSub  gathers and evals
-//	megane:<ns>:shardmap              HASH    "<shard>" -> "<cluster>", shard_count, clusters (read)
+//	megane:<ns>:nodes                     ZSET    live instances, scored by expiry (unix ms) (TTL)
+//	megane:<ns>:node:<instance>           HASH    addr, instance, kind, pid, host, started_at, group (TTL)
+//	megane:<ns>:{inbox:<addr>}            STREAM  requests to addr; group "workers" for services (TTL)
+//	megane:<ns>:{replies:<instance>}      STREAM  replies to one process (TTL)
+//	megane:<ns>:deadletter                STREAM  reason, stream, entry, node, raw, raw_len, at (capped)
+//	megane:<ns>:deadletter-seen:<digest>  STRING  which node records a bad broadcast (TTL)
+//	megane:<ns>:broadcast                 PubSub  gathers and evals
+//	megane:<ns>:shardmap                  HASH    "<shard>" -> "<cluster>", shard_count, clusters (read)
+//
+// A node creates its inbox and reply stream before it advertises its
+// address, and its heartbeat keeps their TTL (3 × HeartbeatTTL, at least a
+// minute) and recreates them if Redis lost them. Close deletes the reply
+// stream and a CLI node's inbox. Requests and replies are appended with
+// XADD NOMKSTREAM, so a late reply to a caller that left, or a request to
+// an inbox that expired, never creates a stream without an owner. Addresses,
+// instances and a request's reply-to pass keyspace.CheckName before they
+// become part of a key; a request whose reply-to does not is a dead letter.
 //
 // # Envelope
 //

@@ -2,6 +2,8 @@ package redisipc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/keyspace"
 )
 
 // entryBytes returns the envelope bytes of a stream entry.
@@ -127,7 +131,7 @@ func (n *Node) inboxReader(last string) {
 			}
 			if n.opts.Group && strings.HasPrefix(err.Error(), "NOGROUP") {
 				// The inbox was deleted (FLUSHDB, expiry by hand): recreate.
-				if gerr := n.ensureGroup(n.base); gerr == nil {
+				if _, gerr := n.createInbox(n.base); gerr == nil {
 					continue
 				}
 			}
@@ -362,6 +366,12 @@ func (n *Node) process(stream, entry string, raw []byte) (outMsg, bool) {
 	if wantsReply && e.ReplyTo == "" {
 		return n.deadLetter(ack, stream, entry, raw, "request without reply-to")
 	}
+	if wantsReply {
+		// The reply-to becomes a key: a name the keyspace refuses never does.
+		if err := keyspace.CheckName(e.ReplyTo); err != nil {
+			return n.deadLetter(ack, stream, entry, raw, "bad reply-to: "+err.Error())
+		}
+	}
 	dl := e.deadline()
 	if !dl.IsZero() && !time.Now().Before(dl) {
 		// The caller has given up: running it would only waste work.
@@ -440,7 +450,10 @@ func (n *Node) reply(ack outMsg, e *envelope, payload []byte, code, msg string) 
 	if code != "" {
 		r.Status, r.Code, r.Payload = statusError, code, []byte(msg)
 	}
+	// NOMKSTREAM: a caller that left took its reply stream with it, and a
+	// late reply must not bring it back without a TTL.
 	ack.op, ack.key, ack.maxLen, ack.data = outXAdd, n.ks.Replies(e.ReplyTo), n.opts.ReplyMaxLen, r.encode()
+	ack.noMkStream = true
 	return ack, true
 }
 
@@ -455,13 +468,38 @@ func (n *Node) finish(m outMsg) {
 }
 
 // deadLetter builds the record of a message that cannot be handled, with
-// the reason, carrying its ack so it is not redelivered forever.
+// the reason, carrying its ack so it is not redelivered forever. A bad
+// broadcast reaches every node; only the first to claim it records it.
 func (n *Node) deadLetter(ack outMsg, stream, entry string, raw []byte, reason string) (outMsg, bool) {
 	n.deadLetters.Add(1)
-	n.log.Warn("redisipc: dead letter", "stream", stream, "entry", entry, "reason", reason)
+	if stream == "" && !n.claimBroadcastDeadLetter(raw) {
+		return ack, false
+	}
+	n.log.Warn("redisipc: dead letter", "stream", stream, "entry", entry, "bytes", len(raw), "reason", clip(reason, deadLetterReasonMax))
 	ack.op, ack.key, ack.maxLen = outXAdd, n.ks.DeadLetter(), n.opts.DeadLetterMaxLen
 	ack.values = deadLetterValues(n.inst, stream, entry, raw, reason)
 	return ack, true
+}
+
+// deadLetterDedupe is how long a bad broadcast's claim lives: far longer
+// than pub/sub takes to reach every subscriber.
+const deadLetterDedupe = time.Minute
+
+// claimBroadcastDeadLetter reports whether this node is the one to record
+// the bad broadcast raw: SET NX on the broadcast's digest, so however many
+// nodes received it, one dead letter is written. An identical bad broadcast
+// within deadLetterDedupe is not recorded again. When Redis cannot be asked
+// the node records it: a duplicate beats a loss.
+func (n *Node) claimBroadcastDeadLetter(raw []byte) bool {
+	sum := sha256.Sum256(raw)
+	ctx, cancel := context.WithTimeout(n.base, 5*time.Second)
+	defer cancel()
+	ok, err := n.rdb.SetNX(ctx, n.ks.DeadLetterSeen(hex.EncodeToString(sum[:16])), n.inst, deadLetterDedupe).Result()
+	if err != nil {
+		n.log.Warn("redisipc: claim a bad broadcast's dead letter", "err", err)
+		return true
+	}
+	return ok
 }
 
 func (n *Node) deadLetterNow(stream, entry string, raw []byte, reason string) {
@@ -469,10 +507,28 @@ func (n *Node) deadLetterNow(stream, entry string, raw []byte, reason string) {
 	n.finish(m)
 }
 
+// DeadLetterRawMax bounds what a dead letter keeps of the message: its first
+// DeadLetterRawMax bytes in the field "raw", and its full length in
+// "raw_len". So a flood of huge bad messages costs at most
+// Options.DeadLetterMaxLen entries of about this size.
+const DeadLetterRawMax = 1024
+
+// deadLetterReasonMax bounds a dead letter's reason, which may quote
+// remote text (an op name, a reply-to).
+const deadLetterReasonMax = 512
+
 func deadLetterValues(inst, stream, entry string, raw []byte, reason string) []any {
 	if stream == "" {
 		stream = "broadcast"
 	}
-	return []any{"reason", reason, "stream", stream, "entry", entry, "node", inst, "raw", raw,
-		"at", time.Now().UnixMilli()}
+	return []any{"reason", clip(reason, deadLetterReasonMax), "stream", stream, "entry", entry, "node", inst,
+		"raw", raw[:min(len(raw), DeadLetterRawMax)], "raw_len", len(raw), "at", time.Now().UnixMilli()}
+}
+
+// clip cuts s to at most max bytes, marking the cut.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }

@@ -166,25 +166,17 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 // prepare does the Redis work New needs before any loop runs.
 func (n *Node) prepare(ctx context.Context) error {
 	// A fresh reply stream: nothing in it can belong to this process yet.
-	if err := n.rdb.Del(ctx, n.replyKey).Err(); err != nil {
-		return fmt.Errorf("redisipc: reset reply stream: %w", err)
+	if err := n.createReplies(ctx, true); err != nil {
+		return err
 	}
-	if n.opts.Group {
-		if err := n.ensureGroup(ctx); err != nil {
-			return err
-		}
-	} else {
-		// Read from the current end, captured before the address is
-		// advertised, so no request sent to this node is skipped.
-		last, err := n.rdb.XRevRangeN(ctx, n.inboxKey, "+", "-", 1).Result()
-		if err != nil {
-			return fmt.Errorf("redisipc: read inbox position: %w", err)
-		}
-		n.inboxLast = "0-0"
-		if len(last) == 1 {
-			n.inboxLast = last[0].ID
-		}
+	// The inbox exists before the address is advertised, and a plain
+	// reader starts at its current end, so no request sent to this node is
+	// skipped and none meant for an earlier one is served.
+	last, err := n.createInbox(ctx)
+	if err != nil {
+		return err
 	}
+	n.inboxLast = last
 	n.pubsub = n.rdb.Subscribe(ctx, n.ks.Broadcast())
 	if _, err := n.pubsub.Receive(ctx); err != nil {
 		_ = n.pubsub.Close()
@@ -193,14 +185,6 @@ func (n *Node) prepare(ctx context.Context) error {
 	if err := n.heartbeat(ctx); err != nil {
 		_ = n.pubsub.Close()
 		return fmt.Errorf("redisipc: register: %w", err)
-	}
-	return nil
-}
-
-func (n *Node) ensureGroup(ctx context.Context) error {
-	err := n.rdb.XGroupCreateMkStream(ctx, n.inboxKey, n.ks.InboxGroup(), "$").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("redisipc: create consumer group on %s: %w", n.inboxKey, err)
 	}
 	return nil
 }
@@ -316,7 +300,7 @@ func (n *Node) Call(ctx context.Context, to, op string, payload []byte) ([]byte,
 	env := envelope{Kind: kindRequest, Deadline: dl.UnixMilli(), ID: id, Op: op, From: n.addr,
 		Instance: n.inst, To: to, ReplyTo: n.inst, Payload: payload}
 	if err := n.enqueue(ctx, outMsg{op: outXAdd, key: n.ks.Inbox(to), maxLen: n.opts.InboxMaxLen,
-		data: env.encode(), done: pc.failer()}); err != nil {
+		noMkStream: true, data: env.encode(), done: pc.failer()}); err != nil {
 		return nil, n.waitErr(ctx, to, op, err)
 	}
 	select {
@@ -394,7 +378,7 @@ func (n *Node) Send(ctx context.Context, to, op string, payload []byte) error {
 		Instance: n.inst, To: to, Payload: payload}
 	done := make(chan error, 1)
 	if err := n.enqueue(ctx, outMsg{op: outXAdd, key: n.ks.Inbox(to), maxLen: n.opts.InboxMaxLen,
-		data: env.encode(), done: func(err error) { done <- err }}); err != nil {
+		noMkStream: true, data: env.encode(), done: func(err error) { done <- err }}); err != nil {
 		return n.waitErr(ctx, to, op, err)
 	}
 	select {
@@ -410,7 +394,9 @@ func (n *Node) Send(ctx context.Context, to, op string, payload []byte) error {
 
 // Close stops serving, lets running handlers finish and their replies go
 // out (bounded by ctx), fails calls still waiting with ErrClosed, and
-// removes the node's registration. It is safe to call more than once.
+// removes the node's registration and reply stream (and a CLI node's
+// inbox; other inboxes are left to expire, or to the next process at the
+// address). It is safe to call more than once.
 func (n *Node) Close(ctx context.Context) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return nil
@@ -427,9 +413,8 @@ func (n *Node) Close(ctx context.Context) error {
 	if !n.opts.Group && n.serving.Load() {
 		// A wake-up entry ends the XREAD BLOCK at once; in a group it could
 		// go to another copy, so group readers end at their block timeout.
-		w := envelope{Kind: kindWake, To: n.addr, Instance: n.inst}
 		n.rdb.XAdd(dctx, &redis.XAddArgs{Stream: n.inboxKey, MaxLen: n.opts.InboxMaxLen, Approx: true,
-			Values: []any{fieldMsg, w.encode()}})
+			NoMkStream: true, Values: n.marker()})
 	}
 	err := waitGroup(ctx, &n.inboxWG)
 	if err == nil {
@@ -444,14 +429,20 @@ func (n *Node) Close(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	n.cancelBase()
-	w := envelope{Kind: kindWake, Instance: n.inst}
-	n.rdb.XAdd(dctx, &redis.XAddArgs{Stream: n.replyKey, Values: []any{fieldMsg, w.encode()}})
+	n.rdb.XAdd(dctx, &redis.XAddArgs{Stream: n.replyKey, NoMkStream: true, Values: n.marker()})
 	lerr := waitGroup(ctx, &n.loopsWG)
 	if err == nil {
 		err = lerr
 	}
 	pipe = n.rdb.Pipeline()
 	pipe.Del(dctx, n.replyKey)
+	// Again: a heartbeat that was running while Close deregistered may
+	// have written the registration back.
+	pipe.ZRem(dctx, n.ks.Nodes(), n.inst)
+	pipe.Del(dctx, n.ks.Node(n.inst))
+	if n.ephemeral() {
+		pipe.Del(dctx, n.inboxKey)
+	}
 	if n.opts.Group && n.inflight.len() == 0 {
 		// DELCONSUMER drops the consumer's pending entries, so it runs only
 		// when none are left; otherwise they stay for a live copy to reclaim.

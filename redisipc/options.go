@@ -21,10 +21,16 @@ type Options struct {
 	// Keys is the namespace's key schema.
 	Keys keyspace.Keyspace
 	// Addr is the node's address: "launcher", "cluster:<id>",
-	// "service:<name>" or "cli:<id>".
+	// "service:<name>" or "cli:<id>", made of the characters
+	// keyspace.CheckName allows. A "cli:<id>" address belongs to one
+	// short-lived process: its inbox is deleted on Close. Other inboxes
+	// are left for the next process at the address, and expire
+	// 3 × HeartbeatTTL (at least a minute) after their last node stopped.
 	Addr string
-	// Instance identifies this process. It must be unique among live nodes;
-	// the default is the address kind plus 12 random hex digits.
+	// Instance identifies this process. It must be unique among live nodes
+	// and pass keyspace.CheckName; the default is the address kind plus 12
+	// random hex digits. Its reply stream lives as long as the node (TTL
+	// refreshed by the heartbeat) and is deleted on Close.
 	Instance string
 	// Group reads the inbox through the consumer group, so several copies of
 	// one address (service copies) share the load and a dead copy's pending
@@ -58,7 +64,8 @@ type Options struct {
 	// ReplyMaxLen caps the reply streams this node answers into
 	// (XADD MAXLEN ~). Default 10 000.
 	ReplyMaxLen int64
-	// DeadLetterMaxLen caps the dead-letter stream. Default 10 000.
+	// DeadLetterMaxLen caps the dead-letter stream, whose entries keep at
+	// most DeadLetterRawMax bytes of a message. Default 10 000.
 	DeadLetterMaxLen int64
 	// ReadCount is how many entries one read takes (XREAD[GROUP] COUNT).
 	// Default 512.
@@ -101,8 +108,8 @@ func (o *Options) setDefaults() error {
 	if o.Instance == "" {
 		o.Instance = kindOf(o.Addr) + "-" + randomHex(6)
 	}
-	if strings.ContainsAny(o.Instance, " {}\x00") {
-		return fmt.Errorf("%w: instance %q", ErrBadAddress, o.Instance)
+	if err := keyspace.CheckName(o.Instance); err != nil {
+		return fmt.Errorf("%w: instance: %w", ErrBadAddress, err)
 	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -167,8 +174,9 @@ func kindOf(addr string) string {
 }
 
 func checkAddr(addr string) error {
-	if addr == "" || strings.ContainsAny(addr, " {}\x00") {
-		return fmt.Errorf("%w: %q", ErrBadAddress, addr)
+	// An address becomes part of its inbox's key.
+	if err := keyspace.CheckName(addr); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadAddress, err)
 	}
 	k, rest, hasColon := strings.Cut(addr, ":")
 	switch k {

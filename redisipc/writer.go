@@ -2,6 +2,8 @@ package redisipc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,11 +26,14 @@ type outMsg struct {
 	op     outOp
 	key    string
 	maxLen int64
-	data   []byte
-	values []any // instead of data, for dead letters
-	ackKey string
-	ackID  string
-	done   func(error) // told the result of the write, if set
+	// noMkStream appends only to an existing stream (XADD NOMKSTREAM): to
+	// inboxes and reply streams, which their nodes own.
+	noMkStream bool
+	data       []byte
+	values     []any // instead of data, for dead letters
+	ackKey     string
+	ackID      string
+	done       func(error) // told the result of the write, if set
 }
 
 // enqueue hands m to the writer. It blocks only while the queue is full.
@@ -103,7 +108,8 @@ func (n *Node) flush(batch []outMsg) {
 			if m.values == nil {
 				vals = []any{fieldMsg, m.data}
 			}
-			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: m.key, MaxLen: m.maxLen, Approx: true, Values: vals})
+			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: m.key, MaxLen: m.maxLen, Approx: true,
+				NoMkStream: m.noMkStream, Values: vals})
 		case outPublish:
 			cmds[i] = pipe.Publish(ctx, m.key, m.data)
 		}
@@ -118,8 +124,16 @@ func (n *Node) flush(batch []outMsg) {
 	for key, ids := range acks {
 		ackCmds = append(ackCmds, pipe.XAck(ctx, key, n.ks.InboxGroup(), ids...))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		n.log.Warn("redisipc: write batch failed", "err", err, "writes", len(batch))
+	if all, err := pipe.Exec(ctx); err != nil {
+		// redis.Nil is a NOMKSTREAM append to a stream that is gone, which
+		// the loop below reports to its sender; only other errors fail the
+		// batch.
+		for _, c := range all {
+			if c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
+				n.log.Warn("redisipc: write batch failed", "err", c.Err(), "writes", len(batch))
+				break
+			}
+		}
 	}
 	for _, c := range ackCmds {
 		if c.Err() == nil {
@@ -133,11 +147,17 @@ func (n *Node) flush(batch []outMsg) {
 	}
 	for i := range batch {
 		if batch[i].done == nil {
+			if cmds[i] != nil && errors.Is(cmds[i].Err(), redis.Nil) {
+				n.log.Debug("redisipc: dropped a write to a stream that is gone (a late reply)", "stream", batch[i].key)
+			}
 			continue
 		}
 		var err error
 		if cmds[i] != nil {
 			err = cmds[i].Err()
+		}
+		if errors.Is(err, redis.Nil) {
+			err = fmt.Errorf("%w: %s does not exist", ErrNoResponders, batch[i].key)
 		}
 		batch[i].done(err)
 	}

@@ -140,6 +140,10 @@ func safeCollect(ctx context.Context, c Collector) (s string) {
 	return fmt.Sprint(c(ctx))
 }
 
+// IndexTTL is how long the index (keyspace.StatsIndex) keeps a process
+// that stopped reporting; its hash expired long before.
+const IndexTTL = 24 * time.Hour
+
 // Publish samples and writes the hash, its expiry and the index entry in one
 // pipeline.
 func (r *Reporter) Publish(ctx context.Context) error {
@@ -151,6 +155,10 @@ func (r *Reporter) Publish(ctx context.Context) error {
 	pipe.HSet(ctx, key, fields)
 	pipe.PExpire(ctx, key, 3*r.interval)
 	pipe.ZAdd(ctx, r.ks.StatsIndex(), redis.Z{Score: float64(now.UnixMilli()), Member: r.name})
+	// The index forgets processes silent for a day, and goes with the last
+	// reporter: nothing else removes its entries.
+	pipe.ZRemRangeByScore(ctx, r.ks.StatsIndex(), "-inf", "("+strconv.FormatInt(now.Add(-IndexTTL).UnixMilli(), 10))
+	pipe.PExpire(ctx, r.ks.StatsIndex(), IndexTTL)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("stats: publish %s: %w", r.name, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 )
@@ -102,3 +104,31 @@ func TestRunStopsWithContext(t *testing.T) {
 }
 
 func runtimeCPUs() int { return runtime.NumCPU() }
+
+// The index used to keep every process name that ever reported, forever.
+// It now forgets processes silent for IndexTTL and goes with the last one.
+func TestIndexForgetsSilentProcesses(t *testing.T) {
+	m, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("s")
+	ctx := context.Background()
+	old := NewReporter(rdb, ks, "cluster:9", Options{Interval: time.Second})
+	if err := old.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := m.TTL(ks.StatsIndex()); ttl <= 0 || ttl > IndexTTL {
+		t.Errorf("index TTL = %v, want (0, %v]", ttl, IndexTTL)
+	}
+	// Entries are scored by wall-clock time: age cluster:9's by hand.
+	rdb.ZAdd(ctx, ks.StatsIndex(), redis.Z{Score: float64(time.Now().Add(-IndexTTL - time.Minute).UnixMilli()), Member: "cluster:9"})
+	live := NewReporter(rdb, ks, "cluster:0", Options{Interval: time.Second})
+	if err := live.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.ZRange(ctx, ks.StatsIndex(), 0, -1).Val(); len(got) != 1 || got[0] != "cluster:0" {
+		t.Errorf("index = %v, want only cluster:0", got)
+	}
+	m.FastForward(IndexTTL + time.Second)
+	if m.Exists(ks.StatsIndex()) {
+		t.Error("the index outlived every reporter")
+	}
+}
