@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// unreachable is a Redis no test reaches: an argument error must come
+// before any connection.
+const unreachable = "redis://127.0.0.1:1/0"
+
+// TestBadArgumentsAreUsageErrors: every numeric flag and argument of every
+// command is checked before Redis is contacted (megane-cli events -c -5 once
+// panicked with "slice bounds out of range").
+func TestBadArgumentsAreUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"events", "-c", "-5"}, "--count=-5 is outside 0..10000"},
+		{[]string{"events", "--count", "10001"}, "--count=10001 is outside 0..10000"},
+		{[]string{"events", "5"}, "want megane-cli events"},
+		{[]string{"deadletter", "-c", "0"}, "--count=0 is outside 1..10000"},
+		{[]string{"deadletter", "-c", "-1"}, "--count=-1 is outside 1..10000"},
+		{[]string{"--timeout", "0s", "status"}, "--timeout=0s is outside 1ms..24h"},
+		{[]string{"--timeout", "-1s", "nodes"}, "--timeout=-1s is outside"},
+		{[]string{"--timeout", "25h", "stats"}, "--timeout=25h0m0s is outside"},
+		{[]string{"restart", "--", "-1"}, `cluster id "-1" is not an integer in 0..1023`},
+		{[]string{"restart", "1024"}, `cluster id "1024"`},
+		{[]string{"restart", "x"}, `cluster id "x"`},
+		{[]string{"restart", "0x1"}, `cluster id "0x1"`},
+		{[]string{"restart"}, "want megane-cli restart <cluster id>"},
+		{[]string{"restart", "1", "2"}, "want megane-cli restart <cluster id>"},
+		{[]string{"rolling-restart", "now"}, "want megane-cli rolling-restart"},
+		{[]string{"shutdown", "0"}, "want megane-cli shutdown"},
+		{[]string{"status", "extra"}, "want megane-cli status"},
+		{[]string{"namespaces", "x"}, "want megane-cli namespaces"},
+		{[]string{"ping"}, "want megane-cli ping"},
+		{[]string{"ping", "cluster:-1"}, `address "cluster:-1": cluster id "-1"`},
+		{[]string{"ping", "cluster:99999999999999999999"}, `cluster id "99999999999999999999"`},
+		{[]string{"eval"}, "want megane-cli eval"},
+		{[]string{"eval", " "}, "the expression is empty"},
+		{[]string{"eval", "-t", "cluster:-1", "1+1"}, `--target "cluster:-1"`},
+		{[]string{"cache", "guild", "--", "-1"}, `"-1" is not a Discord id`},
+		{[]string{"cache", "user", "0"}, `"0" is not a Discord id`},
+		{[]string{"cache", "channel", "18446744073709551616"}, "is not a Discord id"},
+		{[]string{"cache", "role"}, "want megane-cli cache role <id>"},
+		{[]string{"cache", "counts", "1"}, "want megane-cli cache counts"},
+		{[]string{"store", "buckets", "x"}, "want megane-cli store buckets"},
+		{[]string{"store", "keys"}, "want megane-cli store keys <bucket>"},
+		{[]string{"store", "get", "b"}, "want megane-cli store get <bucket> <key>"},
+		{[]string{"store", "set", "b", "k"}, "want megane-cli store set"},
+		{[]string{"store", "del", "b", "k", "x"}, "want megane-cli store del"},
+		{[]string{"store", "incr", "b"}, "want megane-cli store incr"},
+		{[]string{"store", "incr", "b", "k", "x"}, `delta "x" is not an integer`},
+		{[]string{"store", "incr", "b", "k", "9223372036854775808"}, `delta "9223372036854775808"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			err := App(&out).RunContext(context.Background(), append([]string{"megane-cli", "--redis", unreachable}, tt.args...))
+			if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want ErrUsage mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestFlagParseErrors: values urfave/cli cannot parse are errors too, not
+// panics or defaults.
+func TestFlagParseErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"events", "-c", "abc"},
+		{"events", "-c", "99999999999999999999"},
+		{"restart", "-1"}, // taken for a flag: still an error, never cluster -1
+		{"--timeout", "soon", "status"},
+	} {
+		var out bytes.Buffer
+		if err := App(&out).RunContext(context.Background(), append([]string{"megane-cli", "--redis", unreachable}, args...)); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+// TestMainExitsNonZeroOnBadUsage runs the real Main (this test binary,
+// re-executed) the way a shell does.
+func TestMainExitsNonZeroOnBadUsage(t *testing.T) {
+	if args := os.Getenv("MEGANE_CLI_TEST_MAIN"); args != "" {
+		os.Args = append([]string{"megane-cli", "--redis", unreachable}, strings.Fields(args)...)
+		Main()
+		os.Exit(0)
+	}
+	for _, args := range []string{"events -c -5", "restart -- -1", "deadletter -c -1"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMainExitsNonZeroOnBadUsage$")
+		cmd.Env = append(os.Environ(), "MEGANE_CLI_TEST_MAIN="+args)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("%s: %v, want exit status 1\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "megane-cli: bad usage: ") || strings.Contains(string(out), "panic") {
+			t.Errorf("%s: output %q", args, out)
+		}
+	}
+}
+
+// TestNegativeCountsAgainstLiveRedis: with a Redis that answers (and events
+// in it), negative counts are still usage errors, not a panic or a Redis
+// error.
+func TestNegativeCountsAgainstLiveRedis(t *testing.T) {
+	addr, _ := seed(t)
+	for _, args := range [][]string{{"events", "-c", "-5"}, {"deadletter", "-c", "-5"}, {"restart", "--", "-1"}} {
+		if _, err := run(t, addr, args...); !errors.Is(err, ErrUsage) {
+			t.Errorf("%v: %v, want ErrUsage", args, err)
+		}
+	}
+	out, err := run(t, addr, "events", "-c", "0")
+	if err != nil || out != "" {
+		t.Errorf("events -c 0 = %q, %v; want nothing", out, err)
+	}
+	if out, err := run(t, addr, "events", "-c", "10000"); err != nil || !strings.Contains(out, "cluster_ready") {
+		t.Errorf("events -c 10000 = %q, %v", out, err)
+	}
+}
