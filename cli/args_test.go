@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/megane-go/megane/store"
 )
 
 // unreachable is a Redis no test reaches: an argument error must come
@@ -125,5 +127,25 @@ func TestNegativeCountsAgainstLiveRedis(t *testing.T) {
 	}
 	if out, err := run(t, addr, "events", "-c", "10000"); err != nil || !strings.Contains(out, "cluster_ready") {
 		t.Errorf("events -c 10000 = %q, %v", out, err)
+	}
+}
+
+// TestStoreSetRejectsInvalidUTF8: megane-cli store set hands the value to
+// the store, which refuses bytes that are not UTF-8 instead of storing
+// U+FFFD.
+func TestStoreSetRejectsInvalidUTF8(t *testing.T) {
+	addr, _ := seed(t)
+	for _, args := range [][]string{
+		{"store", "set", "b", "k", "bare\xffword"},
+		{"store", "set", "b", "k", "\"json\xff\""},
+		{"store", "set", "b", "\xff", "1"},
+		{"store", "set", "\xff", "k", "1"},
+	} {
+		if _, err := run(t, addr, args...); !errors.Is(err, store.ErrInvalidUTF8) {
+			t.Errorf("%q: %v, want store.ErrInvalidUTF8", args, err)
+		}
+	}
+	if _, err := run(t, addr, "store", "get", "b", "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a rejected value was stored: %v", err)
 	}
 }
