@@ -149,3 +149,25 @@ func TestStoreSetRejectsInvalidUTF8(t *testing.T) {
 		t.Errorf("a rejected value was stored: %v", err)
 	}
 }
+
+// FuzzArgumentParsers: the parsers of numeric arguments never panic and
+// accept only values in their range.
+func FuzzArgumentParsers(f *testing.F) {
+	for _, s := range []string{"0", "-1", "1023", "1024", "+5", "0x1", "", " 1", "99999999999999999999", "18446744073709551615", "cluster:-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if id, err := parseClusterID(s); err == nil && (id < 0 || id > maxClusterID) {
+			t.Fatalf("cluster id %q accepted as %d", s, id)
+		} else if err != nil && !errors.Is(err, ErrUsage) {
+			t.Fatalf("cluster id %q: %v is not ErrUsage", s, err)
+		}
+		if id, err := parseSnowflake(s); err == nil && id == 0 {
+			t.Fatalf("snowflake %q accepted as 0", s)
+		}
+		_, _ = parseDelta(s)
+		if err := checkNodeArg("address", s); err != nil && !errors.Is(err, ErrUsage) {
+			t.Fatalf("address %q: %v is not ErrUsage", s, err)
+		}
+	})
+}
