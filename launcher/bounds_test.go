@@ -258,3 +258,21 @@ func TestDemoSetupStopsWhenCancelled(t *testing.T) {
 		t.Fatal("startDemo still running 30 s after its context ended")
 	}
 }
+
+// TestRecommendedShardsBounded: a shard count computed from Discord's
+// recommendation is held to the same bound as a configured one.
+func TestRecommendedShardsBounded(t *testing.T) {
+	srv, err := discordtest.NewServer(discordtest.Options{Shards: maxShards/10 + 1, World: discordtest.WorldOptions{Guilds: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	l, err := newFromEnv(Config{Worker: nopWorker{}, Token: srv.Token(), RESTURL: srv.RESTURL(), GuildsPerShard: 100}, lookupMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.planShards(context.Background())
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "more than the 65536 a launcher runs") {
+		t.Fatalf("planShards = %v, want ErrInvalidConfig about the shard count", err)
+	}
+}

@@ -60,7 +60,10 @@ const identifyInterval = 5500 * time.Millisecond
 // over the struct.
 //
 // Every field may be overridden by the environment variable named in its
-// comment; an empty variable counts as unset.
+// comment; an empty variable counts as unset. Counts and durations have the
+// range given in their comment, and zero means the default: a value outside
+// its range, from the struct or the environment, makes New fail with
+// ErrInvalidConfig, which lists every problem at once.
 type Config struct {
 	// Worker runs in every cluster process. Required.
 	Worker cluster.Worker

@@ -327,6 +327,10 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	l.shardCount = cfg.Shards
 	if l.shardCount == 0 {
 		l.shardCount = shardCount(gb.Shards, cfg.GuildsPerShard, cfg.LargeBotSharding, discordMC)
+		if l.shardCount > maxShards {
+			return fmt.Errorf("%w: Discord recommends %d shards, %d with %s=%d, more than the %d a launcher runs",
+				ErrInvalidConfig, gb.Shards, l.shardCount, envGuildsPerShard, cfg.GuildsPerShard, maxShards)
+		}
 	}
 	clusters := cfg.Clusters
 	if clusters == 0 {
