@@ -37,8 +37,10 @@ type intField struct {
 	zeroChecked bool
 }
 
+// check reports a value outside the range; zero is the default, and
+// always accepted unless zeroChecked.
 func (f intField) check() error {
-	if f.v >= f.min && f.v <= f.max {
+	if (f.v == 0 && !f.zeroChecked) || (f.v >= f.min && f.v <= f.max) {
 		return nil
 	}
 	return fmt.Errorf("%s=%d is outside %d..%d%s", fieldName(f.field, f.env), f.v, f.min, f.max, fieldSuffix(f.field, f.env))
@@ -51,8 +53,9 @@ type durationField struct {
 	min, max   time.Duration
 }
 
+// check reports a value outside the range; zero is the default.
 func (f durationField) check() error {
-	if f.v >= f.min && f.v <= f.max {
+	if f.v == 0 || (f.v >= f.min && f.v <= f.max) {
 		return nil
 	}
 	return fmt.Errorf("%s=%s is outside %s..%s%s", fieldName(f.field, f.env), f.v, shortDuration(f.min), shortDuration(f.max), fieldSuffix(f.field, f.env))

@@ -420,10 +420,8 @@ func (c *Config) validate(earlier ...error) error {
 		}
 	}
 	for _, f := range c.intFields() {
-		if f.v != 0 || f.zeroChecked {
-			if err := f.check(); err != nil {
-				errs = append(errs, err)
-			}
+		if err := f.check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.StatusWebhook != "" {
@@ -435,10 +433,8 @@ func (c *Config) validate(earlier ...error) error {
 		bad("%s=%d is more than %s=%d: a cluster needs at least one shard", envClusters, c.Clusters, envShards, c.Shards)
 	}
 	for _, f := range c.durationFields() {
-		if f.v != 0 {
-			if err := f.check(); err != nil {
-				errs = append(errs, err)
-			}
+		if err := f.check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if u, err := url.Parse(c.RESTURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -461,15 +457,11 @@ func (c *Config) validate(earlier ...error) error {
 		if s.Worker == nil {
 			bad("service %q has no Worker", name)
 		}
-		if s.Copies != 0 {
-			if err := (intField{fmt.Sprintf("service %q: Copies", name), "", s.Copies, 1, maxServiceCopies, false}).check(); err != nil {
-				errs = append(errs, err)
-			}
+		if err := (intField{fmt.Sprintf("service %q: Copies", name), "", s.Copies, 1, maxServiceCopies, false}).check(); err != nil {
+			errs = append(errs, err)
 		}
-		if s.ReadyTimeout != 0 {
-			if err := (durationField{fmt.Sprintf("service %q: ReadyTimeout", name), "", s.ReadyTimeout, minServiceReadyTime, maxServiceReadyTime}).check(); err != nil {
-				errs = append(errs, err)
-			}
+		if err := (durationField{fmt.Sprintf("service %q: ReadyTimeout", name), "", s.ReadyTimeout, minServiceReadyTime, maxServiceReadyTime}).check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
