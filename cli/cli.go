@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"sort"
@@ -51,34 +52,48 @@ func App(out io.Writer) *ucli.App {
 		Usage:     "inspect and control a Megane bot through its Redis",
 		Writer:    out,
 		ErrWriter: os.Stderr,
+		Before:    checkTimeout,
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "redis", Aliases: []string{"r"}, EnvVars: []string{"REDIS_URL"}, Value: "redis://127.0.0.1:6379/0", Usage: "Redis URL (redis://, rediss:// with tls_ca_file=, tls_cert_file=, tls_key_file=; redis+cluster://, redis+sentinel://)"},
 			&ucli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"MEGANE_NAMESPACE"}, Usage: "bot namespace (default: the only one in Redis)"},
 			&ucli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
-			&ucli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "deadline of each request"},
+			&ucli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "deadline of each request (1ms..24h)"},
 		},
 		Commands: []*ucli.Command{
-			{Name: "namespaces", Usage: "list the bot namespaces in this Redis", Action: cmdNamespaces},
-			{Name: "status", Usage: "launcher, clusters, shards, sessions and gateway limits", Action: cmdStatus},
-			{Name: "nodes", Usage: "live IPC nodes (launcher, clusters, services, CLIs)", Action: cmdNodes},
-			{Name: "stats", Usage: "statistics every process reports (CPU since last sample, memory, guilds, custom fields)", Action: cmdStats},
+			{Name: "namespaces", Usage: "list the bot namespaces in this Redis", Before: noArgs("namespaces"), Action: cmdNamespaces},
+			{Name: "status", Usage: "launcher, clusters, shards, sessions and gateway limits", Before: noArgs("status"), Action: cmdStatus},
+			{Name: "nodes", Usage: "live IPC nodes (launcher, clusters, services, CLIs)", Before: noArgs("nodes"), Action: cmdNodes},
+			{Name: "stats", Usage: "statistics every process reports (CPU since last sample, memory, guilds, custom fields)", Before: noArgs("stats"), Action: cmdStats},
 			{Name: "events", Usage: "lifecycle events (cluster spawned/ready/exited, shard resumed, …)",
 				Flags: []ucli.Flag{
-					&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 50, Usage: "how many recent events"},
+					&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 50, Usage: fmt.Sprintf("how many recent events (0..%d)", maxEvents)},
 					&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events"},
-				}, Action: cmdEvents},
-			{Name: "restart", Usage: "restart one cluster (its shards resume)", ArgsUsage: "<cluster id>", Action: cmdRestart},
-			{Name: "rolling-restart", Usage: "restart every cluster in turn", Action: cmdRolling},
-			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved)", Action: cmdShutdown},
+				}, Before: all(noArgs("events [--count n] [--follow]"), checkCount(0, maxEvents)), Action: cmdEvents},
+			{Name: "restart", Usage: "restart one cluster (its shards resume)", ArgsUsage: "<cluster id>",
+				Before: all(checkArgs(1, 1, "restart <cluster id>"), func(c *ucli.Context) error {
+					_, err := parseClusterID(c.Args().First())
+					return err
+				}), Action: cmdRestart},
+			{Name: "rolling-restart", Usage: "restart every cluster in turn", Before: noArgs("rolling-restart"), Action: cmdRolling},
+			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved)", Before: noArgs("shutdown"), Action: cmdShutdown},
 			{Name: "eval", Usage: "evaluate an expression on clusters/services/the launcher", ArgsUsage: "<expression>",
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "target", Aliases: []string{"t"}, Value: redisipc.TargetClusters, Usage: "clusters, services, all, launcher, cluster:<id> or service:<name>"},
-				}, Action: cmdEval},
-			{Name: "ping", Usage: "ping a node", ArgsUsage: "<address>", Action: cmdPing},
+				}, Before: all(checkArgs(1, math.MaxInt, "eval [--target clusters] <expression>"), func(c *ucli.Context) error {
+					if strings.TrimSpace(strings.Join(c.Args().Slice(), " ")) == "" {
+						return usageErr("eval: the expression is empty")
+					}
+					return checkNodeArg("--target", c.String("target"))
+				}), Action: cmdEval},
+			{Name: "ping", Usage: "ping a node", ArgsUsage: "<address>",
+				Before: all(checkArgs(1, 1, "ping <address>  (e.g. cluster:0, service:stats, launcher)"), func(c *ucli.Context) error {
+					return checkNodeArg("address", c.Args().First())
+				}), Action: cmdPing},
 			{Name: "store", Usage: "read and write the central store", Subcommands: storeCommands()},
 			{Name: "cache", Usage: "read the cache projections", Subcommands: cacheCommands()},
 			{Name: "deadletter", Usage: "messages IPC could not handle, with the reason",
-				Flags: []ucli.Flag{&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 20}}, Action: cmdDeadLetter},
+				Flags:  []ucli.Flag{&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 20, Usage: fmt.Sprintf("how many recent messages (1..%d)", maxDeadLetters)}},
+				Before: all(noArgs("deadletter [--count n]"), checkCount(1, maxDeadLetters)), Action: cmdDeadLetter},
 		},
 	}
 }
@@ -407,9 +422,9 @@ func callLauncher(c *ucli.Context, op string, in any, timeout time.Duration) err
 }
 
 func cmdRestart(c *ucli.Context) error {
-	id, err := strconv.Atoi(c.Args().First())
-	if err != nil || c.NArg() != 1 {
-		return errors.New("usage: megane-cli restart <cluster id>")
+	id, err := parseClusterID(c.Args().First())
+	if err != nil {
+		return err
 	}
 	// A restart waits for the cluster to be ready again.
 	return callLauncher(c, opRestartCluster, map[string]int{"cluster": id}, max(c.Duration("timeout"), 2*time.Minute))
@@ -425,9 +440,6 @@ func cmdShutdown(c *ucli.Context) error {
 
 var cmdEval = withEnv(func(c *ucli.Context, e *env) error {
 	expr := strings.Join(c.Args().Slice(), " ")
-	if expr == "" {
-		return errors.New("usage: megane-cli eval [--target clusters] <expression>")
-	}
 	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
 		g, err := n.Eval(ctx, c.String("target"), expr)
 		if err != nil {
@@ -477,9 +489,6 @@ func (e *env) printGathered(g *redisipc.Gathered) error {
 
 var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
 	to := c.Args().First()
-	if to == "" {
-		return errors.New("usage: megane-cli ping <address>  (e.g. cluster:0, service:stats, launcher)")
-	}
 	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
 		start := time.Now()
 		out, err := n.Call(ctx, to, redisipc.OpPing, nil)
@@ -519,14 +528,8 @@ var cmdDeadLetter = withEnv(func(c *ucli.Context, e *env) error {
 })
 
 func storeCommands() []*ucli.Command {
-	bucketArgs := func(c *ucli.Context, n int, usage string) ([]string, error) {
-		if c.NArg() != n {
-			return nil, errors.New("usage: megane-cli store " + usage)
-		}
-		return c.Args().Slice(), nil
-	}
 	return []*ucli.Command{
-		{Name: "buckets", Usage: "list buckets", Action: withEnv(func(c *ucli.Context, e *env) error {
+		{Name: "buckets", Usage: "list buckets", Before: noArgs("store buckets"), Action: withEnv(func(c *ucli.Context, e *env) error {
 			b, err := store.New(e.rdb, e.ks).Buckets(c.Context)
 			if err != nil {
 				return err
@@ -536,11 +539,8 @@ func storeCommands() []*ucli.Command {
 			}
 			return nil
 		})},
-		{Name: "keys", ArgsUsage: "<bucket>", Usage: "list a bucket's keys", Action: withEnv(func(c *ucli.Context, e *env) error {
-			a, err := bucketArgs(c, 1, "keys <bucket>")
-			if err != nil {
-				return err
-			}
+		{Name: "keys", ArgsUsage: "<bucket>", Usage: "list a bucket's keys", Before: checkArgs(1, 1, "store keys <bucket>"), Action: withEnv(func(c *ucli.Context, e *env) error {
+			a := c.Args().Slice()
 			keys, err := store.New(e.rdb, e.ks).Bucket(a[0]).Keys(c.Context)
 			if err != nil {
 				return err
@@ -551,11 +551,8 @@ func storeCommands() []*ucli.Command {
 			}
 			return nil
 		})},
-		{Name: "get", ArgsUsage: "<bucket> <key>", Usage: "print a value (JSON)", Action: withEnv(func(c *ucli.Context, e *env) error {
-			a, err := bucketArgs(c, 2, "get <bucket> <key>")
-			if err != nil {
-				return err
-			}
+		{Name: "get", ArgsUsage: "<bucket> <key>", Usage: "print a value (JSON)", Before: checkArgs(2, 2, "store get <bucket> <key>"), Action: withEnv(func(c *ucli.Context, e *env) error {
+			a := c.Args().Slice()
 			v, err := store.New(e.rdb, e.ks).Bucket(a[0]).GetRaw(c.Context, a[1])
 			if err != nil {
 				return err
@@ -563,22 +560,16 @@ func storeCommands() []*ucli.Command {
 			fmt.Fprintln(e.out, string(v))
 			return nil
 		})},
-		{Name: "set", ArgsUsage: "<bucket> <key> <json>", Usage: "set a value; the value is JSON (a bare word is taken as a string)", Action: withEnv(func(c *ucli.Context, e *env) error {
-			a, err := bucketArgs(c, 3, "set <bucket> <key> <json>")
-			if err != nil {
-				return err
-			}
+		{Name: "set", ArgsUsage: "<bucket> <key> <json>", Usage: "set a value; the value is JSON (a bare word is taken as a string)", Before: checkArgs(3, 3, "store set <bucket> <key> <json>"), Action: withEnv(func(c *ucli.Context, e *env) error {
+			a := c.Args().Slice()
 			var v any = json.RawMessage(a[2])
 			if !json.Valid([]byte(a[2])) {
 				v = a[2]
 			}
 			return store.New(e.rdb, e.ks).Bucket(a[0]).Set(c.Context, a[1], v)
 		})},
-		{Name: "del", ArgsUsage: "<bucket> <key>", Usage: "delete a key", Action: withEnv(func(c *ucli.Context, e *env) error {
-			a, err := bucketArgs(c, 2, "del <bucket> <key>")
-			if err != nil {
-				return err
-			}
+		{Name: "del", ArgsUsage: "<bucket> <key>", Usage: "delete a key", Before: checkArgs(2, 2, "store del <bucket> <key>"), Action: withEnv(func(c *ucli.Context, e *env) error {
+			a := c.Args().Slice()
 			ok, err := store.New(e.rdb, e.ks).Bucket(a[0]).Delete(c.Context, a[1])
 			if err != nil {
 				return err
@@ -588,15 +579,18 @@ func storeCommands() []*ucli.Command {
 			}
 			return nil
 		})},
-		{Name: "incr", ArgsUsage: "<bucket> <key> [delta]", Usage: "atomically add delta (default 1)", Action: withEnv(func(c *ucli.Context, e *env) error {
-			if c.NArg() < 2 || c.NArg() > 3 {
-				return errors.New("usage: megane-cli store incr <bucket> <key> [delta]")
+		{Name: "incr", ArgsUsage: "<bucket> <key> [delta]", Usage: "atomically add delta (default 1)", Before: all(checkArgs(2, 3, "store incr <bucket> <key> [delta]"), func(c *ucli.Context) error {
+			if c.NArg() < 3 {
+				return nil
 			}
+			_, err := parseDelta(c.Args().Get(2))
+			return err
+		}), Action: withEnv(func(c *ucli.Context, e *env) error {
 			delta := int64(1)
 			if c.NArg() == 3 {
-				d, err := strconv.ParseInt(c.Args().Get(2), 10, 64)
+				d, err := parseDelta(c.Args().Get(2))
 				if err != nil {
-					return fmt.Errorf("delta: %w", err)
+					return err
 				}
 				delta = d
 			}
@@ -611,16 +605,12 @@ func storeCommands() []*ucli.Command {
 }
 
 func cacheCommands() []*ucli.Command {
-	idArg := func(c *ucli.Context, what string) (uint64, error) {
-		id, err := strconv.ParseUint(c.Args().First(), 10, 64)
-		if err != nil || c.NArg() != 1 {
-			return 0, fmt.Errorf("usage: megane-cli cache %s <id>", what)
-		}
-		return id, nil
-	}
 	getter := func(what string, get func(ctx context.Context, r *cache.Reader, id uint64) (any, error)) *ucli.Command {
-		return &ucli.Command{Name: what, ArgsUsage: "<id>", Usage: "print a cached " + what, Action: withEnv(func(c *ucli.Context, e *env) error {
-			id, err := idArg(c, what)
+		return &ucli.Command{Name: what, ArgsUsage: "<id>", Usage: "print a cached " + what, Before: all(checkArgs(1, 1, "cache "+what+" <id>"), func(c *ucli.Context) error {
+			_, err := parseSnowflake(c.Args().First())
+			return err
+		}), Action: withEnv(func(c *ucli.Context, e *env) error {
+			id, err := parseSnowflake(c.Args().First())
 			if err != nil {
 				return err
 			}
@@ -636,7 +626,7 @@ func cacheCommands() []*ucli.Command {
 		getter("channel", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.Channel(ctx, id) }),
 		getter("user", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.User(ctx, id) }),
 		getter("role", func(ctx context.Context, r *cache.Reader, id uint64) (any, error) { return r.Role(ctx, id) }),
-		{Name: "counts", Usage: "guild, channel and user counts: total and per shard", Action: withEnv(func(c *ucli.Context, e *env) error {
+		{Name: "counts", Usage: "guild, channel and user counts: total and per shard", Before: noArgs("cache counts"), Action: withEnv(func(c *ucli.Context, e *env) error {
 			r := cache.NewReader(e.rdb, e.ks)
 			total, err := r.TotalCounts(c.Context)
 			if err != nil {

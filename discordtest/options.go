@@ -2,6 +2,7 @@ package discordtest
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -95,23 +96,43 @@ type Options struct {
 }
 
 // WorldOptions sizes the deterministic world the server generates at start.
+// The world lives in memory (about 2 KB per guild of the default shape), so
+// its size is bounded: at most MaxGuilds guilds, Discord's own limits of
+// channels and roles per guild, and MaxWorldObjects objects in all.
 type WorldOptions struct {
 	// Seed makes the world reproducible: the same seed gives the same ids and names.
 	Seed int64
 	// Guilds is the number of guilds the bot is in. Default 10. Use a negative value
-	// for none.
+	// for none. At most MaxGuilds.
 	Guilds int
 	// ChannelsPerGuild is the number of channels per guild: one category, then text
-	// and voice channels. Default 5.
+	// and voice channels. Default 5. At most MaxChannelsPerGuild.
 	ChannelsPerGuild int
 	// RolesPerGuild is the number of roles per guild, including @everyone. Default 3.
+	// At most MaxRolesPerGuild.
 	RolesPerGuild int
 	// MembersPerGuild is the number of human members per guild, taken from the user
-	// pool; the bot is always an extra member. Default 5.
+	// pool; the bot is always an extra member. Default 5. Capped by Users.
 	MembersPerGuild int
-	// Users is the size of the user pool members are drawn from. Default 50.
+	// Users is the size of the user pool members are drawn from. Default 50. At
+	// most MaxUsers.
 	Users int
 }
+
+// Bounds of WorldOptions. MaxChannelsPerGuild and MaxRolesPerGuild are
+// Discord's limits; MaxWorldObjects (guilds, plus their channels, roles and
+// members, plus users) keeps a world within a few gigabytes.
+const (
+	MaxGuilds           = 1_000_000
+	MaxChannelsPerGuild = 500
+	MaxRolesPerGuild    = 250
+	MaxUsers            = 1_000_000
+	MaxWorldObjects     = 20_000_000
+)
+
+// ErrWorldTooLarge is returned (wrapped) by NewServer for WorldOptions
+// beyond their bounds.
+var ErrWorldTooLarge = errors.New("discordtest: world too large")
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Addr == "" {
@@ -163,7 +184,37 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	o.World = o.World.withDefaults()
+	if err := o.World.check(); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// check reports a world (with defaults applied) beyond the bounds.
+func (w WorldOptions) check() error {
+	var errs []error
+	for _, f := range []struct {
+		name   string
+		v, max int
+	}{
+		{"Guilds", w.Guilds, MaxGuilds},
+		{"ChannelsPerGuild", w.ChannelsPerGuild, MaxChannelsPerGuild},
+		{"RolesPerGuild", w.RolesPerGuild, MaxRolesPerGuild},
+		{"Users", w.Users, MaxUsers},
+	} {
+		if f.v > f.max {
+			errs = append(errs, fmt.Errorf("%w: %s=%d is more than %d", ErrWorldTooLarge, f.name, f.v, f.max))
+		}
+	}
+	if len(errs) == 0 {
+		// Each factor is bounded above, so the product fits an int64.
+		objects := int64(w.Guilds)*int64(1+w.ChannelsPerGuild+w.RolesPerGuild+w.MembersPerGuild) + int64(w.Users)
+		if objects > MaxWorldObjects {
+			errs = append(errs, fmt.Errorf("%w: %d guilds of %d channels, %d roles and %d members make %d objects, more than %d",
+				ErrWorldTooLarge, w.Guilds, w.ChannelsPerGuild, w.RolesPerGuild, w.MembersPerGuild, objects, MaxWorldObjects))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (w WorldOptions) withDefaults() WorldOptions {

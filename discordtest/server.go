@@ -196,7 +196,19 @@ type Webhook struct {
 
 // NewServer starts a fake Discord listening on opts.Addr. Close it when done.
 func NewServer(opts Options) (*Server, error) {
+	return NewServerContext(context.Background(), opts)
+}
+
+// NewServerContext is NewServer that gives up when ctx ends: generating a
+// big world takes seconds, and a program being stopped should not wait for
+// it. It returns an error wrapping ctx's cause then.
+func NewServerContext(ctx context.Context, opts Options) (*Server, error) {
 	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	bot := User{ID: opts.AppID, Username: "fakebot", GlobalName: "Fake Bot", Bot: true}
+	world, gen, err := generateWorld(ctx, opts.World, bot)
 	if err != nil {
 		return nil, err
 	}
@@ -234,8 +246,7 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	s.counters.ServerCloses = map[int]int64{}
 	s.counters.ClientCloses = map[int]int64{}
-	bot := User{ID: opts.AppID, Username: "fakebot", GlobalName: "Fake Bot", Bot: true}
-	s.world, s.gen = generateWorld(opts.World, bot)
+	s.world, s.gen = world, gen
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(&collector{s: s})
 

@@ -1,6 +1,7 @@
 package discordtest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -250,8 +251,10 @@ type worldGen struct {
 	bot       User
 }
 
-// generateWorld builds the deterministic world for opts.
-func generateWorld(opts WorldOptions, bot User) (*World, *worldGen) {
+// generateWorld builds the deterministic world for opts. A big world takes
+// a while (about 1 s and 200 MB per 100 000 guilds), so it stops with ctx's
+// error as soon as ctx ends.
+func generateWorld(ctx context.Context, opts WorldOptions, bot User) (*World, *worldGen, error) {
 	seed := uint64(opts.Seed)
 	gen := &worldGen{
 		opts:    opts,
@@ -263,15 +266,25 @@ func generateWorld(opts WorldOptions, bot User) (*World, *worldGen) {
 	w := &World{Bot: bot}
 	users := &idGen{baseMS: discordMS(worldEpoch.AddDate(-1, 0, 0)), skip: bot.ID}
 	for i := 0; i < opts.Users; i++ {
+		if i%generateCheckEvery == 0 && ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("discordtest: generating the world: %w", context.Cause(ctx))
+		}
 		name := fmt.Sprintf("%s%d", userWords[gen.rng.IntN(len(userWords))], i)
 		w.Users = append(w.Users, User{ID: users.next(), Username: name, GlobalName: titleCase(name)})
 	}
 	for i := 0; i < opts.Guilds; i++ {
+		if i%generateCheckEvery == 0 && ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("discordtest: generating the world: %w", context.Cause(ctx))
+		}
 		w.Guilds = append(w.Guilds, gen.guild(w.Users))
 	}
 	w.reindex()
-	return w, gen
+	return w, gen, nil
 }
+
+// generateCheckEvery is how many guilds (or users) are generated between
+// two looks at the context: about a millisecond of work.
+const generateCheckEvery = 128
 
 // guild makes the next guild. Guild i has the snowflake timestamp epoch+i ms, which
 // is what spreads guilds evenly over shards.

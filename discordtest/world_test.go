@@ -1,10 +1,15 @@
 package discordtest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/disgoorg/snowflake/v2"
 )
@@ -12,12 +17,12 @@ import (
 func TestWorldIsDeterministicAndSpreadsEvenly(t *testing.T) {
 	opts := WorldOptions{Seed: 42, Guilds: 100, ChannelsPerGuild: 4, RolesPerGuild: 2, MembersPerGuild: 3, Users: 20}.withDefaults()
 	bot := User{ID: DefaultAppID, Username: "fakebot", Bot: true}
-	a, _ := generateWorld(opts, bot)
-	b, _ := generateWorld(opts, bot)
+	a, _, _ := generateWorld(context.Background(), opts, bot)
+	b, _, _ := generateWorld(context.Background(), opts, bot)
 	if !reflect.DeepEqual(a.Guilds, b.Guilds) || !reflect.DeepEqual(a.Users, b.Users) {
 		t.Fatal("same seed produced different worlds")
 	}
-	other, _ := generateWorld(WorldOptions{Seed: 43, Guilds: 100}.withDefaults(), bot)
+	other, _, _ := generateWorld(context.Background(), WorldOptions{Seed: 43, Guilds: 100}.withDefaults(), bot)
 	if other.Guilds[0].ID == a.Guilds[0].ID {
 		t.Fatal("different seeds produced the same ids")
 	}
@@ -252,4 +257,101 @@ func TestJoinLeaveGuildAndUserMessage(t *testing.T) {
 	if _, ok := srv.World().Guild(g.ID); ok {
 		t.Fatal("left guild still in the world")
 	}
+}
+
+// pollLimitedContext ends after its Err has been asked n times, so a test
+// can cancel a loop in the middle of its work without racing its start.
+type pollLimitedContext struct {
+	context.Context
+	mu     sync.Mutex
+	polls  int
+	done   chan struct{}
+	closed bool
+}
+
+func newPollLimitedContext(n int) *pollLimitedContext {
+	return &pollLimitedContext{Context: context.Background(), polls: n, done: make(chan struct{})}
+}
+
+func (c *pollLimitedContext) Done() <-chan struct{} { return c.done }
+
+func (c *pollLimitedContext) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.polls > 0 {
+		c.polls--
+		return nil
+	}
+	if !c.closed {
+		c.closed = true
+		close(c.done)
+	}
+	return context.Canceled
+}
+
+// TestGenerateWorldStopsWhenCancelled: a context that ends while the world
+// is being built stops the building (MEGANE_DEMO_GUILDS=100000000 once
+// ignored SIGTERM until the machine ran out of memory).
+func TestGenerateWorldStopsWhenCancelled(t *testing.T) {
+	ctx := newPollLimitedContext(20) // ends a few thousand objects in
+	opts := WorldOptions{Guilds: 20_000}.withDefaults()
+	done := make(chan error, 1)
+	go func() {
+		w, gen, err := generateWorld(ctx, opts, User{ID: 1})
+		if w != nil || gen != nil {
+			err = errors.Join(err, errors.New("a world was returned"))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("generateWorld = %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("generateWorld still running 30 s after its context ended")
+	}
+}
+
+func TestNewServerContextCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	srv, err := NewServerContext(ctx, Options{World: WorldOptions{Guilds: MaxGuilds}})
+	if !errors.Is(err, context.Canceled) {
+		if srv != nil {
+			_ = srv.Close()
+		}
+		t.Fatalf("NewServerContext = %v, want context.Canceled", err)
+	}
+}
+
+func TestWorldBounds(t *testing.T) {
+	tests := []struct {
+		name string
+		opts WorldOptions
+		want string
+	}{
+		{"guilds", WorldOptions{Guilds: MaxGuilds + 1}, "Guilds=1000001 is more than 1000000"},
+		{"guilds overflow", WorldOptions{Guilds: math.MaxInt}, "Guilds="},
+		{"channels", WorldOptions{Guilds: 1, ChannelsPerGuild: MaxChannelsPerGuild + 1}, "ChannelsPerGuild=501"},
+		{"roles", WorldOptions{Guilds: 1, RolesPerGuild: MaxRolesPerGuild + 1}, "RolesPerGuild=251"},
+		{"users", WorldOptions{Guilds: 1, Users: MaxUsers + 1}, "Users=1000001"},
+		{"objects", WorldOptions{Guilds: MaxGuilds, ChannelsPerGuild: 100, Users: 1000}, "objects"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := NewServer(Options{World: tt.opts})
+			if srv != nil {
+				_ = srv.Close()
+			}
+			if !errors.Is(err, ErrWorldTooLarge) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("NewServer = %v, want ErrWorldTooLarge mentioning %q", err, tt.want)
+			}
+		})
+	}
+	srv, err := NewServer(Options{World: WorldOptions{Guilds: 1, ChannelsPerGuild: MaxChannelsPerGuild, RolesPerGuild: MaxRolesPerGuild}})
+	if err != nil {
+		t.Fatalf("world at the bounds: %v", err)
+	}
+	_ = srv.Close()
 }

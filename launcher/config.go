@@ -45,6 +45,9 @@ const (
 	DefaultDemoPingInterval     = 3 * time.Second
 )
 
+// MaxDemoGuilds is the largest fake world demo mode builds (about 200 MB).
+const MaxDemoGuilds = 100_000
+
 // identifyInterval is how long an identify occupies its bucket (Discord's
 // 5 s plus the limiter's margin); ready timeouts add one per identify a
 // cluster may have to queue behind.
@@ -57,7 +60,10 @@ const identifyInterval = 5500 * time.Millisecond
 // over the struct.
 //
 // Every field may be overridden by the environment variable named in its
-// comment; an empty variable counts as unset.
+// comment; an empty variable counts as unset. Counts and durations have the
+// range given in their comment, and zero means the default: a value outside
+// its range, from the struct or the environment, makes New fail with
+// ErrInvalidConfig, which lists every problem at once.
 type Config struct {
 	// Worker runs in every cluster process. Required.
 	Worker cluster.Worker
@@ -92,16 +98,18 @@ type Config struct {
 	// Clusters is the number of cluster processes. Env MEGANE_CLUSTERS.
 	// Default: runtime.NumCPU(), capped by the shard count. Shards are split
 	// into contiguous ranges whose sizes differ by at most one.
+	// Range 1..1024.
 	Clusters int
 
 	// Shards is the total shard count. Env MEGANE_SHARDS. Default: the
 	// shards Discord recommends in GET /gateway/bot, adjusted by
-	// GuildsPerShard and LargeBotSharding.
+	// GuildsPerShard and LargeBotSharding. Range 1..65536.
 	Shards int
 
 	// GuildsPerShard scales Discord's recommendation (made for about 1000
 	// guilds per shard) when Shards is not set: 500 doubles the shard count.
 	// Env MEGANE_GUILDS_PER_SHARD. Default 0: Discord's recommendation as is.
+	// Range 100..2500 (Discord refuses a shard with more than 2500).
 	GuildsPerShard int
 
 	// LargeBotSharding rounds a computed shard count up to a multiple of
@@ -112,18 +120,19 @@ type Config struct {
 	// MaxConcurrency overrides session_start_limit.max_concurrency. It may
 	// only lower Discord's value: a higher one would make Discord reject
 	// identifies, so it is an error. Env MEGANE_MAX_CONCURRENCY.
-	// Default: Discord's value.
+	// Default: Discord's value. Range 1..1024.
 	MaxConcurrency int
 
 	// IdentifyReserve is the number of session starts kept back when
 	// checking session_start_limit.remaining before a mass start: the
 	// launcher refuses to start when fewer than identifies+IdentifyReserve
-	// remain. Env MEGANE_IDENTIFY_RESERVE. Default 0.
+	// remain. Env MEGANE_IDENTIFY_RESERVE. Default 0. Range 0..100000.
 	IdentifyReserve int
 
 	// IdentifyWindow is the spacing between two IDENTIFYs of one bucket.
 	// Only for fakes with a shorter window than Discord's 5 s.
 	// Env MEGANE_IDENTIFY_WINDOW. Default identify.DefaultWindow.
+	// Range 10ms..1m.
 	IdentifyWindow time.Duration
 
 	// RESTURL is Discord's REST base URL including the API version, for
@@ -152,13 +161,16 @@ type Config struct {
 	OnEvent func(lifecycle.Event)
 
 	// Logger receives the logs of every role. Default: text to stderr at the
-	// level of env MEGANE_LOG_LEVEL (debug, info, warn, error; default info).
+	// level of env MEGANE_LOG_LEVEL (debug, info, warn, error, or an offset
+	// such as warn+2; default info). An invalid level is a config error even
+	// when Logger is set.
 	Logger *slog.Logger
 
 	// HeartbeatInterval is how often a cluster refreshes its heartbeat key
 	// (TTL three intervals) and how often the launcher checks it. A cluster
 	// whose key has expired on two checks in a row is killed and respawned.
 	// Env MEGANE_HEARTBEAT_INTERVAL. Default DefaultHeartbeatInterval.
+	// Range 100ms..1m.
 	HeartbeatInterval time.Duration
 
 	// ReadyTimeout and ReadyTimeoutPerShard bound how long a cluster may take
@@ -168,6 +180,7 @@ type Config struct {
 	// its deadline is killed and respawned.
 	// Env MEGANE_READY_TIMEOUT, MEGANE_READY_TIMEOUT_PER_SHARD.
 	// Defaults DefaultReadyTimeout, DefaultReadyTimeoutPerShard.
+	// Ranges 1s..1h and 100ms..10m.
 	ReadyTimeout         time.Duration
 	ReadyTimeoutPerShard time.Duration
 
@@ -176,6 +189,8 @@ type Config struct {
 	// once the process became ready.
 	// Env MEGANE_RESTART_BACKOFF, MEGANE_RESTART_BACKOFF_MAX.
 	// Defaults DefaultRestartBackoff, DefaultMaxRestartBackoff.
+	// Ranges 10ms..5m and 10ms..1h; a MaxRestartBackoff below
+	// RestartBackoff is raised to it.
 	RestartBackoff    time.Duration
 	MaxRestartBackoff time.Duration
 
@@ -184,12 +199,14 @@ type Config struct {
 	// ClusterGaveUp, an error log) until RestartCluster revives it.
 	// Env MEGANE_MAX_RESTARTS, MEGANE_RESTART_WINDOW.
 	// Defaults DefaultMaxRestarts, DefaultRestartWindow.
+	// Ranges 1..1000 and 1s..24h.
 	MaxRestarts   int
 	RestartWindow time.Duration
 
 	// ShutdownTimeout is how long a child may take to save its sessions and
 	// exit after SIGTERM before it is killed.
 	// Env MEGANE_SHUTDOWN_TIMEOUT. Default DefaultShutdownTimeout.
+	// Range 1s..10m.
 	ShutdownTimeout time.Duration
 
 	// StatusWebhook is a Discord webhook URL that receives the events an
@@ -201,6 +218,7 @@ type Config struct {
 	// StatsInterval is how often every process (launcher, clusters,
 	// services) publishes its statistics hash (keyspace.Stats).
 	// Env MEGANE_STATS_INTERVAL. Default stats.DefaultInterval.
+	// Range 1s..1h.
 	StatsInterval time.Duration
 
 	// DisableDemo makes a missing token an error instead of starting demo
@@ -212,9 +230,14 @@ type Config struct {
 	// negative interval sends none).
 	// Env MEGANE_DEMO_GUILDS, MEGANE_DEMO_PING_INTERVAL.
 	// Defaults DefaultDemoGuilds, DefaultDemoPingInterval; demo mode runs
-	// DefaultDemoShards shards unless Shards is set.
+	// DefaultDemoShards shards unless Shards is set. Ranges
+	// 1..MaxDemoGuilds and 100ms..1h. The fake world takes about 2 KB of
+	// memory per guild; building it stops when the launcher is signalled.
 	DemoGuilds       int
 	DemoPingInterval time.Duration
+
+	// logLevel is MEGANE_LOG_LEVEL, the level of the default Logger.
+	logLevel slog.Level
 }
 
 // ServiceSpec registers a service worker.
@@ -222,9 +245,10 @@ type ServiceSpec struct {
 	// Worker handles the service's commands. Required.
 	Worker services.Worker
 	// Copies is the number of processes running the service; they share its
-	// inbox. Default 1.
+	// inbox. Default 1. Range 1..256.
 	Copies int
 	// ReadyTimeout bounds spawn to ready. Default DefaultServiceReadyTimeout.
+	// Range 1s..1h.
 	ReadyTimeout time.Duration
 }
 
@@ -283,6 +307,17 @@ func (r *envReader) dur(name string, dst *time.Duration) {
 	}
 }
 
+func (r *envReader) level(name string, dst *slog.Level) {
+	if v, ok := r.get(name); ok {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(v)); err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a log level (debug, info, warn, error)", name, v))
+			return
+		}
+		*dst = l
+	}
+}
+
 // applyEnv overrides c's fields from the environment.
 func (c *Config) applyEnv(r *envReader) {
 	r.str(envToken, &c.Token)
@@ -312,6 +347,7 @@ func (c *Config) applyEnv(r *envReader) {
 	c.DisableDemo = !demo
 	r.int(envDemoGuilds, &c.DemoGuilds)
 	r.dur(envDemoPingInterval, &c.DemoPingInterval)
+	r.level(envLogLevel, &c.logLevel)
 }
 
 // setDefaults fills in every default that does not depend on Discord.
@@ -336,11 +372,11 @@ func (c *Config) setDefaults() {
 	if c.DemoGuilds == 0 {
 		c.DemoGuilds = DefaultDemoGuilds
 	}
-	if c.MaxRestartBackoff < c.RestartBackoff {
+	if c.MaxRestartBackoff > 0 && c.MaxRestartBackoff < c.RestartBackoff {
 		c.MaxRestartBackoff = c.RestartBackoff
 	}
 	if c.Logger == nil {
-		c.Logger = defaultLogger()
+		c.Logger = defaultLogger(c.logLevel)
 	}
 }
 
@@ -350,17 +386,14 @@ func setDur(d *time.Duration, def time.Duration) {
 	}
 }
 
-func defaultLogger() *slog.Logger {
-	level := slog.LevelInfo
-	if v := os.Getenv(envLogLevel); v != "" {
-		_ = level.UnmarshalText([]byte(v))
-	}
+func defaultLogger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// validate reports every problem of c at once.
-func (c *Config) validate() error {
-	var errs []error
+// validate reports every problem of c at once, after the earlier ones
+// (variables that did not parse).
+func (c *Config) validate(earlier ...error) error {
+	errs := earlier
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	if c.Worker == nil {
@@ -386,16 +419,9 @@ func (c *Config) validate() error {
 			_ = rc.Close()
 		}
 	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
-		{envClusters, c.Clusters}, {envShards, c.Shards}, {envGuildsPerShard, c.GuildsPerShard},
-		{envMaxConcurrency, c.MaxConcurrency}, {envIdentifyReserve, c.IdentifyReserve},
-		{envMaxRestarts, c.MaxRestarts}, {envDemoGuilds, c.DemoGuilds},
-	} {
-		if f.v < 0 {
-			bad("%s=%d must not be negative", f.name, f.v)
+	for _, f := range c.intFields() {
+		if err := f.check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.StatusWebhook != "" {
@@ -406,17 +432,9 @@ func (c *Config) validate() error {
 	if c.Shards > 0 && c.Clusters > c.Shards {
 		bad("%s=%d is more than %s=%d: a cluster needs at least one shard", envClusters, c.Clusters, envShards, c.Shards)
 	}
-	for _, f := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{envHeartbeatInterval, c.HeartbeatInterval}, {envReadyTimeout, c.ReadyTimeout}, {envIdentifyWindow, c.IdentifyWindow},
-		{envReadyTimeoutPerShard, c.ReadyTimeoutPerShard}, {envRestartBackoff, c.RestartBackoff},
-		{envMaxRestartBackoff, c.MaxRestartBackoff}, {envRestartWindow, c.RestartWindow},
-		{envShutdownTimeout, c.ShutdownTimeout}, {envStatsInterval, c.StatsInterval},
-	} {
-		if f.v < 0 {
-			bad("%s=%s must not be negative", f.name, f.v)
+	for _, f := range c.durationFields() {
+		if err := f.check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if u, err := url.Parse(c.RESTURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -439,11 +457,11 @@ func (c *Config) validate() error {
 		if s.Worker == nil {
 			bad("service %q has no Worker", name)
 		}
-		if s.Copies < 0 {
-			bad("service %q: Copies=%d must not be negative", name, s.Copies)
+		if err := (intField{fmt.Sprintf("service %q: Copies", name), "", s.Copies, 1, maxServiceCopies, false}).check(); err != nil {
+			errs = append(errs, err)
 		}
-		if s.ReadyTimeout < 0 {
-			bad("service %q: ReadyTimeout=%s must not be negative", name, s.ReadyTimeout)
+		if err := (durationField{fmt.Sprintf("service %q: ReadyTimeout", name), "", s.ReadyTimeout, minServiceReadyTime, maxServiceReadyTime}).check(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {

@@ -70,7 +70,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad redis url", func(c *Config) { c.RedisURL = "http://x" }, nil, "REDIS_URL"},
 		{"bad status webhook", nil, map[string]string{envStatusWebhook: "discord.com/webhooks"}, "MEGANE_STATUS_WEBHOOK"},
 		{"more clusters than shards", func(c *Config) { c.Clusters, c.Shards = 5, 4 }, nil, "a cluster needs at least one shard"},
-		{"negative shards", func(c *Config) { c.Shards = -1 }, nil, "MEGANE_SHARDS=-1 must not be negative"},
+		{"negative shards", func(c *Config) { c.Shards = -1 }, nil, "MEGANE_SHARDS=-1 is outside 1..65536 (Config.Shards)"},
 		{"gateway with query", func(c *Config) { c.GatewayURL = "wss://x/?v=10" }, nil, "must not contain a query"},
 		{"gateway not ws", func(c *Config) { c.GatewayURL = "http://x" }, nil, "ws:// or wss://"},
 		{"rest not http", func(c *Config) { c.RESTURL = "discord.com" }, nil, "MEGANE_DISCORD_REST_URL"},

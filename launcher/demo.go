@@ -23,14 +23,20 @@ type demo struct {
 	log   *slog.Logger
 }
 
-func startDemo(cfg *Config, log *slog.Logger) (*demo, error) {
+// startDemo starts what demo mode needs. ctx is the launcher's, which a
+// signal cancels: building a big fake world takes seconds, and Ctrl-C must
+// stop it.
+func startDemo(ctx context.Context, cfg *Config, log *slog.Logger) (*demo, error) {
 	d := &demo{log: log}
 	if cfg.Token == "" {
 		shards := cfg.Shards
 		if shards == 0 {
 			shards = DefaultDemoShards
 		}
-		fake, err := discordtest.NewServer(discordtest.Options{
+		if cfg.DemoGuilds > 10_000 {
+			log.Info("demo: building the fake Discord world", slog.Int("guilds", cfg.DemoGuilds))
+		}
+		fake, err := discordtest.NewServerContext(ctx, discordtest.Options{
 			Shards:         shards,
 			MaxConcurrency: 16,
 			World:          discordtest.WorldOptions{Guilds: cfg.DemoGuilds, Seed: 1},

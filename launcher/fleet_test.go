@@ -98,7 +98,7 @@ func (f *fleet) start() {
 		"MEGANE_SHARDS="+strconv.Itoa(o.shards),
 		"MEGANE_CLUSTERS="+strconv.Itoa(o.clusters),
 		"MEGANE_HEARTBEAT_INTERVAL=500ms",
-		"MEGANE_STATS_INTERVAL=200ms",
+		"MEGANE_STATS_INTERVAL=1s", // the smallest accepted
 		"MEGANE_STATUS_WEBHOOK="+f.srv.URL()+"/api/v10/webhooks/1/status",
 		"MEGANE_RESTART_BACKOFF=100ms",
 		"MEGANE_RESTART_BACKOFF_MAX=1s",

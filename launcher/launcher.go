@@ -107,11 +107,8 @@ func newFromEnv(cfg Config, lookup func(string) (string, bool)) (*Launcher, erro
 	if err != nil {
 		r.errs = append(r.errs, err)
 	}
-	if len(r.errs) > 0 {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(r.errs...))
-	}
 	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(r.errs...); err != nil {
 		return nil, err
 	}
 	l := &Launcher{cfg: cfg, role: role, log: cfg.Logger, readyCh: make(chan struct{})}
@@ -240,7 +237,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	var demo *demo
 	if cfg.Token == "" || (cfg.RedisURL == "" && cfg.Redis == nil) {
 		var err error
-		if demo, err = startDemo(cfg, l.log); err != nil {
+		if demo, err = startDemo(ctx, cfg, l.log); err != nil {
 			return err
 		}
 		*cleanups = append(*cleanups, demo.close)
@@ -362,6 +359,10 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	l.shardCount = cfg.Shards
 	if l.shardCount == 0 {
 		l.shardCount = shardCount(gb.Shards, cfg.GuildsPerShard, cfg.LargeBotSharding, discordMC)
+		if l.shardCount > maxShards {
+			return fmt.Errorf("%w: Discord recommends %d shards, %d with %s=%d, more than the %d a launcher runs",
+				ErrInvalidConfig, gb.Shards, l.shardCount, envGuildsPerShard, cfg.GuildsPerShard, maxShards)
+		}
 	}
 	clusters := cfg.Clusters
 	if clusters == 0 {

@@ -7,6 +7,11 @@
 // as it is. Every value can be stored, zero values included: 0, false, ""
 // and null are values, not absences. Incr keeps integers as plain numbers,
 // which are JSON too, so Get can read them back.
+//
+// Bucket names, keys and values are checked before Redis is contacted:
+// names are 1..MaxNameSize bytes, values at most MaxValueSize bytes of
+// JSON, and every string valid UTF-8 (ErrInvalidName, ErrValueTooLarge,
+// ErrInvalidUTF8).
 package store
 
 import (
@@ -47,7 +52,8 @@ type bucketConfig struct {
 
 // WithTTL makes the whole bucket expire d after its last write. Redis 7.0
 // has no per-field expiry, so the TTL belongs to the bucket: every write
-// pushes it back.
+// pushes it back. d is at least a millisecond (Redis's unit); a negative or
+// smaller d makes every operation of the bucket fail with ErrInvalidTTL.
 func WithTTL(d time.Duration) BucketOption {
 	return func(c *bucketConfig) { c.ttl = d }
 }
@@ -59,17 +65,38 @@ type Bucket struct {
 	key    string
 	ttl    time.Duration
 	listed atomic.Bool
+	// err is why the bucket cannot be used (a bad name or TTL); every
+	// operation returns it.
+	err error
 }
 
 // Bucket returns the bucket name. Opening a bucket touches no Redis key;
-// the first write records the name in the bucket list.
+// the first write records the name in the bucket list. A name that is
+// empty, longer than MaxNameSize or not valid UTF-8, or a bad option,
+// makes every operation of the bucket return the error.
 func (s *Store) Bucket(name string, opts ...BucketOption) *Bucket {
 	var c bucketConfig
 	for _, o := range opts {
 		o(&c)
 	}
-	return &Bucket{s: s, name: name, key: s.ks.StoreBucket(name), ttl: c.ttl}
+	b := &Bucket{s: s, name: name, ttl: c.ttl}
+	b.err = errors.Join(checkName("bucket name", name, ""), checkTTL(name, c.ttl))
+	if b.err == nil {
+		b.key = s.ks.StoreBucket(name)
+	}
+	return b
 }
+
+// check returns the bucket's own error, or key's.
+func (b *Bucket) check(key string) error {
+	if b.err != nil {
+		return b.err
+	}
+	return checkName("key", key, " of bucket "+b.name)
+}
+
+// checkBucket returns the bucket's own error.
+func (b *Bucket) checkBucket() error { return b.err }
 
 // Buckets lists the names of buckets that were written to.
 func (s *Store) Buckets(ctx context.Context) ([]string, error) {
@@ -86,6 +113,9 @@ func (b *Bucket) Name() string { return b.name }
 // Get unmarshals the value of key into out. It returns an error wrapping
 // ErrNotFound when key has no value.
 func (b *Bucket) Get(ctx context.Context, key string, out any) error {
+	if err := b.check(key); err != nil {
+		return err
+	}
 	v, err := b.s.rdb.HGet(ctx, b.key, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return fmt.Errorf("%w: %s/%s", ErrNotFound, b.name, key)
@@ -101,6 +131,9 @@ func (b *Bucket) Get(ctx context.Context, key string, out any) error {
 
 // GetRaw returns the JSON stored under key.
 func (b *Bucket) GetRaw(ctx context.Context, key string) (json.RawMessage, error) {
+	if err := b.check(key); err != nil {
+		return nil, err
+	}
 	v, err := b.s.rdb.HGet(ctx, b.key, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, b.name, key)
@@ -112,10 +145,14 @@ func (b *Bucket) GetRaw(ctx context.Context, key string) (json.RawMessage, error
 }
 
 // Set stores v (any JSON-marshalable value, zero values included) under key.
+// Its JSON must fit MaxValueSize and its strings be valid UTF-8.
 func (b *Bucket) Set(ctx context.Context, key string, v any) error {
-	data, err := json.Marshal(v)
+	if err := b.check(key); err != nil {
+		return err
+	}
+	data, err := encodeValue(b.name+"/"+key, v)
 	if err != nil {
-		return fmt.Errorf("store: encode %s/%s: %w", b.name, key, err)
+		return err
 	}
 	pipe := b.s.rdb.Pipeline()
 	pipe.HSet(ctx, b.key, key, data)
@@ -140,6 +177,9 @@ func (b *Bucket) afterWrite(ctx context.Context, pipe redis.Pipeliner) {
 
 // Delete removes key. It reports whether key had a value.
 func (b *Bucket) Delete(ctx context.Context, key string) (bool, error) {
+	if err := b.check(key); err != nil {
+		return false, err
+	}
 	n, err := b.s.rdb.HDel(ctx, b.key, key).Result()
 	if err != nil {
 		return false, fmt.Errorf("store: delete %s/%s: %w", b.name, key, err)
@@ -149,6 +189,9 @@ func (b *Bucket) Delete(ctx context.Context, key string) (bool, error) {
 
 // Exists reports whether key has a value.
 func (b *Bucket) Exists(ctx context.Context, key string) (bool, error) {
+	if err := b.check(key); err != nil {
+		return false, err
+	}
 	ok, err := b.s.rdb.HExists(ctx, b.key, key).Result()
 	if err != nil {
 		return false, fmt.Errorf("store: exists %s/%s: %w", b.name, key, err)
@@ -158,8 +201,11 @@ func (b *Bucket) Exists(ctx context.Context, key string) (bool, error) {
 
 // Incr atomically adds delta to the integer under key (a missing key
 // counts as 0) and returns the new value. It fails if the value is not an
-// integer.
+// integer, or if the sum overflows 64 bits.
 func (b *Bucket) Incr(ctx context.Context, key string, delta int64) (int64, error) {
+	if err := b.check(key); err != nil {
+		return 0, err
+	}
 	pipe := b.s.rdb.Pipeline()
 	cmd := pipe.HIncrBy(ctx, b.key, key, delta)
 	b.afterWrite(ctx, pipe)
@@ -197,19 +243,24 @@ return 1
 // marshalled and must equal the stored JSON byte for byte (structs and maps
 // marshal deterministically). A nil old means "key has no value"; to
 // compare against a stored null pass json.RawMessage("null").
+//
+// Both values are held to Set's limits.
 func (b *Bucket) CompareAndSet(ctx context.Context, key string, old, new any) (bool, error) {
+	if err := b.check(key); err != nil {
+		return false, err
+	}
 	absent, oldJSON := "1", []byte(nil)
 	if old != nil {
 		var err error
-		if oldJSON, err = json.Marshal(old); err != nil {
-			return false, fmt.Errorf("store: encode %s/%s: %w", b.name, key, err)
+		if oldJSON, err = encodeValue("the expected value of "+b.name+"/"+key, old); err != nil {
+			return false, err
 		}
 		absent = "0"
 		oldJSON = compact(oldJSON)
 	}
-	newJSON, err := json.Marshal(new)
+	newJSON, err := encodeValue(b.name+"/"+key, new)
 	if err != nil {
-		return false, fmt.Errorf("store: encode %s/%s: %w", b.name, key, err)
+		return false, err
 	}
 	ok, err := casScript.Run(ctx, b.s.rdb, []string{b.key}, key, absent, oldJSON, newJSON, b.ttl.Milliseconds()).Int()
 	if err != nil {
@@ -236,6 +287,9 @@ func compact(b []byte) []byte {
 // Keys lists the bucket's keys. It uses HSCAN, so a large bucket does not
 // block Redis.
 func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
+	if err := b.checkBucket(); err != nil {
+		return nil, err
+	}
 	// HSCAN ... NOVALUES needs Redis 7.4; skip the values by hand.
 	var out []string
 	var cursor uint64
@@ -255,6 +309,9 @@ func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
 
 // All returns every key of the bucket with its JSON value.
 func (b *Bucket) All(ctx context.Context) (map[string]json.RawMessage, error) {
+	if err := b.checkBucket(); err != nil {
+		return nil, err
+	}
 	h, err := b.s.rdb.HGetAll(ctx, b.key).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: read %s: %w", b.name, err)
@@ -268,6 +325,9 @@ func (b *Bucket) All(ctx context.Context) (map[string]json.RawMessage, error) {
 
 // Clear deletes every key of the bucket.
 func (b *Bucket) Clear(ctx context.Context) error {
+	if err := b.checkBucket(); err != nil {
+		return err
+	}
 	pipe := b.s.rdb.Pipeline()
 	pipe.Del(ctx, b.key)
 	pipe.SRem(ctx, b.s.ks.StoreBuckets(), b.name)

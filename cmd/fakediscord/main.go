@@ -93,7 +93,10 @@ func run(args []string) error {
 	if *guilds == 0 {
 		*guilds = -1
 	}
-	srv, err := discordtest.NewServer(discordtest.Options{
+	// Signals end the program even while a big world is being built.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := discordtest.NewServerContext(ctx, discordtest.Options{
 		Addr: *addr, AppID: snowflake.ID(*appID), Token: *token, Shards: *shards,
 		MaxConcurrency: *maxConc, SessionStartTotal: *sessionTotal, IdentifyWindow: *identifyWindow,
 		ViolationAction: *violation, HeartbeatInterval: *heartbeat, HeartbeatACKDelay: *ackDelay,
@@ -116,8 +119,6 @@ func run(args []string) error {
 	fmt.Printf("App ID:      %s\n", srv.AppID())
 	fmt.Printf("Control:     %s/_fake/stats  /_fake/control  /_fake/dispatch  /_fake/config  /_fake/world  /_fake/metrics\n", srv.URL())
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	logger.Info("shutting down", "identifies", srv.Stats().Identifies)
 	return nil
