@@ -21,9 +21,8 @@ var outagePrefixes = []string{
 
 // IsOutage reports whether err is Redis being unavailable (unreachable, a
 // dropped or timed-out connection, a deadline passed waiting for it, or one
-// of the error replies OOM,
-// LOADING, READONLY, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, BUSY, NOREPLICAS,
-// MISCONF), as opposed to a bad command, a missing key or a context the
+// of the error replies OOM, LOADING, READONLY, MASTERDOWN, CLUSTERDOWN,
+// TRYAGAIN, BUSY, NOREPLICAS, MISCONF), as opposed to a bad command, a missing key or a context the
 // caller ended. Such an error says nothing about the process that got it:
 // retry once Redis works again.
 //
