@@ -63,13 +63,16 @@ type Launcher struct {
 	services       []*proc
 	sink           *sink
 	startedAt      time.Time
+	gateway        identify.GatewayInfo // as saved by planShards, for rewriting it
+	health         *redisHealth
 
 	ran      atomic.Bool
 	mu       sync.Mutex
 	running  bool
 	stop     context.CancelFunc
-	allReady bool
-	readyCh  chan struct{}
+	allReady   bool
+	allReadyAt time.Time
+	readyCh    chan struct{}
 	rolling  sync.Mutex
 }
 
@@ -85,6 +88,11 @@ type Launcher struct {
 // In the launcher it returns nil after a graceful stop (SIGINT, SIGTERM,
 // ctx cancelled, Shutdown, the IPC op "shutdown"), and an error when the bot
 // could not start.
+//
+// In a cluster or service process that must stop because Redis failed (a
+// start-up write refused, Redis unreachable), Run does not return: it exits
+// the process with status ExitRedisUnavailable, which tells the launcher to
+// respawn it once Redis works without counting a crash.
 func Run(ctx context.Context, cfg Config) error {
 	l, err := New(cfg)
 	if err != nil {
@@ -134,9 +142,9 @@ func (l *Launcher) Run(ctx context.Context) error {
 	}
 	switch l.role {
 	case RoleCluster:
-		return l.runCluster(ctx)
+		return l.childExit(l.runCluster(ctx))
 	case RoleService:
-		return l.runService(ctx)
+		return l.childExit(l.runService(ctx))
 	}
 	return l.runLauncher(ctx)
 }
@@ -185,6 +193,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	for _, p := range l.all() {
 		wg.Go(func() { p.run(ctx) })
 	}
+	l.health.start(&wg)
 	wg.Go(func() { l.watchHeartbeats(ctx) })
 	wg.Go(func() { l.forwardShardEvents(ctx, from) })
 	go func() {
@@ -203,6 +212,8 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	l.mu.Lock()
 	l.running = false
 	l.mu.Unlock()
+	// The probe rewrites the launcher's hash as running: stop it first.
+	l.health.shutdown()
 	wg.Wait()
 	l.setLauncherStatus("stopped")
 	l.log.Info("stopped")
@@ -297,6 +308,10 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 	}
 	l.sink = newSink(l.rdb, l.ks, onEvent, l.log)
 	*cleanups = append(*cleanups, l.sink.close)
+	l.health = newRedisHealth(healthParams{
+		probe: l.probeRedis, afterProbe: l.ensureRecords,
+		interval: cfg.HeartbeatInterval, logger: l.log,
+	})
 	l.buildProcs(identifies)
 	if err := l.startIPC(ctx, cleanups); err != nil {
 		return err
@@ -352,6 +367,7 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, info); err != nil {
 		return fmt.Errorf("launcher: save gateway info: %w", err)
 	}
+	l.gateway = info
 	l.log.Info("gateway",
 		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
 		slog.Int("clusters", clusters),
@@ -382,6 +398,20 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			}
 		}
 	}
+	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, l.ks.ShardMap())
+		p.HSet(ctx, l.ks.ShardMap(), l.shardMapFields())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("launcher: write shard map: %w", err)
+	}
+	return nil
+}
+
+// shardMapFields is the whole shard map: shard id -> cluster id, plus
+// shard_count and clusters.
+func (l *Launcher) shardMapFields() map[string]any {
 	ranges := splitShards(l.shardCount, l.cfg.Clusters)
 	fields := map[string]any{"shard_count": l.shardCount, "clusters": len(ranges)}
 	for c, shards := range ranges {
@@ -389,15 +419,7 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			fields[strconv.Itoa(s)] = c
 		}
 	}
-	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, l.ks.ShardMap())
-		p.HSet(ctx, l.ks.ShardMap(), fields)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("launcher: write shard map: %w", err)
-	}
-	return nil
+	return fields
 }
 
 // checkBudget counts the shards of a (re)start that will IDENTIFY (those
@@ -461,7 +483,10 @@ func (l *Launcher) clusterReady() {
 	}
 	l.mu.Lock()
 	first := !l.allReady
-	l.allReady = true
+	if first {
+		l.allReady, l.allReadyAt = true, time.Now()
+	}
+	at := l.allReadyAt
 	l.mu.Unlock()
 	if !first {
 		return
@@ -473,7 +498,7 @@ func (l *Launcher) clusterReady() {
 	l.sink.event(lifecycle.Event{Type: lifecycle.AllClustersReady, Cluster: -1, Shard: -1,
 		Detail: fmt.Sprintf("%d clusters, %d shards", len(l.clusters), l.shardCount)})
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", time.Now().UnixMilli()).Err()
+		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", at.UnixMilli()).Err()
 	})
 }
 
@@ -481,13 +506,24 @@ func (l *Launcher) setLauncherStatus(status string) {
 	if l.sink == nil {
 		return
 	}
-	host, _ := os.Hostname()
+	fields := l.launcherFields(status)
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(),
-			"status", status, "pid", os.Getpid(), "host", host,
-			"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
-			"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency).Err()
+		return l.rdb.HSet(ctx, l.ks.Launcher(), fields...).Err()
 	})
+}
+
+// launcherFields is the launcher's hash (keyspace.Launcher) with status.
+func (l *Launcher) launcherFields(status string) []any {
+	host, _ := os.Hostname()
+	fields := []any{"status", status, "pid", os.Getpid(), "host", host,
+		"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
+		"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency}
+	l.mu.Lock()
+	if !l.allReadyAt.IsZero() {
+		fields = append(fields, "all_ready_at", l.allReadyAt.UnixMilli())
+	}
+	l.mu.Unlock()
+	return fields
 }
 
 func (l *Launcher) cluster(id int) (*proc, error) {
