@@ -66,14 +66,14 @@ type Launcher struct {
 	gateway        identify.GatewayInfo // as saved by planShards, for rewriting it
 	health         *redisHealth
 
-	ran      atomic.Bool
-	mu       sync.Mutex
-	running  bool
-	stop     context.CancelFunc
+	ran        atomic.Bool
+	mu         sync.Mutex
+	running    bool
+	stop       context.CancelFunc
 	allReady   bool
 	allReadyAt time.Time
 	readyCh    chan struct{}
-	rolling  sync.Mutex
+	rolling    sync.Mutex
 }
 
 // Run builds a Launcher from cfg and runs it in the role the environment
