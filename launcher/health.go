@@ -131,6 +131,13 @@ func (h *redisHealth) healthyFor(d time.Duration) bool {
 	return !h.healthySince.IsZero() && now.Sub(h.healthySince) >= d
 }
 
+// since is when Redis became healthy; zero while it fails.
+func (h *redisHealth) since() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.healthySince
+}
+
 // failedSince reports whether a probe failed at or after t, and since when
 // Redis has been healthy again (zero while it still fails).
 func (h *redisHealth) failedSince(t time.Time) (failed bool, healthySince time.Time) {

@@ -383,7 +383,7 @@ func (p *proc) exitedForRedis(ctx context.Context) bool {
 	if err := h.check(pctx); err != nil && ctx.Err() == nil {
 		return true
 	}
-	failed, _ := h.failedSince(time.Now().Add(-p.l.heartbeatTTL()))
+	failed, _ := h.failedSince(h.p.now().Add(-p.l.heartbeatTTL()))
 	return failed
 }
 

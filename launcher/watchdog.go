@@ -44,6 +44,9 @@ func (l *Launcher) watchHeartbeats(ctx context.Context) {
 // watchdog is what the watchdog remembers between rounds.
 type watchdog struct {
 	misses map[*proc]missCount
+	// healthySince is when Redis became healthy for the misses counted; a
+	// failure in between (even one no round saw) forgets them.
+	healthySince time.Time
 }
 
 // heartbeatTTL is the TTL of the children's heartbeat keys.
@@ -54,6 +57,10 @@ func (l *Launcher) watchRound(ctx context.Context, now time.Time, startGrace tim
 	if !l.health.healthyFor(l.heartbeatTTL()) {
 		clear(w.misses)
 		return
+	}
+	if since := l.health.since(); !since.Equal(w.healthySince) {
+		clear(w.misses)
+		w.healthySince = since
 	}
 	l.checkClusters(ctx, now, startGrace, w.misses)
 	l.checkServices(ctx, now, startGrace, w.misses)
