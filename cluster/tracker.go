@@ -337,6 +337,44 @@ func (t *tracker) failed(b batch) {
 	t.mu.Unlock()
 }
 
+// shardHealth is what the healer needs to know of one shard.
+type shardHealth struct {
+	saved     bool // its session is in Redis (written or loaded), as far as the cluster knows
+	connected bool
+}
+
+// health returns every shard's shardHealth.
+func (t *tracker) health() map[int]shardHealth {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[int]shardHealth, len(t.shards))
+	for id, st := range t.shards {
+		out[id] = shardHealth{
+			saved:     st.sessionID != "" && st.handled > 0 && st.saved == st.version,
+			connected: st.connected,
+		}
+	}
+	return out
+}
+
+// resave marks the sessions of shards and the statuses of statuses as not
+// written, so the writer writes them again at once: Redis lost them.
+func (t *tracker) resave(shards, statuses []int) {
+	t.mu.Lock()
+	for _, id := range shards {
+		if st := t.shards[id]; st != nil && st.sessionID != "" && st.handled > 0 {
+			st.version++
+		}
+	}
+	for _, id := range statuses {
+		if st := t.shards[id]; st != nil {
+			st.statusDirty = true
+		}
+	}
+	t.mu.Unlock()
+	t.poke()
+}
+
 // stop marks the cluster as stopping: from now on disconnects are expected
 // and every shard's status becomes "stopped".
 func (t *tracker) stop() {

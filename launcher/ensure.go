@@ -12,9 +12,19 @@ import (
 
 // probeRedis is the health monitor's write probe: it rewrites the
 // launcher's hash (keyspace.Launcher), so the probe is also what brings
-// that hash back after a FLUSHDB or a restart without persistence.
+// that hash back after a FLUSHDB or a restart without persistence. It
+// returns errEmptied when the hash was gone.
 func (l *Launcher) probeRedis(ctx context.Context) error {
-	return l.rdb.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...).Err()
+	pipe := l.rdb.Pipeline()
+	had := pipe.Exists(ctx, l.ks.Launcher())
+	pipe.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	if had.Val() == 0 {
+		return errEmptied
+	}
+	return nil
 }
 
 // ensureRecords rewrites the records the launcher owns that have gone

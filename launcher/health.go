@@ -8,10 +8,17 @@ import (
 	"time"
 )
 
+// errEmptied is returned by a probe that found Redis working but without
+// the data it had: it was flushed, or restarted without persistence. The
+// probe's own write went through, so Redis is healthy from now on, but
+// every child's keys are gone until the child writes them again.
+var errEmptied = errors.New("launcher: Redis lost the bot's keys (FLUSHDB, or a restart without persistence)")
+
 // healthParams builds a redisHealth.
 type healthParams struct {
 	// probe writes to Redis (the launcher's own hash) and reports whether
-	// the write went through. A write, not a PING: a Redis out of memory
+	// the write went through, or errEmptied when it went through but the
+	// record it rewrote had vanished. A write, not a PING: a Redis out of memory
 	// under noeviction answers reads and PINGs but refuses every write,
 	// and children's heartbeats are writes.
 	probe func(ctx context.Context) error
@@ -96,8 +103,29 @@ func (h *redisHealth) check(ctx context.Context) error {
 	if err != nil && errors.Is(err, context.Canceled) {
 		return err
 	}
+	if errors.Is(err, errEmptied) {
+		h.emptied()
+		return nil
+	}
 	h.record(err)
 	return err
+}
+
+// emptied records that Redis lost its data: a failure that is over at
+// once, so the watchdog again waits a heartbeat TTL for the children to
+// rewrite their keys.
+func (h *redisHealth) emptied() {
+	now := h.p.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.p.logger.Warn("Redis lost the bot's keys (FLUSHDB, or a restart without persistence): " +
+		"every process rewrites what it owns; no child is judged by its heartbeat until they had the time")
+	h.lastFailure, h.lastErr = now, errEmptied
+	if h.healthySince.IsZero() {
+		close(h.recovered)
+		h.recovered = make(chan struct{})
+	}
+	h.healthySince, h.failingSince = now, time.Time{}
 }
 
 // record updates the state with one probe's result and logs transitions.

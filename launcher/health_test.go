@@ -125,7 +125,9 @@ func newWatchdogFixture(t *testing.T) *watchdogFixture {
 	p := newProc(l, kindCluster)
 	p.state = StateReady
 	l.clusters = []*proc{p}
-	return &watchdogFixture{t: t, m: m, l: l, p: p, clk: clk, w: &watchdog{misses: map[*proc]missCount{}}}
+	f := &watchdogFixture{t: t, m: m, l: l, p: p, clk: clk, w: &watchdog{misses: map[*proc]missCount{}}}
+	_ = f.probe() // the first probe writes the launcher's hash
+	return f
 }
 
 func (f *watchdogFixture) round() {
@@ -202,6 +204,27 @@ func TestWatchdogJudgesOnlyWhileRedisWorks(t *testing.T) {
 	f.round()
 	if f.stale() {
 		t.Fatal("a miss from before a failure was counted")
+	}
+	// Redis emptied (FLUSHALL): its writes work, yet every key is gone;
+	// children get a TTL to rewrite theirs.
+	f.clk.add(ttl)
+	f.round()
+	if !f.stale() {
+		t.Fatal("two misses while Redis works were not reported")
+	}
+	f.round() // one miss
+	f.m.FlushAll()
+	if err := f.probe(); err != nil {
+		t.Fatalf("probe after FLUSHALL: %v", err)
+	}
+	if f.l.health.healthyFor(f.l.heartbeatTTL()) {
+		t.Fatal("Redis that lost every key counts as healthy for a TTL")
+	}
+	f.round()
+	f.clk.add(ttl)
+	f.round()
+	if f.stale() {
+		t.Fatal("a miss from before Redis was emptied was counted")
 	}
 	// A heartbeat that is back resets the count.
 	f.l.rdb.Set(context.Background(), f.l.ks.ClusterHeartbeat(0), "1", time.Minute)
