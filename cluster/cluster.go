@@ -203,10 +203,10 @@ func Run(ctx context.Context, opts Options, w Worker) (err error) {
 		return err
 	}
 	r := &runner{
-		o:     o,
-		log:   o.Logger.With(slog.Int("cluster_id", o.ID)),
-		rdb:   o.Redis,
-		ks:    o.Keys,
+		o:      o,
+		log:    o.Logger.With(slog.Int("cluster_id", o.ID)),
+		rdb:    o.Redis,
+		ks:     o.Keys,
 		fatal:  make(chan error, 1),
 		opens:  map[int]*openState{},
 		reopen: newReopener(),
