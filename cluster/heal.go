@@ -40,12 +40,14 @@ type healer struct {
 	marked map[int]bool
 	// refusedAt is when a re-sync was last refused for the session budget.
 	refusedAt time.Time
+	// lostAt is when the projection of a shard was found lost.
+	lostAt map[int]time.Time
 }
 
 // heal is the healer's loop.
 func (r *runner) heal(ctx context.Context) {
 	defer r.recoverCallback("healer")
-	h := &healer{r: r, marked: map[int]bool{}}
+	h := &healer{r: r, marked: map[int]bool{}, lostAt: map[int]time.Time{}}
 	tick := time.NewTicker(r.o.HeartbeatInterval)
 	defer tick.Stop()
 	for {
@@ -147,9 +149,26 @@ func (h *healer) round(ctx context.Context) {
 }
 
 // resync rebuilds the lost projection of shards by re-identifying them,
-// when the session start budget allows.
-func (h *healer) resync(ctx context.Context, shards []int) {
+// when the session start budget allows. Whatever emptied Redis also took
+// the identify limiter's buckets, which kept each bucket's last IDENTIFY
+// from the next for the identify window: a shard waits one window (the
+// limiter's hold) after its loss was found before it identifies again.
+func (h *healer) resync(ctx context.Context, lost []int) {
 	r := h.r
+	now := time.Now()
+	var shards []int
+	for _, id := range lost {
+		at, ok := h.lostAt[id]
+		if !ok {
+			h.lostAt[id], at = now, now
+		}
+		if now.Sub(at) >= r.identifyHold() {
+			shards = append(shards, id)
+		}
+	}
+	if len(shards) == 0 {
+		return
+	}
 	err := identify.CheckBudget(ctx, r.rdb, r.ks, len(shards), r.o.IdentifyReserve)
 	if errors.Is(err, identify.ErrSessionStartLimit) {
 		if time.Since(h.refusedAt) >= budgetRefusedLogEvery {
@@ -171,6 +190,7 @@ func (h *healer) resync(ctx context.Context, shards []int) {
 			return
 		}
 		delete(h.marked, id)
+		delete(h.lostAt, id)
 	}
 }
 
@@ -237,6 +257,17 @@ func (r *runner) reidentify(id int) bool {
 		}
 	})
 	return true
+}
+
+// identifyHold is how long an IDENTIFY keeps its bucket from the next.
+func (r *runner) identifyHold() time.Duration {
+	if r.limiter != nil {
+		return r.limiter.Hold()
+	}
+	if r.o.IdentifyWindow > 0 {
+		return r.o.IdentifyWindow
+	}
+	return identify.DefaultWindow
 }
 
 // rewriteClusterHash writes the cluster's own fields of keyspace.Cluster

@@ -317,9 +317,6 @@ func TestRedisLosingEveryKeyIsRepaired(t *testing.T) {
 	}
 	t.Run("RestartWithoutPersistence", func(t *testing.T) {
 		srv.Restart()
-		if n, err := srv.Client().DBSize(ctx).Result(); err != nil || n > 5 {
-			t.Logf("restarted Redis holds %d keys (%v)", n, err)
-		}
 		check(t, "a restart without persistence")
 	})
 }
