@@ -356,13 +356,13 @@ func TestRestartServiceRevivesAGaveUpService(t *testing.T) {
 		t.Errorf("restart of an unknown service: %v", err)
 	}
 
-	if err := os.Remove(crash); err != nil {
-		t.Fatal(err)
-	}
 	waitFor(t, 30*time.Second, "the service given up again", func() bool {
 		st, err := f.status()
 		return err == nil && st.Services[0].State == StateGaveUp
 	})
+	if err := os.Remove(crash); err != nil {
+		t.Fatal(err)
+	}
 	copy0 := 0
 	if err := f.node.CallJSON(ctx, LauncherAddr, OpRestartService, RestartServiceRequest{Service: "echo", Copy: &copy0}, &out); err != nil {
 		t.Fatalf("restart-service: %v", err)
