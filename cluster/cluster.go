@@ -23,6 +23,16 @@
 // IDENTIFYs go through identify.Limiter, so clusters in any number of
 // processes share the bot's identify buckets.
 //
+// Redis may fail or lose every key while Run runs: the shards keep their
+// sockets, every loop logs and retries, and once per HeartbeatInterval the
+// cluster rewrites whichever of its records went missing (its hash, its
+// part of the shard map, sessions, shard statuses). Each connected shard's
+// projection is marked by keyspace.ShardProjected; when the mark is gone,
+// the projection was lost, and the cluster re-identifies the shard (after
+// one identify window, within the session start budget) so that Discord
+// sends every guild again. Run itself returns an error for Redis only at
+// start.
+//
 // What Run shares with the rest of the bot (fields of Cluster):
 //
 //   - IPC: the node "cluster:<id>", created before Launch and serving once
