@@ -69,12 +69,14 @@ func (h *healer) round(ctx context.Context) {
 	pipe := r.rdb.Pipeline()
 	clusterHash := pipe.HExists(ctx, r.ks.Cluster(r.o.ID), "host")
 	mapped := make(map[int]*redis.BoolCmd, len(r.ids))
-	status := make(map[int]*redis.BoolCmd, len(r.ids))
+	status := map[int]*redis.BoolCmd{}
 	session := map[int]*redis.IntCmd{}
 	projected := map[int]*redis.IntCmd{}
 	for _, id := range r.ids {
 		mapped[id] = pipe.HExists(ctx, r.ks.ShardMap(), strconv.Itoa(id))
-		status[id] = pipe.HExists(ctx, r.ks.ShardStatus(id), "status")
+		if snap[id].statusSaved {
+			status[id] = pipe.HExists(ctx, r.ks.ShardStatus(id), "status")
+		}
 		if snap[id].saved {
 			session[id] = pipe.Exists(ctx, r.ks.ShardSession(id))
 		}
@@ -97,7 +99,7 @@ func (h *healer) round(ctx context.Context) {
 		if !mapped[id].Val() {
 			unmapped = append(unmapped, id)
 		}
-		if !status[id].Val() {
+		if c := status[id]; c != nil && !c.Val() {
 			restatus = append(restatus, id)
 		}
 		if c := session[id]; c != nil && c.Val() == 0 {

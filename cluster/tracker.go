@@ -43,6 +43,7 @@ type shardTrack struct {
 	everReady   bool
 	status      string
 	statusDirty bool
+	statusSaved bool // a status was written to Redis at least once
 	guilds      int // from READY; -1 until one was seen (a resumed shard)
 	latencyMS   int64
 
@@ -318,6 +319,11 @@ func (t *tracker) done(b batch) {
 			st.saved = v
 		}
 	}
+	for id := range b.statuses {
+		if st := t.shards[id]; st != nil {
+			st.statusSaved = true
+		}
+	}
 	t.mu.Unlock()
 }
 
@@ -339,8 +345,9 @@ func (t *tracker) failed(b batch) {
 
 // shardHealth is what the healer needs to know of one shard.
 type shardHealth struct {
-	saved     bool // its session is in Redis (written or loaded), as far as the cluster knows
-	connected bool
+	saved       bool // its session is in Redis (written or loaded), as far as the cluster knows
+	statusSaved bool // its status hash was written
+	connected   bool
 }
 
 // health returns every shard's shardHealth.
@@ -350,8 +357,9 @@ func (t *tracker) health() map[int]shardHealth {
 	out := make(map[int]shardHealth, len(t.shards))
 	for id, st := range t.shards {
 		out[id] = shardHealth{
-			saved:     st.sessionID != "" && st.handled > 0 && st.saved == st.version,
-			connected: st.connected,
+			saved:       st.sessionID != "" && st.handled > 0 && st.saved == st.version,
+			statusSaved: st.statusSaved && !st.statusDirty,
+			connected:   st.connected,
 		}
 	}
 	return out

@@ -316,7 +316,11 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) error {
 	if err := l.startIPC(ctx, cleanups); err != nil {
 		return err
 	}
-	l.setLauncherStatus("running")
+	// Written now, not through the sink: the health probe takes a missing
+	// launcher hash for a Redis that lost its keys.
+	if err := l.rdb.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...).Err(); err != nil {
+		return fmt.Errorf("launcher: write %s: %w", l.ks.Launcher(), err)
+	}
 	*cleanups = append(*cleanups, l.startStats(ctx))
 	if demo != nil {
 		demo.announce(l)

@@ -351,7 +351,7 @@ func (p *proc) giveUp(ctx context.Context, crashes int, last string) *restartReq
 	// Crashes while Redis fails do not count, but one may have tipped the
 	// scale as Redis started failing: then retry once it works again.
 	var redisBack <-chan struct{}
-	if !p.l.health.healthyFor(p.l.heartbeatTTL()) {
+	if failing, _ := p.l.health.failing(); failing {
 		redisBack = p.l.health.waitHealthy()
 	}
 	for {
