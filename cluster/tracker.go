@@ -44,7 +44,7 @@ type shardTrack struct {
 	status      string
 	statusDirty bool
 	statusSaved bool // a status was written to Redis at least once
-	guilds      int // from READY; -1 until one was seen (a resumed shard)
+	guilds      int  // from READY; -1 until one was seen (a resumed shard)
 	latencyMS   int64
 
 	inHandler int       // nesting depth of handler calls in flight
