@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,7 +210,9 @@ func scanHeader(ev event) header {
 
 func (p *Projector) writeBatch(ctx context.Context, evs []event) error {
 	b := p.newBatch(ctx)
-	if !p.schemaWritten {
+	// Also with every READY: a shard that identified again may be
+	// rebuilding a projection Redis lost, schema included.
+	if !p.schemaWritten || slices.ContainsFunc(evs, func(ev event) bool { return ev.kind == evReady }) {
 		b.writeSchema()
 	}
 	// Pre-scan: which guilds to read before writing anything.

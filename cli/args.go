@@ -9,6 +9,7 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 )
@@ -124,4 +125,22 @@ func all(checks ...ucli.BeforeFunc) ucli.BeforeFunc {
 		}
 		return nil
 	}
+}
+
+// maxServiceCopy matches the launcher's limit of 256 copies a service.
+const maxServiceCopy = 255
+
+// checkRestartService is restart-service's Before: one service name that
+// can be an address, and --copy either -1 (every copy) or a copy number.
+func checkRestartService(c *ucli.Context) error {
+	if err := checkArgs(1, 1, "restart-service [--copy n] <service name>")(c); err != nil {
+		return err
+	}
+	if err := keyspace.CheckName(c.Args().First()); err != nil {
+		return usageErr("service name: %v", err)
+	}
+	if n := c.Int("copy"); n < -1 || n > maxServiceCopy {
+		return usageErr("--copy=%d is outside 0..%d (or -1 for every copy)", n, maxServiceCopy)
+	}
+	return nil
 }

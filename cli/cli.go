@@ -40,6 +40,7 @@ import (
 // launcher (and with it disgo).
 const (
 	opRestartCluster = "restart-cluster"
+	opRestartService = "restart-service"
 	opRollingRestart = "rolling-restart"
 	opStatus         = "status"
 	opShutdown       = "shutdown"
@@ -74,6 +75,10 @@ func App(out io.Writer) *ucli.App {
 					_, err := parseClusterID(c.Args().First())
 					return err
 				}), Action: cmdRestart},
+			{Name: "restart-service", Usage: "restart a service's copies one at a time (also revives copies the launcher gave up on)", ArgsUsage: "<service name>",
+				Flags: []ucli.Flag{
+					&ucli.IntFlag{Name: "copy", Aliases: []string{"c"}, Value: -1, Usage: "restart only this copy (default: every copy, in turn)"},
+				}, Before: checkRestartService, Action: cmdRestartService},
 			{Name: "rolling-restart", Usage: "restart every cluster in turn", Before: noArgs("rolling-restart"), Action: cmdRolling},
 			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved)", Before: noArgs("shutdown"), Action: cmdShutdown},
 			{Name: "eval", Usage: "evaluate an expression on clusters/services/the launcher", ArgsUsage: "<expression>",
@@ -428,6 +433,15 @@ func cmdRestart(c *ucli.Context) error {
 	}
 	// A restart waits for the cluster to be ready again.
 	return callLauncher(c, opRestartCluster, map[string]int{"cluster": id}, max(c.Duration("timeout"), 2*time.Minute))
+}
+
+func cmdRestartService(c *ucli.Context) error {
+	in := map[string]any{"service": c.Args().First()}
+	if n := c.Int("copy"); n >= 0 {
+		in["copy"] = n
+	}
+	// Each copy is restarted once the previous one is ready again.
+	return callLauncher(c, opRestartService, in, max(c.Duration("timeout"), 5*time.Minute))
 }
 
 func cmdRolling(c *ucli.Context) error {

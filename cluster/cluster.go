@@ -23,6 +23,16 @@
 // IDENTIFYs go through identify.Limiter, so clusters in any number of
 // processes share the bot's identify buckets.
 //
+// Redis may fail or lose every key while Run runs: the shards keep their
+// sockets, every loop logs and retries, and once per HeartbeatInterval the
+// cluster rewrites whichever of its records went missing (its hash, its
+// part of the shard map, sessions, shard statuses). Each connected shard's
+// projection is marked by keyspace.ShardProjected; when the mark is gone,
+// the projection was lost, and the cluster re-identifies the shard (after
+// one identify window, within the session start budget) so that Discord
+// sends every guild again. Run itself returns an error for Redis only at
+// start.
+//
 // What Run shares with the rest of the bot (fields of Cluster):
 //
 //   - IPC: the node "cluster:<id>", created before Launch and serving once
@@ -67,6 +77,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/disgoorg/disgo"
@@ -202,12 +213,13 @@ func Run(ctx context.Context, opts Options, w Worker) (err error) {
 		return err
 	}
 	r := &runner{
-		o:     o,
-		log:   o.Logger.With(slog.Int("cluster_id", o.ID)),
-		rdb:   o.Redis,
-		ks:    o.Keys,
-		fatal: make(chan error, 1),
-		opens: map[int]*openState{},
+		o:      o,
+		log:    o.Logger.With(slog.Int("cluster_id", o.ID)),
+		rdb:    o.Redis,
+		ks:     o.Keys,
+		fatal:  make(chan error, 1),
+		opens:  map[int]*openState{},
+		reopen: newReopener(),
 	}
 	return r.run(ctx, w)
 }
@@ -226,6 +238,10 @@ type runner struct {
 
 	fatal chan error
 	opens map[int]*openState
+
+	reopen    *reopener
+	startedAt time.Time
+	readyAt   atomic.Int64 // unix ms; zero until ready
 
 	sh *shared
 	// behindSince and behindWarned belong to the session writer (and to
@@ -465,6 +481,7 @@ func (r *runner) shardManager(url string, count, maxConc int, ids []int, states 
 // register writes the cluster's hash and its part of the shard map.
 func (r *runner) register(ctx context.Context, ids []int, count int) error {
 	host, _ := os.Hostname()
+	r.startedAt = time.Now()
 	shards := make([]string, len(ids))
 	mapping := []any{"shard_count", count}
 	for i, id := range ids {
@@ -475,7 +492,7 @@ func (r *runner) register(ctx context.Context, ids []int, count int) error {
 	pipe.HSet(ctx, r.ks.Cluster(r.o.ID),
 		"status", "starting", "pid", os.Getpid(), "host", host,
 		"shards", strings.Join(shards, ","), "shard_count", count,
-		"started_at", time.Now().UnixMilli())
+		"started_at", r.startedAt.UnixMilli())
 	pipe.HDel(ctx, r.ks.Cluster(r.o.ID), "ready_at", "stopped_at")
 	pipe.HSet(ctx, r.ks.ShardMap(), mapping...)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -498,6 +515,7 @@ func (r *runner) launch(ctx context.Context, w Worker, c *Cluster) (err error) {
 
 func (r *runner) onReady(ctx context.Context) {
 	now := time.Now()
+	r.readyAt.Store(now.UnixMilli())
 	if err := r.rdb.HSet(ctx, r.ks.Cluster(r.o.ID), "status", "ready", "ready_at", now.UnixMilli()).Err(); err != nil {
 		r.log.Warn("cluster: could not record readiness", slog.Any("err", err))
 	}
@@ -574,7 +592,7 @@ func (r *runner) fail(err error) {
 // onShardGaveUp is disgo's close handler: it runs when a shard stops for
 // good after READY (a close code that forbids reconnecting).
 func (r *runner) onShardGaveUp(g gateway.Gateway, err error, reconnect bool) {
-	if reconnect {
+	if reconnect || r.reopen.expected(g) {
 		return
 	}
 	r.track.disconnected(g.ShardID(), false)
@@ -669,6 +687,7 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 	start := time.Now()
 	deadline := start.Add(r.o.StopTimeout)
 	r.log.Info("cluster stopping resumably")
+	r.reopen.shutdown()
 	r.track.stop()
 	if err := r.rdb.HSet(context.WithoutCancel(ctx), r.ks.Cluster(r.o.ID), "status", "stopping").Err(); err != nil {
 		r.log.Warn("cluster: could not record stopping", slog.Any("err", err))
@@ -753,6 +772,7 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 // finish stops the background loops, writes the final sessions, statuses
 // and events, and removes the heartbeat.
 func (r *runner) finish(ctx context.Context, bg *loops, status string) {
+	r.reopen.shutdown()
 	r.track.stop()
 	bg.stopWork()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.StopTimeout)

@@ -27,7 +27,7 @@ const projectionFlushTimeout = 2 * time.Second
 const projectionBehindWarn = 30 * time.Second
 
 // startLoops starts the writer (sessions, statuses, events), the status
-// poller and the heartbeat. They run on ctx, which Run's cancellation does
+// poller, the healer and the heartbeat. They run on ctx, which Run's cancellation does
 // not reach: stop ends them itself once the final state is written.
 func (r *runner) startLoops(ctx context.Context) *loops {
 	l := &loops{}
@@ -36,6 +36,7 @@ func (r *runner) startLoops(ctx context.Context) *loops {
 	l.workCtx, l.cancelWork, l.cancelBeat = workCtx, cancelWork, cancelBeat
 	l.work.Go(func() { r.writer(workCtx) })
 	l.work.Go(func() { r.poller(workCtx) })
+	l.work.Go(func() { r.heal(workCtx) })
 	l.beat.Go(func() { r.heartbeat(beatCtx) })
 	return l
 }

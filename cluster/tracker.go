@@ -43,7 +43,8 @@ type shardTrack struct {
 	everReady   bool
 	status      string
 	statusDirty bool
-	guilds      int // from READY; -1 until one was seen (a resumed shard)
+	statusSaved bool // a status was written to Redis at least once
+	guilds      int  // from READY; -1 until one was seen (a resumed shard)
 	latencyMS   int64
 
 	inHandler int       // nesting depth of handler calls in flight
@@ -318,6 +319,11 @@ func (t *tracker) done(b batch) {
 			st.saved = v
 		}
 	}
+	for id := range b.statuses {
+		if st := t.shards[id]; st != nil {
+			st.statusSaved = true
+		}
+	}
 	t.mu.Unlock()
 }
 
@@ -335,6 +341,46 @@ func (t *tracker) failed(b batch) {
 	}
 	t.events = events
 	t.mu.Unlock()
+}
+
+// shardHealth is what the healer needs to know of one shard.
+type shardHealth struct {
+	saved       bool // its session is in Redis (written or loaded), as far as the cluster knows
+	statusSaved bool // its status hash was written
+	connected   bool
+}
+
+// health returns every shard's shardHealth.
+func (t *tracker) health() map[int]shardHealth {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[int]shardHealth, len(t.shards))
+	for id, st := range t.shards {
+		out[id] = shardHealth{
+			saved:       st.sessionID != "" && st.handled > 0 && st.saved == st.version,
+			statusSaved: st.statusSaved && !st.statusDirty,
+			connected:   st.connected,
+		}
+	}
+	return out
+}
+
+// resave marks the sessions of shards and the statuses of statuses as not
+// written, so the writer writes them again at once: Redis lost them.
+func (t *tracker) resave(shards, statuses []int) {
+	t.mu.Lock()
+	for _, id := range shards {
+		if st := t.shards[id]; st != nil && st.sessionID != "" && st.handled > 0 {
+			st.version++
+		}
+	}
+	for _, id := range statuses {
+		if st := t.shards[id]; st != nil {
+			st.statusDirty = true
+		}
+	}
+	t.mu.Unlock()
+	t.poke()
 }
 
 // stop marks the cluster as stopping: from now on disconnects are expected

@@ -246,6 +246,14 @@ func (k Keyspace) ShardUnavailable(shard int) string {
 // the sum of its HVALS. HASH
 func (k Keyspace) ShardCounts(shard int) string { return k.base + "shard:" + id(shard) + ":counts" }
 
+// ShardProjected marks that the projection holds shard id's guilds: the
+// cluster running the shard sets it once the shard is connected, and finds
+// the projection lost (FLUSHDB, a Redis restarted empty) when it is gone,
+// then rebuilds it by re-identifying the shard. STRING
+func (k Keyspace) ShardProjected(shard int) string {
+	return k.base + "shard:" + id(shard) + ":projected"
+}
+
 // Users is the set of every cached user id (the user count is its SCARD). SET
 func (k Keyspace) Users() string { return k.base + "users" }
 

@@ -31,7 +31,7 @@ func TestKeysArePrefixedAndDistinct(t *testing.T) {
 		k.Broadcast(), k.StoreBucket("b"), k.StoreBuckets(),
 		k.Guild(1), k.GuildChannels(1), k.GuildRoles(1), k.GuildMembers(1), k.GuildEmojis(1),
 		k.Channel(1), k.Role(1), k.User(1), k.Member(1, 2), k.ShardGuilds(1),
-		k.ShardUnavailable(1), k.ShardCounts(1), k.Users(),
+		k.ShardUnavailable(1), k.ShardCounts(1), k.ShardProjected(1), k.Users(),
 	}
 	seen := map[string]bool{}
 	for _, key := range keys {

@@ -22,6 +22,24 @@ import (
 	"github.com/megane-go/megane/stats"
 )
 
+// ExitRedisUnavailable is the exit status of a cluster or service process
+// that stopped because Redis failed (EX_TEMPFAIL of sysexits.h). The
+// launcher does not count such an exit as a crash: it respawns the process
+// once its own writes to Redis go through again.
+const ExitRedisUnavailable = 75
+
+// childExit ends a child whose run failed because Redis was failing with
+// ExitRedisUnavailable, and returns any other result to Run's caller.
+func (l *Launcher) childExit(err error) error {
+	if err == nil || !redisconn.IsOutage(err) {
+		return err
+	}
+	l.log.Error("stopping: Redis is failing; the launcher respawns this process once Redis works",
+		slog.String("role", string(l.role)), slog.Int("exit_status", ExitRedisUnavailable), slog.Any("error", err))
+	os.Exit(ExitRedisUnavailable)
+	return err
+}
+
 // childContext ends on SIGINT/SIGTERM and when the launcher that spawned
 // this process is gone. Pdeathsig covers the second on Linux, except when
 // the launcher died between fork and the child's first instruction; the
@@ -198,7 +216,7 @@ func (l *Launcher) runService(ctx context.Context) error {
 		Stats:  stats.Options{Interval: l.cfg.StatsInterval},
 		// The launcher's watchdog reads the copy's IPC registration as its
 		// heartbeat, with the clusters' TTL of three intervals.
-		IPC:          redisipc.Options{HeartbeatTTL: 3 * l.cfg.HeartbeatInterval},
+		IPC:          redisipc.Options{HeartbeatTTL: l.heartbeatTTL()},
 		ReadyTimeout: timeout,
 		OnReady:      readyNotifier(log),
 	}, spec.Worker)

@@ -48,11 +48,24 @@
 //     count and the identifies queued before it, never with the bot's;
 //   - restarts one cluster on request (RestartCluster, RollingRestart, or
 //     the IPC ops of the node "launcher"): SIGTERM, the cluster saves its
-//     sessions and exits, the new process RESUMEs every shard;
+//     sessions and exits, the new process RESUMEs every shard; and a
+//     service's copies one at a time (RestartService, OpRestartService,
+//     megane-cli restart-service), reviving copies it gave up on;
 //   - on SIGINT/SIGTERM, stops every child the same way and waits up to
 //     ShutdownTimeout before killing it (a second signal kills at once).
 //     Children run in their own process groups and get SIGTERM from the
 //     kernel if the launcher dies (Linux), so none is left behind.
+//
+// Redis is the bus, not the judge. Every HeartbeatInterval the launcher
+// writes its own hash to Redis; heartbeats are judged only once those
+// writes have gone through for longer than the heartbeat TTL, so a Redis
+// that refuses writes, is unreachable or lost every key kills nobody. A
+// child that exits while Redis fails (a child stopped by Redis exits with
+// ExitRedisUnavailable) is not counted as a crash and is respawned, in the
+// state StateWaitingRedis meanwhile, once Redis works. After each probe the
+// launcher rewrites the gateway hash, the shard map and the cluster hashes'
+// supervision fields if Redis lost them; clusters rewrite their own records
+// and rebuild a lost cache projection (see package cluster).
 //
 // # Environment
 //

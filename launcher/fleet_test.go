@@ -39,6 +39,9 @@ type fleetOptions struct {
 	identifyWindow   time.Duration
 	guilds           int
 	env              []string // extra KEY=VALUE for the launcher
+	// redis is a private redis-server for tests that break Redis; nil:
+	// the shared one of scripts/test.
+	redis *testredis.Server
 }
 
 // fleet is one launcher process (the testbot) with its clusters, against a
@@ -59,7 +62,13 @@ type fleet struct {
 
 func newFleet(t *testing.T, o fleetOptions) *fleet {
 	t.Helper()
-	rdb, ks := testredis.Real(t)
+	var rdb redis.UniversalClient
+	var ks keyspace.Keyspace
+	if o.redis != nil {
+		rdb, ks = o.redis.Client(), keyspace.MustNew(testredis.Namespace(t))
+	} else {
+		rdb, ks = testredis.Real(t)
+	}
 	bin := testbot.Path(t)
 	if o.guilds == 0 {
 		o.guilds = 2 * o.shards
@@ -93,7 +102,7 @@ func (f *fleet) start() {
 		"DISCORD_TOKEN="+f.srv.Token(),
 		"MEGANE_DISCORD_REST_URL="+f.srv.RESTURL(),
 		"MEGANE_DISCORD_GATEWAY_URL="+f.srv.GatewayURL(),
-		"REDIS_URL="+testredis.URL(f.t),
+		"REDIS_URL="+f.redisURL(),
 		"MEGANE_NAMESPACE="+f.ks.Namespace(),
 		"MEGANE_SHARDS="+strconv.Itoa(o.shards),
 		"MEGANE_CLUSTERS="+strconv.Itoa(o.clusters),
@@ -127,6 +136,13 @@ func (f *fleet) start() {
 		_ = c.Wait()
 		close(done)
 	}(cmd, f.exited)
+}
+
+func (f *fleet) redisURL() string {
+	if f.opts.redis != nil {
+		return f.opts.redis.URL()
+	}
+	return testredis.URL(f.t)
 }
 
 func (f *fleet) running() bool {

@@ -22,6 +22,11 @@ const (
 	// OpRollingRestart restarts every cluster in turn (RollingRestart).
 	// Reply: Status, once the last cluster is ready.
 	OpRollingRestart = "rolling-restart"
+	// OpRestartService restarts the copies of a service one at a time
+	// (RestartService), reviving copies the launcher gave up on. Payload:
+	// RestartServiceRequest. Reply: the service's copies as
+	// []ServiceStatus, once the last one is ready again.
+	OpRestartService = "restart-service"
 	// OpStatus replies with Status.
 	OpStatus = "status"
 	// OpShutdown stops the launcher gracefully (Shutdown). It replies
@@ -35,6 +40,14 @@ const LauncherAddr = redisipc.KindLauncher
 // RestartClusterRequest is the payload of OpRestartCluster.
 type RestartClusterRequest struct {
 	Cluster int `json:"cluster"`
+}
+
+// RestartServiceRequest is the payload of OpRestartService.
+type RestartServiceRequest struct {
+	// Service is the service's name.
+	Service string `json:"service"`
+	// Copy is the copy to restart; nil restarts every copy in turn.
+	Copy *int `json:"copy,omitempty"`
 }
 
 // startIPC registers the launcher as the IPC node "launcher".
@@ -72,6 +85,32 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 			return nil, err
 		}
 		return json.Marshal(st.Clusters[in.Cluster])
+	})
+	node.Handle(OpRestartService, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		var in RestartServiceRequest
+		if err := req.Decode(&in); err != nil || in.Service == "" {
+			return nil, fmt.Errorf("launcher: %s wants {\"service\": <name>, \"copy\": <n, optional>}: %w", OpRestartService,
+				errors.Join(err, ErrUnknownService))
+		}
+		copyN := AllCopies
+		if in.Copy != nil {
+			copyN = *in.Copy
+		}
+		l.log.Info("IPC: service restart requested", slog.String("service", in.Service), slog.Int("copy", copyN), slog.String("from", req.From))
+		if err := l.RestartService(ctx, in.Service, copyN); err != nil {
+			return nil, err
+		}
+		st, err := l.Status()
+		if err != nil {
+			return nil, err
+		}
+		var out []ServiceStatus
+		for _, s := range st.Services {
+			if s.Name == in.Service {
+				out = append(out, s)
+			}
+		}
+		return json.Marshal(out)
 	})
 	node.Handle(OpRollingRestart, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		l.log.Info("IPC: rolling restart requested", slog.String("from", req.From))

@@ -63,14 +63,17 @@ type Launcher struct {
 	services       []*proc
 	sink           *sink
 	startedAt      time.Time
+	gateway        identify.GatewayInfo // as saved by planShards, for rewriting it
+	health         *redisHealth
 
-	ran      atomic.Bool
-	mu       sync.Mutex
-	running  bool
-	stop     context.CancelFunc
-	allReady bool
-	readyCh  chan struct{}
-	rolling  sync.Mutex
+	ran        atomic.Bool
+	mu         sync.Mutex
+	running    bool
+	stop       context.CancelFunc
+	allReady   bool
+	allReadyAt time.Time
+	readyCh    chan struct{}
+	rolling    sync.Mutex
 }
 
 // Run builds a Launcher from cfg and runs it in the role the environment
@@ -85,6 +88,11 @@ type Launcher struct {
 // In the launcher it returns nil after a graceful stop (SIGINT, SIGTERM,
 // ctx cancelled, Shutdown, the IPC op "shutdown"), and an error when the bot
 // could not start.
+//
+// In a cluster or service process that must stop because Redis failed (a
+// start-up write refused, Redis unreachable), Run does not return: it exits
+// the process with status ExitRedisUnavailable, which tells the launcher to
+// respawn it once Redis works without counting a crash.
 func Run(ctx context.Context, cfg Config) error {
 	l, err := New(cfg)
 	if err != nil {
@@ -131,9 +139,9 @@ func (l *Launcher) Run(ctx context.Context) error {
 	}
 	switch l.role {
 	case RoleCluster:
-		return l.runCluster(ctx)
+		return l.childExit(l.runCluster(ctx))
 	case RoleService:
-		return l.runService(ctx)
+		return l.childExit(l.runService(ctx))
 	}
 	return l.runLauncher(ctx)
 }
@@ -182,6 +190,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	for _, p := range l.all() {
 		wg.Go(func() { p.run(ctx) })
 	}
+	l.health.start(&wg)
 	wg.Go(func() { l.watchHeartbeats(ctx) })
 	wg.Go(func() { l.forwardShardEvents(ctx, from) })
 	go func() {
@@ -200,6 +209,8 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	l.mu.Lock()
 	l.running = false
 	l.mu.Unlock()
+	// The probe rewrites the launcher's hash as running: stop it first.
+	l.health.shutdown()
 	wg.Wait()
 	l.setLauncherStatus("stopped")
 	l.log.Info("stopped")
@@ -306,11 +317,19 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	}
 	l.sink = newSink(l.rdb, l.ks, onEvent, l.log)
 	*cleanups = append(*cleanups, l.sink.close)
+	l.health = newRedisHealth(healthParams{
+		probe: l.probeRedis, afterProbe: l.ensureRecords,
+		interval: cfg.HeartbeatInterval, logger: l.log,
+	})
 	l.buildProcs(identifies)
 	if err := l.startIPC(ctx, cleanups); err != nil {
 		return err
 	}
-	l.setLauncherStatus("running")
+	// Written now, not through the sink: the health probe takes a missing
+	// launcher hash for a Redis that lost its keys.
+	if err := l.rdb.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...).Err(); err != nil {
+		return fmt.Errorf("launcher: write %s: %w", l.ks.Launcher(), err)
+	}
 	*cleanups = append(*cleanups, l.startStats(ctx))
 	if demo != nil {
 		demo.announce(l)
@@ -385,6 +404,7 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, info); err != nil {
 		return fmt.Errorf("launcher: save gateway info: %w", err)
 	}
+	l.gateway = info
 	l.log.Info("gateway",
 		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
 		slog.Int("clusters", clusters),
@@ -415,13 +435,8 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			}
 		}
 	}
-	ranges := splitShards(l.shardCount, l.cfg.Clusters)
-	fields := map[string]any{"shard_count": l.shardCount, "clusters": len(ranges)}
-	for c, shards := range ranges {
-		for _, s := range shards {
-			fields[strconv.Itoa(s)] = c
-		}
-	}
+	fields := l.shardMapFields()
+	clusters := fields["clusters"].(int)
 	oldClusters, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "clusters").Int()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("launcher: read shard map: %w", err)
@@ -436,9 +451,9 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 	}
 	// Clusters and shards the new plan no longer has would keep their
 	// records forever: no process owns them any more.
-	if oldClusters > len(ranges) || old > l.shardCount {
+	if oldClusters > clusters || old > l.shardCount {
 		pipe := l.rdb.Pipeline()
-		for c := len(ranges); c < oldClusters; c++ {
+		for c := clusters; c < oldClusters; c++ {
 			pipe.Del(ctx, l.ks.Cluster(c))
 		}
 		for s := l.shardCount; s < old; s++ {
@@ -449,6 +464,19 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// shardMapFields is the whole shard map: shard id -> cluster id, plus
+// shard_count and clusters.
+func (l *Launcher) shardMapFields() map[string]any {
+	ranges := splitShards(l.shardCount, l.cfg.Clusters)
+	fields := map[string]any{"shard_count": l.shardCount, "clusters": len(ranges)}
+	for c, shards := range ranges {
+		for _, s := range shards {
+			fields[strconv.Itoa(s)] = c
+		}
+	}
+	return fields
 }
 
 // checkBudget counts the shards of a (re)start that will IDENTIFY (those
@@ -512,7 +540,10 @@ func (l *Launcher) clusterReady() {
 	}
 	l.mu.Lock()
 	first := !l.allReady
-	l.allReady = true
+	if first {
+		l.allReady, l.allReadyAt = true, time.Now()
+	}
+	at := l.allReadyAt
 	l.mu.Unlock()
 	if !first {
 		return
@@ -524,7 +555,7 @@ func (l *Launcher) clusterReady() {
 	l.sink.event(lifecycle.Event{Type: lifecycle.AllClustersReady, Cluster: -1, Shard: -1,
 		Detail: fmt.Sprintf("%d clusters, %d shards", len(l.clusters), l.shardCount)})
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", time.Now().UnixMilli()).Err()
+		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", at.UnixMilli()).Err()
 	})
 }
 
@@ -532,13 +563,24 @@ func (l *Launcher) setLauncherStatus(status string) {
 	if l.sink == nil {
 		return
 	}
-	host, _ := os.Hostname()
+	fields := l.launcherFields(status)
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(),
-			"status", status, "pid", os.Getpid(), "host", host,
-			"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
-			"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency).Err()
+		return l.rdb.HSet(ctx, l.ks.Launcher(), fields...).Err()
 	})
+}
+
+// launcherFields is the launcher's hash (keyspace.Launcher) with status.
+func (l *Launcher) launcherFields(status string) []any {
+	host, _ := os.Hostname()
+	fields := []any{"status", status, "pid", os.Getpid(), "host", host,
+		"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
+		"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency}
+	l.mu.Lock()
+	if !l.allReadyAt.IsZero() {
+		fields = append(fields, "all_ready_at", l.allReadyAt.UnixMilli())
+	}
+	l.mu.Unlock()
+	return fields
 }
 
 func (l *Launcher) cluster(id int) (*proc, error) {

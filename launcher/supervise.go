@@ -23,6 +23,9 @@ const (
 	StateBackoff  State = "backoff"  // crashed; waiting before the respawn
 	StateGaveUp   State = "gave-up"  // crashed too often; waits for RestartCluster
 	StateStopped  State = "stopped"  // the launcher stopped
+	// StateWaitingRedis: exited while Redis was failing; respawned once
+	// Redis works, without counting a crash.
+	StateWaitingRedis State = "waiting-for-redis"
 )
 
 func defaultClusters() int { return runtime.NumCPU() }
@@ -128,7 +131,8 @@ func (p *proc) readyTimeout() time.Duration {
 
 // run keeps the child alive until ctx ends: spawn, watch, and on a crash
 // respawn with exponential backoff, giving up after MaxRestarts crashes
-// within RestartWindow.
+// within RestartWindow. An exit while Redis was failing is not a crash:
+// the child waits for Redis to work again and is respawned then.
 func (p *proc) run(ctx context.Context) {
 	defer close(p.done)
 	cfg := &p.l.cfg
@@ -171,6 +175,19 @@ func (p *proc) run(ctx context.Context) {
 
 		p.fail(pending, fmt.Errorf("%w: %s %s", ErrRestartFailed, p.name(), detail))
 		pending = nil
+		if c != nil && p.exitedForRedis(ctx) {
+			req, ok := p.waitForRedis(ctx, detail, backoff)
+			if !ok {
+				p.setState(StateStopped)
+				return
+			}
+			if req != nil {
+				pending = append(pending, req)
+			}
+			p.setQueued(len(p.shards))
+			p.bumpRestarts()
+			continue
+		}
 		now := time.Now()
 		crashes = append(pruneBefore(crashes, now.Add(-cfg.RestartWindow)), now)
 		if len(crashes) > cfg.MaxRestarts {
@@ -254,6 +271,10 @@ func (p *proc) watch(ctx context.Context, c *child, pending *[]*restartReq, rest
 			}
 
 		case <-deadline.C:
+			if wait := p.redisGrace(timeout); wait > 0 {
+				deadline.Reset(wait)
+				continue
+			}
 			detail := fmt.Sprintf("not ready %s after spawn", timeout)
 			p.l.log.Error(p.name()+" is unresponsive: killing it", append(p.logAttrs(), slog.Int("pid", c.pid), slog.String("reason", detail))...)
 			p.event(evUnresponsive, detail)
@@ -327,12 +348,88 @@ func (p *proc) giveUp(ctx context.Context, crashes int, last string) *restartReq
 		crashes, cfg.RestartWindow, cfg.MaxRestarts, last)
 	p.l.log.Error(p.name()+" GAVE UP: it will not be respawned until restarted by hand", append(p.logAttrs(), slog.String("reason", detail))...)
 	p.event(evGaveUp, detail)
-	select {
-	case req := <-p.restartCh:
-		return req
-	case <-ctx.Done():
-		return nil
+	// Crashes while Redis fails do not count, but one may have tipped the
+	// scale as Redis started failing: then retry once it works again.
+	var redisBack <-chan struct{}
+	if failing, _ := p.l.health.failing(); failing {
+		redisBack = p.l.health.waitHealthy()
 	}
+	for {
+		select {
+		case req := <-p.restartCh:
+			return req
+		case <-redisBack:
+			if !p.l.health.healthyFor(0) {
+				redisBack = p.l.health.waitHealthy()
+				continue
+			}
+			p.l.log.Warn(p.name()+" gave up while Redis was failing: retrying now that Redis works", p.logAttrs()...)
+			return &restartReq{done: make(chan error, 1)}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// exitedForRedis judges a child that exited by itself: it exited because
+// of Redis when Redis fails now (the launcher probes it at once, as the
+// child may have noticed first) or failed within the last heartbeat TTL.
+// Such an exit (ExitRedisUnavailable, or any other status a Redis error
+// led to) says nothing about the child's health.
+func (p *proc) exitedForRedis(ctx context.Context) bool {
+	h := p.l.health
+	pctx, cancel := context.WithTimeout(ctx, p.l.cfg.HeartbeatInterval)
+	defer cancel()
+	if err := h.check(pctx); err != nil && ctx.Err() == nil {
+		return true
+	}
+	failed, _ := h.failedSince(h.p.now().Add(-p.l.heartbeatTTL()))
+	return failed
+}
+
+// waitForRedis parks a child that exited during a Redis outage until Redis
+// works (then, after backoff, it is respawned) or a restart is requested.
+// It reports false when ctx ended.
+func (p *proc) waitForRedis(ctx context.Context, detail string, backoff time.Duration) (*restartReq, bool) {
+	p.setState(StateWaitingRedis)
+	p.l.log.Warn(p.name()+" exited while Redis was failing: it will be respawned once Redis works (not counted as a crash)",
+		append(p.logAttrs(), slog.String("exit", detail))...)
+	select {
+	case <-p.l.health.waitHealthy():
+	case req := <-p.restartCh:
+		return req, true
+	case <-ctx.Done():
+		return nil, false
+	}
+	// Redis may flap: a short pause keeps a respawn loop slow.
+	t := time.NewTimer(backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil, true
+	case req := <-p.restartCh:
+		return req, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
+// redisGrace is how much longer the current spawn may take to become ready
+// because Redis failed since it was spawned: its whole ready timeout again,
+// counted from when Redis recovered (or one heartbeat interval at a time
+// while Redis still fails). Zero when Redis did not fail meanwhile.
+func (p *proc) redisGrace(timeout time.Duration) time.Duration {
+	p.mu.Lock()
+	started := p.startedAt
+	p.mu.Unlock()
+	failed, healthySince := p.l.health.failedSince(started)
+	if !failed {
+		return 0
+	}
+	if healthySince.IsZero() {
+		return p.l.cfg.HeartbeatInterval
+	}
+	return time.Until(healthySince.Add(timeout))
 }
 
 func (p *proc) fail(reqs []*restartReq, err error) {

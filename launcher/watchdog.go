@@ -11,78 +11,117 @@ import (
 	"github.com/megane-go/megane/redisipc"
 )
 
-// watchHeartbeats kills clusters that stopped heartbeating. Each cluster
-// refreshes keyspace.ClusterHeartbeat with a TTL of three intervals; the
-// watchdog checks all keys in one pipeline per interval and reports a
-// cluster whose key is missing on two checks in a row, so that a Redis
-// restart (every key gone at once, rewritten within an interval) kills
-// nothing. A cluster must heartbeat once it is ready, or once startGrace
-// has passed since its spawn; before that its ready timeout covers it.
+// watchHeartbeats kills children that stopped heartbeating. Each cluster
+// refreshes keyspace.ClusterHeartbeat with a TTL of three intervals (a
+// service copy its IPC registration); the watchdog checks all keys in one
+// pipeline per interval and reports a child whose key is missing on two
+// checks in a row. A child must heartbeat once it is ready, or once
+// startGrace has passed since its spawn; before that its ready timeout
+// covers it.
+//
+// Redis is the bus, not the judge: a missing key counts only while Redis
+// has been healthy (the launcher's own writes going through, see
+// redisHealth) for longer than the keys' TTL. During an outage and for one
+// TTL after it, a key may be missing because Redis refused the child's
+// write or lost every key (FLUSHDB, a restart without persistence), so
+// every miss counted so far is forgotten and nobody is killed.
 func (l *Launcher) watchHeartbeats(ctx context.Context) {
 	interval := l.cfg.HeartbeatInterval
 	startGrace := 3*interval + 5*time.Second
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	type key struct {
-		id  int
-		gen uint64
-	}
-	misses := map[key]int{}
-	serviceMisses := map[*proc]missCount{}
+	w := &watchdog{misses: map[*proc]missCount{}}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		var watched []*proc
-		var gens []uint64
-		for _, p := range l.clusters {
-			p.mu.Lock()
-			due := (p.state == StateReady) || (p.state == StateStarting && now.Sub(p.startedAt) > startGrace)
-			gen := p.gen
-			p.mu.Unlock()
-			if due {
-				watched = append(watched, p)
-				gens = append(gens, gen)
-			}
+		l.watchRound(ctx, time.Now(), startGrace, w)
+	}
+}
+
+// watchdog is what the watchdog remembers between rounds.
+type watchdog struct {
+	misses map[*proc]missCount
+	// healthySince is when Redis became healthy for the misses counted; a
+	// failure in between (even one no round saw) forgets them.
+	healthySince time.Time
+}
+
+// heartbeatTTL is the TTL of the children's heartbeat keys.
+func (l *Launcher) heartbeatTTL() time.Duration { return 3 * l.cfg.HeartbeatInterval }
+
+// watchRound is one check of every child.
+func (l *Launcher) watchRound(ctx context.Context, now time.Time, startGrace time.Duration, w *watchdog) {
+	if !l.health.healthyFor(l.heartbeatTTL()) {
+		clear(w.misses)
+		return
+	}
+	if since := l.health.since(); !since.Equal(w.healthySince) {
+		clear(w.misses)
+		w.healthySince = since
+	}
+	l.checkClusters(ctx, now, startGrace, w.misses)
+	l.checkServices(ctx, now, startGrace, w.misses)
+}
+
+// checkClusters is the clusters' half of the watchdog.
+func (l *Launcher) checkClusters(ctx context.Context, now time.Time, startGrace time.Duration, misses map[*proc]missCount) {
+	var watched []*proc
+	var gens []uint64
+	for _, p := range l.clusters {
+		p.mu.Lock()
+		due := (p.state == StateReady) || (p.state == StateStarting && now.Sub(p.startedAt) > startGrace)
+		gen := p.gen
+		p.mu.Unlock()
+		if due {
+			watched = append(watched, p)
+			gens = append(gens, gen)
 		}
-		l.checkServices(ctx, now, startGrace, serviceMisses)
-		if len(watched) == 0 {
-			continue
-		}
-		cmds := make([]*redis.IntCmd, len(watched))
-		_, err := l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for i, p := range watched {
-				cmds[i] = pipe.Exists(ctx, l.ks.ClusterHeartbeat(p.id))
-			}
-			return nil
-		})
-		if err != nil {
-			// Without Redis nobody can tell a hung cluster from a
-			// partitioned launcher: kill nothing.
-			if ctx.Err() == nil {
-				l.log.Warn("heartbeat check failed", slog.Any("error", err))
-			}
-			continue
-		}
-		seen := map[key]int{}
+	}
+	if len(watched) == 0 {
+		return
+	}
+	cmds := make([]*redis.IntCmd, len(watched))
+	_, err := l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, p := range watched {
-			k := key{p.id, gens[i]}
-			if cmds[i].Val() > 0 {
-				continue
-			}
-			seen[k] = misses[k] + 1
-			if seen[k] >= 2 {
-				select {
-				case p.staleCh <- gens[i]:
-				default:
-				}
-				delete(seen, k)
-			}
+			cmds[i] = pipe.Exists(ctx, l.ks.ClusterHeartbeat(p.id))
 		}
-		misses = seen
+		return nil
+	})
+	if err != nil {
+		// Without Redis nobody can tell a hung cluster from a
+		// partitioned launcher: kill nothing.
+		if ctx.Err() == nil {
+			l.log.Warn("heartbeat check failed", slog.Any("error", err))
+		}
+		return
+	}
+	for i, p := range watched {
+		if cmds[i].Val() > 0 {
+			delete(misses, p)
+			continue
+		}
+		missed(p, gens[i], misses)
+	}
+}
+
+// missed counts one missed check of generation gen of p, and reports the
+// child stale on the second in a row.
+func missed(p *proc, gen uint64, misses map[*proc]missCount) {
+	m := misses[p]
+	if m.gen != gen {
+		m = missCount{gen: gen}
+	}
+	m.misses++
+	misses[p] = m
+	if m.misses >= 2 {
+		select {
+		case p.staleCh <- gen:
+		default:
+		}
+		delete(misses, p)
 	}
 }
 
@@ -95,7 +134,7 @@ type missCount struct {
 // checkServices is the services' half of the watchdog. A service copy has
 // no heartbeat key of its own: its liveness is its IPC registration
 // (redisipc refreshes it every third of its TTL, which the launcher sets
-// to three heartbeat intervals). A ready copy whose pid has no live
+// to the clusters' heartbeat TTL). A ready copy whose pid has no live
 // registration on two checks in a row is frozen and gets replaced; its
 // pending requests are reclaimed by the other copies meanwhile.
 func (l *Launcher) checkServices(ctx context.Context, now time.Time, startGrace time.Duration, misses map[*proc]missCount) {
@@ -136,18 +175,6 @@ func (l *Launcher) checkServices(ctx context.Context, now time.Time, startGrace 
 			delete(misses, p)
 			continue
 		}
-		m := misses[p]
-		if m.gen != gens[i] {
-			m = missCount{gen: gens[i]}
-		}
-		m.misses++
-		misses[p] = m
-		if m.misses >= 2 {
-			select {
-			case p.staleCh <- gens[i]:
-			default:
-			}
-			delete(misses, p)
-		}
+		missed(p, gens[i], misses)
 	}
 }

@@ -1,6 +1,7 @@
 package testredis
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testcerts"
 )
@@ -30,12 +33,21 @@ type ServerOptions struct {
 	Args []string
 }
 
-// Server is a running redis-server of a test.
+// Server is a running redis-server of a test, also for tests that break
+// Redis (CONFIG SET maxmemory, FLUSHALL, a restart) without disturbing the
+// server other tests share. It runs without persistence, so a Restart
+// comes back empty.
 type Server struct {
 	// Addr is 127.0.0.1:port.
 	Addr string
 	// Log is the server's log file.
 	Log string
+
+	t      testing.TB
+	bin    string
+	args   []string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // StartServer runs a redis-server on a free loopback port for the test and
@@ -75,24 +87,16 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 			args = append(args, "--aclfile", o.ACLFile)
 		}
 		args = append(args, o.Args...)
-		cmd := exec.Command(bin, args...)
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("testredis: start redis-server: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		if lastErr = waitListening(s.Addr, exited, 10*time.Second); lastErr == nil {
+		s.t, s.bin, s.args = t, bin, args
+		if lastErr = s.start(); lastErr == nil {
 			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
-				<-exited
+				s.Stop()
 				if t.Failed() {
 					t.Logf("--- redis-server %s log ---\n%s", s.Addr, tail(s.Log, 4000))
 				}
 			})
 			return s
 		}
-		_ = cmd.Process.Kill()
-		<-exited
 		lastErr = fmt.Errorf("%w; log:\n%s", lastErr, tail(s.Log, 2000))
 		if !strings.Contains(lastErr.Error(), "Address already in use") {
 			break
@@ -100,6 +104,69 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 	}
 	t.Fatalf("testredis: redis-server did not start: %v", lastErr)
 	return nil
+}
+
+func (s *Server) start() error {
+	cmd := exec.Command(s.bin, s.args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	if err := waitListening(s.Addr, exited, 10*time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return err
+	}
+	s.cmd, s.exited = cmd, exited
+	return nil
+}
+
+// URL is the server's redis:// URL (no TLS).
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Client returns a client of the server (no TLS), closed when the test
+// ends.
+func (s *Server) Client() redis.UniversalClient {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop kills the server and waits for it to exit.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+}
+
+// Restart stops the server and starts an empty one on the same port, as a
+// Redis without persistence comes back from a crash. It waits until the
+// new server answers PING. Only for servers without TLS.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("testredis: restart: %v; log:\n%s", err, tail(s.Log, 2000))
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testredis: restarted server does not answer PING: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func freePort() (int, error) {

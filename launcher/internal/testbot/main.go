@@ -7,7 +7,8 @@
 // normal operation, so a gateway must never run inside a -race binary.
 //
 // TESTBOT_CRASH_CLUSTER=<id> makes that cluster's Launch fail (a crash at
-// start); TESTBOT_SERVICE=1 registers the service "echo".
+// start); TESTBOT_SERVICE=1 registers the service "echo", whose Launch fails
+// while the file TESTBOT_SERVICE_CRASH_FILE names exists.
 package main
 
 import (
@@ -57,7 +58,14 @@ func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
 
 type echo struct{}
 
-func (echo) Launch(context.Context, *services.Service) error { return nil }
+func (echo) Launch(context.Context, *services.Service) error {
+	if f := os.Getenv("TESTBOT_SERVICE_CRASH_FILE"); f != "" {
+		if _, err := os.Stat(f); err == nil {
+			return errors.New("testbot: service crashing at start on purpose")
+		}
+	}
+	return nil
+}
 
 func (echo) HandleCommand(_ context.Context, s *services.Service, cmd services.Command) (any, error) {
 	return json.RawMessage(cmd.Payload), nil

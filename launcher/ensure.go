@@ -1,0 +1,72 @@
+package launcher
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/megane-go/megane/identify"
+)
+
+// probeRedis is the health monitor's write probe: it rewrites the
+// launcher's hash (keyspace.Launcher), so the probe is also what brings
+// that hash back after a FLUSHDB or a restart without persistence. It
+// returns errEmptied when the hash was gone.
+func (l *Launcher) probeRedis(ctx context.Context) error {
+	pipe := l.rdb.Pipeline()
+	had := pipe.Exists(ctx, l.ks.Launcher())
+	pipe.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	if had.Val() == 0 {
+		return errEmptied
+	}
+	return nil
+}
+
+// ensureRecords rewrites the records the launcher owns that have gone
+// missing from Redis: the gateway hash, the shard map and its fields in
+// each cluster's hash (the cluster process rewrites its own). It costs one
+// pipelined round trip of existence checks when nothing is missing.
+func (l *Launcher) ensureRecords(ctx context.Context) {
+	pipe := l.rdb.Pipeline()
+	gateway := pipe.Exists(ctx, l.ks.Gateway())
+	shardMap := pipe.HLen(ctx, l.ks.ShardMap())
+	clusters := make([]*redis.BoolCmd, len(l.clusters))
+	for i, p := range l.clusters {
+		clusters[i] = pipe.HExists(ctx, l.ks.Cluster(p.id), "supervisor")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return // the next probe tells whether Redis fails
+	}
+	var rewrote []string
+	if gateway.Val() == 0 {
+		if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, l.gateway); err != nil {
+			l.log.Warn("could not rewrite the missing gateway hash", slog.Any("error", err))
+		} else {
+			rewrote = append(rewrote, "gateway")
+		}
+	}
+	if fields := l.shardMapFields(); shardMap.Val() != int64(len(fields)) {
+		// Missing or partial (a cluster rewrote its own part first): the
+		// launcher knows the whole map. Fields only ever get added, so no
+		// reader sees a mix of layouts.
+		if err := l.rdb.HSet(ctx, l.ks.ShardMap(), fields).Err(); err != nil {
+			l.log.Warn("could not rewrite the shard map", slog.Any("error", err))
+		} else {
+			rewrote = append(rewrote, "shard map")
+		}
+	}
+	for i, p := range l.clusters {
+		if !clusters[i].Val() {
+			p.recordState()
+			rewrote = append(rewrote, p.name())
+		}
+	}
+	if len(rewrote) > 0 {
+		l.log.Warn("Redis had lost records of the bot: rewritten", slog.String("records", strings.Join(rewrote, ", ")))
+	}
+}
