@@ -66,7 +66,7 @@ func startSecureBot(t *testing.T, botURL string, ks keyspace.Keyspace) *securebo
 			"MEGANE_SHARDS=" + strconv.Itoa(secShards),
 			"MEGANE_CLUSTERS=" + strconv.Itoa(secClusters),
 			"MEGANE_HEARTBEAT_INTERVAL=500ms",
-			"MEGANE_STATS_INTERVAL=200ms",
+			"MEGANE_STATS_INTERVAL=1s",
 			"MEGANE_RESTART_BACKOFF=100ms",
 			"MEGANE_SHUTDOWN_TIMEOUT=10s",
 			"MEGANE_READY_TIMEOUT=30s",

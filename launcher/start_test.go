@@ -45,7 +45,7 @@ func TestFailedStartLeavesNoNamespace(t *testing.T) {
 	defer srv.Close()
 	_, rdb := testredis.Mini(t)
 	cfg := Config{Worker: nopWorker{}, Token: srv.Token(), RESTURL: srv.RESTURL(), Redis: rdb,
-		Namespace: "fresh", Clusters: 1, IdentifyReserve: 1_000_000}
+		Namespace: "fresh", Clusters: 1, IdentifyReserve: 100_000}
 
 	if err := startOnce(t, cfg); !errors.Is(err, identify.ErrSessionStartLimit) {
 		t.Fatalf("start = %v, want the session budget refusal", err)

@@ -18,11 +18,11 @@ var botCommands = [][]string{
 	// Strings and key lifetimes: identify locks, heartbeats, store TTLs.
 	{"+get", "+set", "+del", "+exists", "+pexpire", "+pttl"},
 	// Hashes: gateway, shard map, sessions, status, store, cache, stats.
-	{"+hget", "+hgetall", "+hmget", "+hset", "+hdel", "+hexists", "+hincrby", "+hscan", "+hvals"},
+	{"+hget", "+hgetall", "+hmget", "+hset", "+hdel", "+hexists", "+hincrby", "+hlen", "+hscan", "+hvals"},
 	// Sets: cache relations, store buckets.
 	{"+sadd", "+srem", "+smembers", "+scard", "+srandmember"},
 	// Sorted sets: the IPC node directory, the stats index.
-	{"+zadd", "+zrem", "+zrangebyscore"},
+	{"+zadd", "+zrem", "+zrangebyscore", "+zremrangebyscore"},
 	// Streams: IPC inboxes and replies, dead letters, lifecycle events.
 	{"+xadd", "+xread", "+xrange", "+xrevrange", "+xreadgroup", "+xack", "+xautoclaim", "+xclaim",
 		"+xgroup|create", "+xgroup|delconsumer"},

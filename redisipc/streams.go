@@ -37,7 +37,7 @@ func (n *Node) marker() []any {
 // createReplies creates the reply stream with its TTL; fresh first drops
 // whatever an earlier process of the same instance left in it.
 func (n *Node) createReplies(ctx context.Context, fresh bool) error {
-	_, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if fresh {
 			p.Del(ctx, n.replyKey)
 		}
@@ -45,7 +45,7 @@ func (n *Node) createReplies(ctx context.Context, fresh bool) error {
 		p.PExpire(ctx, n.replyKey, n.streamTTL())
 		return nil
 	})
-	if err != nil {
+	if err := txErr(cmds, err); err != nil {
 		return fmt.Errorf("redisipc: create reply stream: %w", err)
 	}
 	return nil
@@ -58,7 +58,7 @@ func (n *Node) createReplies(ctx context.Context, fresh bool) error {
 func (n *Node) createInbox(ctx context.Context) (string, error) {
 	var add *redis.StringCmd
 	var grp *redis.StatusCmd
-	_, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if n.opts.Group {
 			grp = p.XGroupCreateMkStream(ctx, n.inboxKey, n.ks.InboxGroup(), "$")
 		} else {
@@ -67,6 +67,7 @@ func (n *Node) createInbox(ctx context.Context) (string, error) {
 		p.PExpire(ctx, n.inboxKey, n.streamTTL())
 		return nil
 	})
+	err = txErr(cmds, err)
 	if grp != nil && isBusyGroup(grp.Err()) {
 		err = nil
 	}
@@ -108,4 +109,21 @@ func (n *Node) recreate(ctx context.Context, r streamRefresh) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// txErr is the error of a MULTI/EXEC pipeline whose commands are cmds and
+// whose error is err. When Redis refused a command while queueing it (OOM
+// under noeviction, say), EXEC fails with EXECABORT, which says nothing of
+// why; txErr returns the refusal itself, so that the caller (and
+// redisconn.IsOutage) sees an outage rather than a bad command.
+func txErr(cmds []redis.Cmder, err error) error {
+	if err == nil || !redis.HasErrorPrefix(err, "EXECABORT") {
+		return err
+	}
+	for _, c := range cmds {
+		if cerr := c.Err(); cerr != nil && !redis.HasErrorPrefix(cerr, "EXECABORT") {
+			return fmt.Errorf("%w (transaction aborted)", cerr)
+		}
+	}
+	return err
 }
