@@ -146,6 +146,7 @@ func (e *EvalEnv) evaluate(ctx context.Context, code string, lim EvalLimits) ([]
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	r.startHeap()
 	done := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {

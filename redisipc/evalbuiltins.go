@@ -150,6 +150,15 @@ func (r *evalRun) checked(orig *builtin.Function, cost builtinCost) func(args ..
 			return nil, err
 		}
 		switch {
+		case orig.Name == "repeat":
+			// expr's repeat refuses more than a million copies whatever
+			// their length, a rule the byte budget replaces.
+			s, ok := args[0].(string)
+			n := toInt64(args[1])
+			if !ok || n < 0 {
+				return nil, fmt.Errorf("invalid argument for repeat (expected a string and a positive integer, got %T and %d)", args[0], n)
+			}
+			return strings.Repeat(s, int(n)), nil
 		case orig.Fast != nil:
 			if len(args) != 1 {
 				return nil, fmt.Errorf("%s takes one argument, got %d", orig.Name, len(args))

@@ -65,12 +65,14 @@ const (
 var scopeCost = 2 * int64(unsafe.Sizeof(vm.Scope{}))
 
 // Loop builtins whose output grows with their input, and the bytes they
-// allocate per input element.
+// allocate per input element. The VM keeps a loop's accumulator (groupBy's
+// map) in its pooled scope until the evaluation ends, so a groupBy inside
+// a loop retains every map it built.
 var loopOutput = map[string]int64{
 	"map":     sizeSlot,
 	"filter":  sizeSlot,
 	"sortBy":  4 * sizeSlot,
-	"groupBy": sizeSlot + sizeMapEntry,
+	"groupBy": 4*sizeSlot + 2*sizeMapEntry,
 }
 
 // evalRun is the state of one evaluation: its limits, its byte budget and
@@ -82,8 +84,11 @@ type evalRun struct {
 	// charged is the bytes charged so far. Only the evaluating goroutine
 	// charges.
 	charged int64
-	// steps counts guard calls, for the sizer's abort checks.
+	// steps counts guard calls (evaluating goroutine only).
 	steps uint64
+	// heap holds the heap sampler's thresholds, set before the watchdog
+	// starts and read-only after.
+	heap heapLimits
 }
 
 func (r *evalRun) stop(e *limitError) { r.abort.CompareAndSwap(nil, e) }
@@ -124,12 +129,19 @@ func mulSize(a, b int64) int64 {
 	return a * b
 }
 
-// heapSampleInterval is how often the watchdog reads the heap.
-const heapSampleInterval = 5 * time.Millisecond
+// heapSampleInterval is how often the watchdog reads the heap, for a
+// builtin that runs long between guard calls; guards read it every
+// heapSampleCalls calls.
+const (
+	heapSampleInterval = 5 * time.Millisecond
+	heapSampleCalls    = 64
+)
 
-var heapMetrics = []string{"/memory/classes/heap/objects:bytes", "/gc/heap/goal:bytes"}
+var heapMetrics = []string{"/memory/classes/heap/objects:bytes", "/gc/heap/goal:bytes", "/gc/heap/live:bytes"}
 
-func readHeap() (objects, goal int64) {
+type heapSample struct{ objects, goal, live int64 }
+
+func readHeap() heapSample {
 	s := make([]metrics.Sample, len(heapMetrics))
 	for i, name := range heapMetrics {
 		s[i].Name = name
@@ -141,16 +153,44 @@ func readHeap() (objects, goal int64) {
 		}
 		return 0
 	}
-	return val(0), val(1)
+	return heapSample{objects: val(0), goal: val(1), live: val(2)}
 }
 
-// watch aborts r when ctx ends, or when the heap grows more than the
-// budget past the GC's goal as it was when the evaluation started (growth
-// up to the goal is garbage the next GC frees, whoever made it). It
+// heapLimits are the heap sampler's thresholds, set when an evaluation
+// starts. The heap is shared with the rest of the process and holds
+// garbage until the next GC, so the sampler judges by the live heap the
+// last GC found: it stops the evaluation when that grew by more than the
+// budget. Between GCs the heap may hold garbage up to the GC's goal; past
+// the goal plus four budgets the evaluation is stopped without waiting
+// for a GC.
+type heapLimits struct{ live, objects int64 }
+
+func (r *evalRun) startHeap() {
+	h := readHeap()
+	r.heap = heapLimits{live: h.live + r.lim.MaxMemory, objects: max(h.objects, h.goal) + 4*r.lim.MaxMemory}
+}
+
+// sampleHeap aborts the evaluation when the heap is over its thresholds.
+func (r *evalRun) sampleHeap() {
+	h := readHeap()
+	if h.live > r.heap.live || h.objects > r.heap.objects {
+		r.stop(evalLimitf("stopped: the heap grew past the budget of %s while it ran (Options.Eval.MaxMemory)",
+			mib(r.lim.MaxMemory)))
+	}
+}
+
+// guard is called at every loop iteration and function call.
+func (r *evalRun) guard(...any) (any, error) {
+	r.steps++
+	if r.steps%heapSampleCalls == 0 {
+		r.sampleHeap()
+	}
+	return nil, r.check()
+}
+
+// watch aborts r when ctx ends or the heap is over its thresholds, and
 // returns when done is closed.
 func (r *evalRun) watch(ctx context.Context, capped bool, done <-chan struct{}) {
-	objects, goal := readHeap()
-	limit := max(objects, goal) + r.lim.MaxMemory
 	t := time.NewTicker(heapSampleInterval)
 	defer t.Stop()
 	for {
@@ -168,11 +208,7 @@ func (r *evalRun) watch(ctx context.Context, capped bool, done <-chan struct{}) 
 			}
 			return
 		case <-t.C:
-			if h, _ := readHeap(); h > limit {
-				r.stop(evalLimitf("stopped: the heap grew by %s while it ran, over the budget of %s (Options.Eval.MaxMemory)",
-					mib(h-limit+r.lim.MaxMemory), mib(r.lim.MaxMemory)))
-				return
-			}
+			r.sampleHeap()
 		}
 	}
 }
@@ -214,7 +250,7 @@ func (r *evalRun) compile(code string, env map[string]any) (*vm.Program, error) 
 		expr.Optimize(false),
 		expr.MaxNodes(uint(r.lim.MaxNodes)),
 		expr.Patch(&guardPatcher{}),
-		expr.Function(guardFn, func(...any) (any, error) { return nil, r.check() }),
+		expr.Function(guardFn, r.guard),
 		expr.Function(chargeFn, func(args ...any) (any, error) { return nil, r.charge(toInt64(args[0])) }),
 		expr.Function(loopFn, r.loop),
 		expr.Function(rangeFn, r.rangeCharge),

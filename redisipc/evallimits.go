@@ -82,8 +82,8 @@ func (e *limitError) Is(target error) bool { return target == ErrEvalLimit || ta
 
 // mib formats a byte count for messages.
 func mib(n int64) string {
-	if n >= 1<<20 && n%(1<<20) == 0 {
+	if n%(1<<20) == 0 {
 		return fmt.Sprintf("%d MiB", n>>20)
 	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
