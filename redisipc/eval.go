@@ -191,7 +191,9 @@ func (e *EvalEnv) evaluate(ctx context.Context, code string, lim EvalLimits) ([]
 //
 // The language is expr-lang/expr: arithmetic, comparisons, maps, arrays,
 // closures over collections (filter, map, sum, ...), and calls of the
-// functions in the environment.
+// functions in the environment. Each target evaluates within its own
+// Options.Eval; one that refuses or stops the expression answers with a
+// RemoteError matching ErrEvalLimit (and ErrEval).
 func (n *Node) Eval(ctx context.Context, target, expression string) (*Gathered, error) {
 	if err := checkSource(expression, n.opts.Eval.MaxNodes); err != nil {
 		return nil, err

@@ -419,4 +419,3 @@ func FuzzEval(f *testing.F) {
 		}
 	})
 }
-
