@@ -241,7 +241,13 @@ func checkSource(code string, maxNodes int) error {
 // compile compiles code for r: size-limited, patched, with the checked
 // builtins, without compile-time evaluation (the optimizer would run
 // constant parts, ranges included, outside the budget).
-func (r *evalRun) compile(code string, env map[string]any) (*vm.Program, error) {
+func (r *evalRun) compile(code string, env map[string]any) (prog *vm.Program, err error) {
+	defer func() {
+		// expr's checker and compiler panic on some malformed trees.
+		if v := recover(); v != nil {
+			prog, err = nil, fmt.Errorf("%v", v)
+		}
+	}()
 	if err := checkSource(code, r.lim.MaxNodes); err != nil {
 		return nil, err
 	}
