@@ -101,16 +101,20 @@ func evalWithin(t *testing.T, e *EvalEnv, ctx context.Context, code string, lim 
 	}
 }
 
-// waitGoroutines waits until at most n goroutines run.
-func waitGoroutines(t *testing.T, n int) {
+// waitNoEvaluation waits until no goroutine is evaluating or watching an
+// evaluation.
+func waitNoEvaluation(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+	buf := make([]byte, 4<<20)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "redisipc.(*EvalEnv).evaluate") && !strings.Contains(stacks, "redisipc.(*evalRun)") {
+			return
 		}
-		runtime.Gosched()
+		if time.Now().After(deadline) {
+			t.Fatalf("an evaluation is still running:\n%s", stacks)
+		}
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -202,7 +206,6 @@ func TestEvalMemoryBudget(t *testing.T) {
 // Options.Eval.Timeout comes first, and its goroutines end with it.
 func TestEvalDeadlineStopsEvaluation(t *testing.T) {
 	e := testEnv()
-	base := runtime.NumGoroutine()
 	for _, tc := range []struct {
 		name    string
 		timeout time.Duration
@@ -235,7 +238,7 @@ func TestEvalDeadlineStopsEvaluation(t *testing.T) {
 		})
 	}
 	// No watchdog or evaluation is left running.
-	waitGoroutines(t, base)
+	waitNoEvaluation(t)
 }
 
 // The heap sampler stops what the budget cannot see: memory allocated by
@@ -346,7 +349,6 @@ func TestEvalBombsOverRedis(t *testing.T) {
 	o := Options{Redis: rdb, Keys: ks, Addr: "cluster:0", Eval: EvalLimits{Timeout: time.Second}}
 	newNode(t, o)
 	cli := newNode(t, Options{Redis: rdb, Keys: ks, Addr: "cli:bombs"})
-	base := runtime.NumGoroutine()
 	h := watchHeap()
 	for i, code := range []string{bombRepeat, bombNested, bombNested, bombNested, bombNested, bombNested, bombNested} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -381,7 +383,7 @@ func TestEvalBombsOverRedis(t *testing.T) {
 	if _, err := cli.Call(ctx, "cluster:0", OpEval, []byte(bombNested)); !errors.Is(err, ErrEvalLimit) {
 		t.Fatalf("%v, want a limit error before the caller's deadline", err)
 	}
-	waitGoroutines(t, base)
+	waitNoEvaluation(t)
 	out, err := cli.Call(ctxT(t, 5*time.Second), "cluster:0", OpEval, []byte(`sum(1..100)`))
 	if err != nil || string(out) != "5050" {
 		t.Fatalf("after: %s, %v", out, err)
