@@ -26,6 +26,12 @@ const (
 	maxServiceCopies    = 256
 	minServiceReadyTime = time.Second
 	maxServiceReadyTime = time.Hour
+	maxEvalNodes        = 100_000
+	maxEvalConcurrent   = 64
+	// An eval's byte budget: below 1 MiB hardly any expression runs; above
+	// 4 GiB one eval could take the machine.
+	minEvalMemory = 1 << 20
+	maxEvalMemory = 4 << 30
 )
 
 // intField is one integer Config field and its range.
@@ -98,6 +104,8 @@ func (c *Config) intFields() []intField {
 		{"IdentifyReserve", envIdentifyReserve, c.IdentifyReserve, 0, maxIdentifyReserve, true},
 		{"MaxRestarts", envMaxRestarts, c.MaxRestarts, 1, maxMaxRestarts, false},
 		{"DemoGuilds", envDemoGuilds, c.DemoGuilds, 1, MaxDemoGuilds, false},
+		{"Eval.MaxNodes", envEvalMaxNodes, c.Eval.MaxNodes, 10, maxEvalNodes, false},
+		{"Eval.MaxConcurrent", envEvalMaxConcurrent, c.Eval.MaxConcurrent, 1, maxEvalConcurrent, false},
 	}
 }
 
@@ -112,6 +120,7 @@ func (c *Config) durationFields() []durationField {
 		{"RestartWindow", envRestartWindow, c.RestartWindow, time.Second, 24 * time.Hour},
 		{"ShutdownTimeout", envShutdownTimeout, c.ShutdownTimeout, time.Second, 10 * time.Minute},
 		{"StatsInterval", envStatsInterval, c.StatsInterval, time.Second, time.Hour},
+		{"Eval.Timeout", envEvalTimeout, c.Eval.Timeout, 10 * time.Millisecond, 5 * time.Minute},
 	}
 	// A negative ping interval turns the pings off.
 	if c.DemoPingInterval >= 0 {

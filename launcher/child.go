@@ -166,6 +166,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 		HeartbeatInterval: l.cfg.HeartbeatInterval,
 		OnReady:           ready,
 		Stats:             stats.Options{Interval: l.cfg.StatsInterval},
+		IPC:               redisipc.Options{Eval: l.cfg.evalLimits(RoleCluster)},
 	}
 	if l.cfg.ClusterOptions != nil {
 		l.cfg.ClusterOptions(&opts)
@@ -216,7 +217,8 @@ func (l *Launcher) runService(ctx context.Context) error {
 		Stats:  stats.Options{Interval: l.cfg.StatsInterval},
 		// The launcher's watchdog reads the copy's IPC registration as its
 		// heartbeat, with the clusters' TTL of three intervals.
-		IPC:          redisipc.Options{HeartbeatTTL: l.heartbeatTTL()},
+		IPC: redisipc.Options{HeartbeatTTL: l.heartbeatTTL(),
+			Eval: l.cfg.evalLimits(RoleService)},
 		ReadyTimeout: timeout,
 		OnReady:      readyNotifier(log),
 	}, spec.Worker)

@@ -20,6 +20,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/stats"
 )
@@ -225,6 +226,29 @@ type Config struct {
 	// mode; set it in production. Env MEGANE_DEMO=false.
 	DisableDemo bool
 
+	// Eval bounds the expressions every process evaluates for
+	// Node.Eval and megane-cli eval: Timeout, MaxMemory, MaxNodes and
+	// MaxConcurrent (see redisipc.EvalLimits; zero fields keep its
+	// defaults of 5 s, 64 MiB, 2000 nodes and 2 at once). Ranges: Timeout
+	// 10ms..5m, MaxMemory 1MiB..4GiB, MaxNodes 10..100000, MaxConcurrent
+	// 1..64. Eval.Disabled turns eval off in every process.
+	// Env MEGANE_EVAL_TIMEOUT, MEGANE_EVAL_MAX_MEMORY (bytes, or with a
+	// KiB/MiB/GiB suffix), MEGANE_EVAL_MAX_NODES, MEGANE_EVAL_MAX_CONCURRENT,
+	// MEGANE_EVAL=false.
+	Eval redisipc.EvalLimits
+
+	// EvalLauncher enables eval on the launcher's own node. It is off by
+	// default: the launcher supervises everything else, so nothing a caller
+	// sends should be able to cost it time or memory.
+	// Env MEGANE_EVAL_LAUNCHER. Default false.
+	EvalLauncher bool
+
+	// DisableEvalClusters and DisableEvalServices turn eval off in the
+	// cluster and in the service processes.
+	// Env MEGANE_EVAL_CLUSTERS=false, MEGANE_EVAL_SERVICES=false.
+	DisableEvalClusters bool
+	DisableEvalServices bool
+
 	// DemoGuilds and DemoPingInterval shape demo mode: the size of the fake
 	// world, and how often the fake sends a "!ping" message into it (a
 	// negative interval sends none).
@@ -348,6 +372,7 @@ func (c *Config) applyEnv(r *envReader) {
 	r.int(envDemoGuilds, &c.DemoGuilds)
 	r.dur(envDemoPingInterval, &c.DemoPingInterval)
 	r.level(envLogLevel, &c.logLevel)
+	c.applyEvalEnv(r)
 }
 
 // setDefaults fills in every default that does not depend on Discord.
@@ -464,6 +489,7 @@ func (c *Config) validate(earlier ...error) error {
 			errs = append(errs, err)
 		}
 	}
+	c.validateEval(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}

@@ -53,7 +53,7 @@ type RestartServiceRequest struct {
 // startIPC registers the launcher as the IPC node "launcher".
 func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 	node, err := redisipc.New(ctx, redisipc.Options{
-		Redis: l.rdb, Keys: l.ks, Addr: LauncherAddr,
+		Redis: l.rdb, Keys: l.ks, Addr: LauncherAddr, Eval: l.cfg.evalLimits(RoleLauncher),
 		Logger: l.log.With(slog.String("ipc", LauncherAddr)),
 	})
 	if err != nil {

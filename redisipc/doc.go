@@ -45,7 +45,12 @@
 //
 // Eval is Gather of an expression (expr-lang/expr) evaluated against each
 // target's EvalEnv. Expressions read values and call functions the process
-// registered; they cannot change anything else.
+// registered; they cannot change anything else. Nor can they hurt the
+// process: each evaluation runs under the node's Options.Eval (EvalLimits:
+// a deadline that really stops it, a byte budget charged before
+// allocating, a size limit, a cap on evaluations at once, or eval
+// disabled), and one refused or stopped answers with an error matching
+// ErrEvalLimit.
 //
 // Every node answers OpPing, OpInfo, OpStats and OpEval by itself.
 //

@@ -24,6 +24,11 @@ var (
 	ErrBadEnvelope = errors.New("redisipc: bad envelope")
 	// ErrEval means an expression failed to compile or run.
 	ErrEval = errors.New("redisipc: eval failed")
+	// ErrEvalLimit means an evaluation was refused or stopped by the
+	// target's Options.Eval: eval disabled there, too many evaluations
+	// running, an expression too large, its deadline passed or its memory
+	// budget spent. An error matching it matches ErrEval too.
+	ErrEvalLimit = errors.New("redisipc: eval limit")
 	// ErrBadAddress means an address or broadcast target is not well formed.
 	ErrBadAddress = errors.New("redisipc: bad address")
 	// ErrNoShardMap means a guild could not be routed because the shard map
@@ -39,19 +44,21 @@ const (
 	codeTooLarge = "too_large"
 	codeBad      = "bad_request"
 	codeEval     = "eval"
+	codeLimit    = "eval_limit"
 	codePanic    = "panic"
 )
 
 // RemoteError is how a handler's error (or the remote side's refusal) comes
-// back to the caller. errors.Is(err, ErrUnknownOp), ErrPayloadTooLarge and
-// ErrEval match when the remote side reported that condition.
+// back to the caller. errors.Is(err, ErrUnknownOp), ErrPayloadTooLarge,
+// ErrEval and ErrEvalLimit match when the remote side reported that
+// condition.
 type RemoteError struct {
 	// From is the address of the node that answered.
 	From string
 	// Message is the remote error's text.
 	Message string
 	// Code classifies the error: "handler", "unknown_op", "too_large",
-	// "bad_request", "eval" or "panic".
+	// "bad_request", "eval", "eval_limit" or "panic".
 	Code string
 }
 
@@ -68,7 +75,9 @@ func (e *RemoteError) Is(target error) bool {
 	case ErrPayloadTooLarge:
 		return e.Code == codeTooLarge
 	case ErrEval:
-		return e.Code == codeEval
+		return e.Code == codeEval || e.Code == codeLimit
+	case ErrEvalLimit:
+		return e.Code == codeLimit
 	case ErrBadEnvelope:
 		return e.Code == codeBad
 	}

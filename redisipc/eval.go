@@ -3,6 +3,7 @@ package redisipc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -11,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/parser"
 )
 
@@ -128,18 +128,53 @@ func (e *EvalEnv) snapshot() map[string]any {
 	return m
 }
 
-// evaluate compiles and runs code against the environment and returns the
-// result as JSON. Every failure wraps ErrEval, so it reaches the caller as
-// a RemoteError with code "eval" rather than as a crash.
-func (e *EvalEnv) evaluate(code string) ([]byte, error) {
+// evaluate compiles and runs code against the environment, within lim,
+// and returns the result as JSON. Every failure wraps ErrEval, so it
+// reaches the caller as a RemoteError with code "eval" (or "eval_limit"
+// when lim refused or stopped it) rather than as a crash. The evaluation
+// ends by ctx's deadline, capped by lim.Timeout.
+func (e *EvalEnv) evaluate(ctx context.Context, code string, lim EvalLimits) ([]byte, error) {
+	r := &evalRun{lim: lim}
+	// Stop a little before the caller's deadline, so that the caller
+	// hears why rather than timing out.
+	timeout, capped := lim.Timeout, true
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left -= min(left/10, 250*time.Millisecond); left < timeout {
+			timeout, capped = left, false
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	r.startHeap()
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		r.watch(ctx, capped, done)
+	}()
+	// The watchdog is gone when evaluate returns.
+	defer func() { close(done); <-watched }()
+
 	env := e.snapshot()
-	prog, err := expr.Compile(code, expr.Env(env))
+	prog, err := r.compile(code, env)
 	if err != nil {
+		if le := (*limitError)(nil); errors.As(err, &le) {
+			return nil, le
+		}
 		return nil, fmt.Errorf("%w: compile: %w", ErrEval, err)
 	}
-	out, err := expr.Run(prog, env)
+	out, err := r.run(prog, env)
 	if err != nil {
+		if le := (*limitError)(nil); errors.As(err, &le) {
+			return nil, le
+		}
 		return nil, fmt.Errorf("%w: run: %w", ErrEval, err)
+	}
+	// Encoding can blow up too: an array holding one large array many
+	// times is cheap to build and huge to print.
+	if size := r.sizeOf(out, false); size > r.remaining() {
+		return nil, evalLimitf("result of about %d bytes as JSON exceeds the memory budget of %s (Options.Eval.MaxMemory)", size, mib(lim.MaxMemory))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -156,8 +191,13 @@ func (e *EvalEnv) evaluate(code string) ([]byte, error) {
 //
 // The language is expr-lang/expr: arithmetic, comparisons, maps, arrays,
 // closures over collections (filter, map, sum, ...), and calls of the
-// functions in the environment.
+// functions in the environment. Each target evaluates within its own
+// Options.Eval; one that refuses or stops the expression answers with a
+// RemoteError matching ErrEvalLimit (and ErrEval).
 func (n *Node) Eval(ctx context.Context, target, expression string) (*Gathered, error) {
+	if err := checkSource(expression, n.opts.Eval.MaxNodes); err != nil {
+		return nil, err
+	}
 	if _, err := parser.Parse(expression); err != nil {
 		return nil, fmt.Errorf("%w: compile: %w", ErrEval, err)
 	}
@@ -186,9 +226,22 @@ func (n *Node) registerBuiltins() {
 	n.handle(OpStats, func(ctx context.Context, req *Request) ([]byte, error) {
 		return json.Marshal(n.Stats(ctx))
 	})
-	n.handle(OpEval, func(ctx context.Context, req *Request) ([]byte, error) {
-		return n.env.evaluate(string(req.Payload))
-	})
+	n.handle(OpEval, n.handleEval)
+}
+
+// handleEval answers OpEval within Options.Eval.
+func (n *Node) handleEval(ctx context.Context, req *Request) ([]byte, error) {
+	lim := n.opts.Eval
+	if lim.Disabled {
+		return nil, evalLimitf("eval is disabled on %s", n.addr)
+	}
+	select {
+	case n.evalSem <- struct{}{}:
+		defer func() { <-n.evalSem }()
+	default:
+		return nil, evalLimitf("%s is busy: %d evaluations running (Options.Eval.MaxConcurrent)", n.addr, lim.MaxConcurrent)
+	}
+	return n.env.evaluate(ctx, string(req.Payload), lim)
 }
 
 // Stats returns the node's counters (handled, failed, dropped,

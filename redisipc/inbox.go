@@ -410,6 +410,8 @@ func (n *Node) process(stream, entry string, raw []byte) (outMsg, bool) {
 			code = codePanic
 		case errors.Is(err, ErrUnknownOp):
 			code = codeUnknown
+		case errors.Is(err, ErrEvalLimit):
+			code = codeLimit
 		case errors.Is(err, ErrEval):
 			code = codeEval
 		case errors.Is(err, ErrPayloadTooLarge):

@@ -69,7 +69,8 @@ type Node struct {
 	fallback Handler
 	statsFn  func(ctx context.Context) map[string]any
 
-	env *EvalEnv
+	env     *EvalEnv
+	evalSem chan struct{}
 
 	idSeq   atomic.Uint64
 	pending pendingCalls
@@ -130,6 +131,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		inboxStop:  make(chan struct{}),
 		replyDone:  make(chan struct{}),
 		sem:        make(chan struct{}, opts.MaxConcurrent),
+		evalSem:    make(chan struct{}, opts.Eval.MaxConcurrent),
 		pending:    pendingCalls{m: map[string]*pendingCall{}},
 		inflight:   inflightSet{m: map[string]time.Time{}},
 	}

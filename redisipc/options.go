@@ -91,6 +91,10 @@ type Options struct {
 	DirectoryRefresh time.Duration
 	// ShardMapTTL is how long CallGuild caches the shard map. Default 2 s.
 	ShardMapTTL time.Duration
+	// Eval bounds the expressions this node evaluates for others (OpEval):
+	// deadline, memory budget, size and concurrency, or eval disabled. See
+	// EvalLimits for the defaults.
+	Eval EvalLimits
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -141,6 +145,7 @@ func (o *Options) setDefaults() error {
 	if o.WriteBatch <= 0 {
 		o.WriteBatch = 1024
 	}
+	o.Eval.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
