@@ -344,11 +344,15 @@ func waitFor(ctx context.Context, what string, timeout time.Duration, cond func(
 
 // events reads the whole lifecycle stream.
 func events(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace) []lifecycle.Event {
-	evs, _, err := lifecycle.Read(ctx, rdb, ks, "0", 0)
-	if err != nil {
-		return nil
+	var all []lifecycle.Event
+	after := ""
+	for {
+		evs, next, err := lifecycle.Read(ctx, rdb, ks, after, 1000)
+		if err != nil || len(evs) == 0 {
+			return all
+		}
+		all, after = append(all, evs...), next
 	}
-	return evs
 }
 
 func countEvents(evs []lifecycle.Event, types ...lifecycle.Type) int {
