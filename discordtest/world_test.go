@@ -7,11 +7,12 @@ import (
 	"math"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/disgoorg/snowflake/v2"
+
+	"github.com/megane-go/megane/internal/testctx"
 )
 
 func TestWorldIsDeterministicAndSpreadsEvenly(t *testing.T) {
@@ -259,41 +260,11 @@ func TestJoinLeaveGuildAndUserMessage(t *testing.T) {
 	}
 }
 
-// pollLimitedContext ends after its Err has been asked n times, so a test
-// can cancel a loop in the middle of its work without racing its start.
-type pollLimitedContext struct {
-	context.Context
-	mu     sync.Mutex
-	polls  int
-	done   chan struct{}
-	closed bool
-}
-
-func newPollLimitedContext(n int) *pollLimitedContext {
-	return &pollLimitedContext{Context: context.Background(), polls: n, done: make(chan struct{})}
-}
-
-func (c *pollLimitedContext) Done() <-chan struct{} { return c.done }
-
-func (c *pollLimitedContext) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.polls > 0 {
-		c.polls--
-		return nil
-	}
-	if !c.closed {
-		c.closed = true
-		close(c.done)
-	}
-	return context.Canceled
-}
-
 // TestGenerateWorldStopsWhenCancelled: a context that ends while the world
 // is being built stops the building (MEGANE_DEMO_GUILDS=100000000 once
 // ignored SIGTERM until the machine ran out of memory).
 func TestGenerateWorldStopsWhenCancelled(t *testing.T) {
-	ctx := newPollLimitedContext(20) // ends a few thousand objects in
+	ctx := testctx.NewPollLimited(20) // ends a few thousand objects in
 	opts := WorldOptions{Guilds: 20_000}.withDefaults()
 	done := make(chan error, 1)
 	go func() {

@@ -7,11 +7,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testctx"
 )
 
 // TestConfigBounds: every count and duration outside its range is an
@@ -204,36 +204,6 @@ func TestREADMEListsConfigRanges(t *testing.T) {
 	}
 }
 
-// pollLimitedContext ends after its Err has been asked n times, so a test
-// can end a setup step in the middle of its work without racing its start.
-type pollLimitedContext struct {
-	context.Context
-	mu     sync.Mutex
-	polls  int
-	done   chan struct{}
-	closed bool
-}
-
-func newPollLimitedContext(n int) *pollLimitedContext {
-	return &pollLimitedContext{Context: context.Background(), polls: n, done: make(chan struct{})}
-}
-
-func (c *pollLimitedContext) Done() <-chan struct{} { return c.done }
-
-func (c *pollLimitedContext) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.polls > 0 {
-		c.polls--
-		return nil
-	}
-	if !c.closed {
-		c.closed = true
-		close(c.done)
-	}
-	return context.Canceled
-}
-
 // TestDemoSetupStopsWhenCancelled: the launcher's context (which SIGINT and
 // SIGTERM cancel) reaches the fake world's generation, so a signal during a
 // big demo's setup ends it instead of waiting for (or running out of
@@ -242,7 +212,7 @@ func TestDemoSetupStopsWhenCancelled(t *testing.T) {
 	cfg := Config{DemoGuilds: MaxDemoGuilds}
 	done := make(chan error, 1)
 	go func() {
-		d, err := startDemo(newPollLimitedContext(20), &cfg, slog.New(slog.DiscardHandler))
+		d, err := startDemo(testctx.NewPollLimited(20), &cfg, slog.New(slog.DiscardHandler))
 		if d != nil {
 			d.close()
 			err = errors.Join(err, errors.New("the demo started"))
