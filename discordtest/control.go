@@ -37,6 +37,14 @@ type Stats struct {
 	// Stalls counts connections made half-open by StallShard.
 	Stalls           int64 `json:"stalls"`
 	CommandsReceived int64 `json:"commands_received"`
+	// Withheld counts deliveries skipped because the session lacked the event's
+	// intent; ContentBlanked counts guild messages delivered with their content
+	// emptied for lack of MESSAGE_CONTENT; MemberRequestsRefused counts
+	// REQUEST_GUILD_MEMBERS for a whole member list without GUILD_MEMBERS, which
+	// Discord leaves unanswered.
+	Withheld              int64 `json:"withheld"`
+	ContentBlanked        int64 `json:"content_blanked"`
+	MemberRequestsRefused int64 `json:"member_requests_refused"`
 	// ServerCloses and ClientCloses count close codes by who started the close;
 	// 1006 in ClientCloses is a connection that ended without a close frame.
 	ServerCloses          map[int]int64 `json:"server_closes"`
@@ -69,7 +77,9 @@ func (s *Server) Stats() Stats {
 		BytesOut: s.bytesOut.Load(), FramesOut: s.framesOut.Load(),
 		InvalidSessions: s.counters.InvalidSessions, ReconnectsSent: s.counters.Reconnects, Stalls: s.counters.Stalls,
 		CommandsReceived: s.counters.MessagesReceived,
-		ServerCloses:     maps.Clone(s.counters.ServerCloses), ClientCloses: maps.Clone(s.counters.ClientCloses),
+		Withheld:         s.counters.Withheld, ContentBlanked: s.counters.ContentBlanked,
+		MemberRequestsRefused: s.counters.MemberRequestsRefused,
+		ServerCloses:          maps.Clone(s.counters.ServerCloses), ClientCloses: maps.Clone(s.counters.ClientCloses),
 		ViolationCount: len(s.violations), SessionStartTotal: s.opts.SessionStartTotal,
 		SessionStartRemaining: s.remaining, SessionStartExhausted: s.counters.StartsExhausted,
 		MessagesPosted: len(s.messages), REST: map[string]map[int]int64{}, Config: Config(s.cfg),

@@ -23,7 +23,7 @@ func (s *Server) JoinGuild(name string) (Guild, Dispatched, error) {
 		g.Name = name
 	}
 	g.JoinedAt = time.Now()
-	payload := s.world.guildCreate(&g, 0)
+	payload := s.world.guildCreate(&g, 0, true) // trimmed per session at delivery
 	s.mu.Unlock()
 	d, err := s.Dispatch(g.ID, "GUILD_CREATE", payload)
 	return g, d, err

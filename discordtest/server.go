@@ -92,6 +92,10 @@ type counters struct {
 	ServerCloses     map[int]int64
 	ClientCloses     map[int]int64
 	MessagesReceived int64
+	// Intent gating (see filterIntents).
+	Withheld              int64
+	ContentBlanked        int64
+	MemberRequestsRefused int64
 }
 
 type shardKey struct{ shard, count int }

@@ -73,7 +73,7 @@ func run(args []string) error {
 	helloDelay := fs.Duration("hello-delay", envDuration("FAKE_HELLO_DELAY", 0), "delay before HELLO (FAKE_HELLO_DELAY)")
 	maxGuilds := fs.Int("max-guilds-per-shard", envInt("FAKE_MAX_GUILDS_PER_SHARD", 0), "close 4011 above this many guilds per shard; 0 = off (FAKE_MAX_GUILDS_PER_SHARD)")
 	echo := fs.Bool("echo-messages", envBool("FAKE_ECHO_MESSAGES"), "dispatch MESSAGE_CREATE for messages posted over REST (FAKE_ECHO_MESSAGES)")
-	strict := fs.Bool("strict-intents", envBool("FAKE_STRICT_INTENTS"), "withhold events the session's intents do not cover (FAKE_STRICT_INTENTS)")
+	ignoreIntents := fs.Bool("ignore-intents", envBool("FAKE_IGNORE_INTENTS"), "deliver every event whatever the intents (default: gate events and message content by intents, as Discord does) (FAKE_IGNORE_INTENTS)")
 	seed := fs.Int64("seed", int64(envInt("FAKE_SEED", 1)), "world seed (FAKE_SEED)")
 	guilds := fs.Int("guilds", envInt("FAKE_GUILDS", 10), "guilds in the world (FAKE_GUILDS)")
 	channels := fs.Int("channels-per-guild", envInt("FAKE_CHANNELS_PER_GUILD", 5), "channels per guild (FAKE_CHANNELS_PER_GUILD)")
@@ -101,7 +101,7 @@ func run(args []string) error {
 		MaxConcurrency: *maxConc, SessionStartTotal: *sessionTotal, IdentifyWindow: *identifyWindow,
 		ViolationAction: *violation, HeartbeatInterval: *heartbeat, HeartbeatACKDelay: *ackDelay,
 		HeartbeatTimeout: *hbTimeout, ResumeWindow: *resumeWindow, ReplayBuffer: *replay,
-		HelloDelay: *helloDelay, MaxGuildsPerShard: *maxGuilds, EchoMessages: *echo, StrictIntents: *strict,
+		HelloDelay: *helloDelay, MaxGuildsPerShard: *maxGuilds, EchoMessages: *echo, IgnoreIntents: *ignoreIntents,
 		Logger: logger,
 		World: discordtest.WorldOptions{
 			Seed: *seed, Guilds: *guilds, ChannelsPerGuild: *channels, RolesPerGuild: *roles,
