@@ -185,6 +185,9 @@ type PostedMessage struct {
 	WebhookID snowflake.ID    `json:"webhook_id,omitempty"`
 	Content   string          `json:"content"`
 	Embeds    json.RawMessage `json:"embeds,omitempty"`
+	// ReplyTo is the id of the message this one answers (its message_reference),
+	// or zero when it is not a reply.
+	ReplyTo snowflake.ID `json:"reply_to,omitempty"`
 	// Raw is the request body as received (for multipart requests, payload_json).
 	Raw json.RawMessage `json:"raw"`
 	At  time.Time       `json:"at"`

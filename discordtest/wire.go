@@ -207,6 +207,20 @@ type wireMessage struct {
 	WebhookID       *snowflake.ID   `json:"webhook_id,omitempty"`
 	Flags           int             `json:"flags"`
 	Nonce           json.RawMessage `json:"nonce,omitempty"`
+	// MessageReference is set on replies (type 19).
+	MessageReference *wireMessageReference `json:"message_reference,omitempty"`
+}
+
+// messageTypeReply is Discord's message type of a reply.
+const messageTypeReply = 19
+
+// wireMessageReference is a message's message_reference; type 0 is a reply
+// (1 is a forward).
+type wireMessageReference struct {
+	Type      int           `json:"type"`
+	MessageID *snowflake.ID `json:"message_id"`
+	ChannelID *snowflake.ID `json:"channel_id,omitempty"`
+	GuildID   *snowflake.ID `json:"guild_id,omitempty"`
 }
 
 type wireError struct {
