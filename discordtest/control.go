@@ -3,6 +3,7 @@ package discordtest
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -149,6 +150,64 @@ func (s *Server) handleDispatch(w http.ResponseWriter, r *http.Request) {
 		fakeError(w, http.StatusServiceUnavailable, err)
 	default:
 		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// MessageRequest is the body of POST /_fake/message: a user posts Content in
+// ChannelID, or in the first text channel of GuildID (default: the first
+// guild), as AuthorID (default: the guild's first human member). Ids may be
+// JSON strings, as Discord writes them, or numbers.
+type MessageRequest struct {
+	ChannelID flexID `json:"channel_id"`
+	GuildID   flexID `json:"guild_id"`
+	AuthorID  flexID `json:"author_id"`
+	Content   string `json:"content"`
+}
+
+// flexID is a snowflake written as a JSON string or number.
+type flexID snowflake.ID
+
+func (id *flexID) UnmarshalJSON(b []byte) error {
+	if str, err := strconv.Unquote(string(b)); err == nil {
+		b = []byte(str)
+	}
+	if string(b) == "" || string(b) == "null" {
+		*id = 0
+		return nil
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad snowflake %s", b)
+	}
+	*id = flexID(v)
+	return nil
+}
+
+// handleMessage is POST /_fake/message: SendMessage over HTTP, so a user
+// message can be tried with curl.
+func (s *Server) handleMessage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		fakeError(w, http.StatusMethodNotAllowed, errors.New(`POST a JSON {"content": "...", "channel_id" or "guild_id", "author_id"}`))
+		return
+	}
+	var req MessageRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBodyBytes)).Decode(&req); err != nil {
+		fakeError(w, http.StatusBadRequest, err)
+		return
+	}
+	sent, err := s.SendMessage(UserMessage{
+		ChannelID: snowflake.ID(req.ChannelID), GuildID: snowflake.ID(req.GuildID),
+		AuthorID: snowflake.ID(req.AuthorID), Content: req.Content,
+	})
+	switch {
+	case errors.Is(err, ErrInvalidPayload), errors.Is(err, ErrNoChannel):
+		fakeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, ErrNoSession), errors.Is(err, ErrWithheld):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "message": sent})
+	case err != nil:
+		fakeError(w, http.StatusServiceUnavailable, err)
+	default:
+		writeJSON(w, http.StatusOK, sent)
 	}
 }
 

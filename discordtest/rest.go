@@ -72,6 +72,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/_fake/stats", s.handleStats)
 	mux.HandleFunc("/_fake/messages", s.handleMessages)
 	mux.HandleFunc("/_fake/dispatch", s.handleDispatch)
+	mux.HandleFunc("/_fake/message", s.handleMessage)
 	mux.HandleFunc("/_fake/control", s.handleControl)
 	mux.HandleFunc("/_fake/config", s.handleConfig)
 	mux.HandleFunc("/_fake/world", s.handleWorld)
