@@ -14,6 +14,7 @@ import (
 	"github.com/disgoorg/disgo/bot"
 	"github.com/disgoorg/disgo/discord"
 	"github.com/disgoorg/disgo/events"
+	"github.com/disgoorg/disgo/gateway"
 
 	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/cluster"
@@ -51,8 +52,10 @@ func ExampleRun() {
 		ShardIDs:   []int{0, 1},
 		ShardCount: 4,
 		Token:      os.Getenv("DISCORD_TOKEN"),
-		Redis:      rdb,
-		Keys:       keyspace.MustNew("mybot"),
+		// Reading "!ping" in guilds needs the (privileged) MESSAGE_CONTENT intent.
+		Intents: cluster.DefaultIntents | gateway.IntentMessageContent,
+		Redis:   rdb,
+		Keys:    keyspace.MustNew("mybot"),
 	}, pingWorker{})
 	if err != nil {
 		slog.Error("cluster", slog.Any("err", err))
@@ -102,8 +105,10 @@ func ExampleRun_cache() {
 	err = cluster.Run(ctx, cluster.Options{
 		ShardCount: 4,
 		Token:      os.Getenv("DISCORD_TOKEN"),
-		Redis:      rdb,
-		Keys:       keyspace.MustNew("mybot"),
+		// Reading "!ping" in guilds needs the (privileged) MESSAGE_CONTENT intent.
+		Intents: cluster.DefaultIntents | gateway.IntentMessageContent,
+		Redis:   rdb,
+		Keys:    keyspace.MustNew("mybot"),
 		Cache: &cache.Config{
 			Entities: []cache.Entity{cache.EntityGuild, cache.EntityChannel, cache.EntityRole},
 			Fields: map[cache.Entity][]string{

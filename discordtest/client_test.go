@@ -202,9 +202,15 @@ func (c *wsClient) hello() int {
 	return d.HeartbeatInterval
 }
 
+// identifyPayload asks for every intent, so that tests see every event unless
+// they ask for less (identifyPayloadIntents).
 func identifyPayload(token string, shard, count int) map[string]any {
+	return identifyPayloadIntents(token, shard, count, gateway.IntentsAll)
+}
+
+func identifyPayloadIntents(token string, shard, count int, intents gateway.Intents) map[string]any {
 	return map[string]any{
-		"token": token, "intents": int(gateway.IntentGuilds | gateway.IntentGuildMessages),
+		"token": token, "intents": int(intents),
 		"properties": map[string]string{"os": "linux", "browser": "test", "device": "test"},
 		"shard":      []int{shard, count}, "large_threshold": 50,
 	}
@@ -218,10 +224,17 @@ type readySession struct {
 	Guilds    []string
 }
 
-// identify sends IDENTIFY and reads READY plus the GUILD_CREATE burst.
+// identify sends IDENTIFY with every intent and reads READY plus the
+// GUILD_CREATE burst.
 func (c *wsClient) identify(token string, shard, count, wantGuilds int) readySession {
 	c.t.Helper()
-	c.send(opIdentify, identifyPayload(token, shard, count))
+	return c.identifyIntents(gateway.IntentsAll, token, shard, count, wantGuilds)
+}
+
+// identifyIntents is identify with the given intents.
+func (c *wsClient) identifyIntents(intents gateway.Intents, token string, shard, count, wantGuilds int) readySession {
+	c.t.Helper()
+	c.send(opIdentify, identifyPayloadIntents(token, shard, count, intents))
 	f := c.read()
 	if f.typ() != "READY" || f.seq() != 1 {
 		c.t.Fatalf("want READY s=1, got %s", f.raw)

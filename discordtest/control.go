@@ -3,6 +3,7 @@ package discordtest
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -37,6 +38,14 @@ type Stats struct {
 	// Stalls counts connections made half-open by StallShard.
 	Stalls           int64 `json:"stalls"`
 	CommandsReceived int64 `json:"commands_received"`
+	// Withheld counts deliveries skipped because the session lacked the event's
+	// intent; ContentBlanked counts guild messages delivered with their content
+	// emptied for lack of MESSAGE_CONTENT; MemberRequestsRefused counts
+	// REQUEST_GUILD_MEMBERS for a whole member list without GUILD_MEMBERS, which
+	// Discord leaves unanswered.
+	Withheld              int64 `json:"withheld"`
+	ContentBlanked        int64 `json:"content_blanked"`
+	MemberRequestsRefused int64 `json:"member_requests_refused"`
 	// ServerCloses and ClientCloses count close codes by who started the close;
 	// 1006 in ClientCloses is a connection that ended without a close frame.
 	ServerCloses          map[int]int64 `json:"server_closes"`
@@ -69,7 +78,9 @@ func (s *Server) Stats() Stats {
 		BytesOut: s.bytesOut.Load(), FramesOut: s.framesOut.Load(),
 		InvalidSessions: s.counters.InvalidSessions, ReconnectsSent: s.counters.Reconnects, Stalls: s.counters.Stalls,
 		CommandsReceived: s.counters.MessagesReceived,
-		ServerCloses:     maps.Clone(s.counters.ServerCloses), ClientCloses: maps.Clone(s.counters.ClientCloses),
+		Withheld:         s.counters.Withheld, ContentBlanked: s.counters.ContentBlanked,
+		MemberRequestsRefused: s.counters.MemberRequestsRefused,
+		ServerCloses:          maps.Clone(s.counters.ServerCloses), ClientCloses: maps.Clone(s.counters.ClientCloses),
 		ViolationCount: len(s.violations), SessionStartTotal: s.opts.SessionStartTotal,
 		SessionStartRemaining: s.remaining, SessionStartExhausted: s.counters.StartsExhausted,
 		MessagesPosted: len(s.messages), REST: map[string]map[int]int64{}, Config: Config(s.cfg),
@@ -139,6 +150,64 @@ func (s *Server) handleDispatch(w http.ResponseWriter, r *http.Request) {
 		fakeError(w, http.StatusServiceUnavailable, err)
 	default:
 		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// MessageRequest is the body of POST /_fake/message: a user posts Content in
+// ChannelID, or in the first text channel of GuildID (default: the first
+// guild), as AuthorID (default: the guild's first human member). Ids may be
+// JSON strings, as Discord writes them, or numbers.
+type MessageRequest struct {
+	ChannelID flexID `json:"channel_id"`
+	GuildID   flexID `json:"guild_id"`
+	AuthorID  flexID `json:"author_id"`
+	Content   string `json:"content"`
+}
+
+// flexID is a snowflake written as a JSON string or number.
+type flexID snowflake.ID
+
+func (id *flexID) UnmarshalJSON(b []byte) error {
+	if str, err := strconv.Unquote(string(b)); err == nil {
+		b = []byte(str)
+	}
+	if string(b) == "" || string(b) == "null" {
+		*id = 0
+		return nil
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad snowflake %s", b)
+	}
+	*id = flexID(v)
+	return nil
+}
+
+// handleMessage is POST /_fake/message: SendMessage over HTTP, so a user
+// message can be tried with curl.
+func (s *Server) handleMessage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		fakeError(w, http.StatusMethodNotAllowed, errors.New(`POST a JSON {"content": "...", "channel_id" or "guild_id", "author_id"}`))
+		return
+	}
+	var req MessageRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBodyBytes)).Decode(&req); err != nil {
+		fakeError(w, http.StatusBadRequest, err)
+		return
+	}
+	sent, err := s.SendMessage(UserMessage{
+		ChannelID: snowflake.ID(req.ChannelID), GuildID: snowflake.ID(req.GuildID),
+		AuthorID: snowflake.ID(req.AuthorID), Content: req.Content,
+	})
+	switch {
+	case errors.Is(err, ErrInvalidPayload), errors.Is(err, ErrNoChannel):
+		fakeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, ErrNoSession), errors.Is(err, ErrWithheld):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "message": sent})
+	case err != nil:
+		fakeError(w, http.StatusServiceUnavailable, err)
+	default:
+		writeJSON(w, http.StatusOK, sent)
 	}
 }
 

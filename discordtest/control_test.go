@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/disgoorg/disgo/gateway"
+	"github.com/disgoorg/snowflake/v2"
 )
 
 func TestControlHTTP(t *testing.T) {
@@ -164,4 +167,109 @@ func TestCloseDropsConnections(t *testing.T) {
 	if _, err := srv.DispatchToShard(0, "GUILD_UPDATE", map[string]any{"id": "1"}); err != ErrClosed {
 		t.Fatalf("dispatch after Close: %v", err)
 	}
+}
+
+// TestControlMessageRoute: POST /_fake/message posts a user message with
+// defaults filled in, as SendMessage does.
+func TestControlMessageRoute(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 2}})
+	world := srv.World()
+	g0, g1 := world.Guilds[0], world.Guilds[1]
+	text1, _ := world.FirstTextChannel(g1.ID)
+	human := func(g Guild) snowflake.ID {
+		for _, m := range g.Members {
+			if m.UserID != srv.AppID() {
+				return m.UserID
+			}
+		}
+		t.Fatalf("guild %s has no human", g.ID)
+		return 0
+	}
+
+	// Without a session the message is built and refused with 409.
+	status, _, b := httpDo(t, "POST", srv.URL()+"/_fake/message", "", `{"content":"early"}`)
+	if status != http.StatusConflict || !strings.Contains(string(b), "no session") {
+		t.Fatalf("without a session: %d %s", status, b)
+	}
+
+	c := dial(t, srv, "", "")
+	c.hello()
+	c.identifyIntents(gateway.IntentGuilds|gateway.IntentGuildMessages|gateway.IntentMessageContent, srv.Token(), 0, 1, 2)
+	other := world.Users[len(world.Users)-1].ID
+	cases := []struct {
+		name                   string
+		body                   string
+		wantChannel, wantGuild snowflake.ID
+		wantAuthor             snowflake.ID
+		wantContent            string
+		wantMentionsBot        bool
+	}{
+		{"defaults", `{"content":"!ping"}`, mustFirstText(t, world, g0.ID), g0.ID, human(g0), "!ping", false},
+		{"guild", fmt.Sprintf(`{"guild_id":"%s","content":"hi"}`, g1.ID), text1.ID, g1.ID, human(g1), "hi", false},
+		{"channel and author as numbers", fmt.Sprintf(`{"channel_id":%d,"author_id":%d,"content":"yo"}`, text1.ID, other), text1.ID, g1.ID, other, "yo", false},
+		{"mention", fmt.Sprintf(`{"guild_id":"%s","content":"<@%s> ping"}`, g1.ID, srv.AppID()), text1.ID, g1.ID, human(g1), "<@" + srv.AppID().String() + "> ping", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, b := httpDo(t, "POST", srv.URL()+"/_fake/message", "", tc.body)
+			var sent SentMessage
+			if err := json.Unmarshal(b, &sent); status != 200 || err != nil {
+				t.Fatalf("%d %s", status, b)
+			}
+			if sent.ChannelID != tc.wantChannel || sent.GuildID != tc.wantGuild || sent.AuthorID != tc.wantAuthor || sent.ID == 0 || !sent.Dispatched.Attached {
+				t.Fatalf("sent %+v, want channel %s guild %s author %s", sent, tc.wantChannel, tc.wantGuild, tc.wantAuthor)
+			}
+			f := c.read()
+			var m struct {
+				ID        snowflake.ID `json:"id"`
+				ChannelID snowflake.ID `json:"channel_id"`
+				GuildID   snowflake.ID `json:"guild_id"`
+				Author    struct {
+					ID snowflake.ID `json:"id"`
+				} `json:"author"`
+				Member   *json.RawMessage `json:"member"`
+				Content  string           `json:"content"`
+				Mentions []struct {
+					ID snowflake.ID `json:"id"`
+				} `json:"mentions"`
+			}
+			if err := json.Unmarshal(f.D, &m); err != nil || f.typ() != "MESSAGE_CREATE" {
+				t.Fatalf("got %s", f.raw)
+			}
+			if m.ID != sent.ID || m.ChannelID != tc.wantChannel || m.GuildID != tc.wantGuild || m.Author.ID != tc.wantAuthor || m.Content != tc.wantContent {
+				t.Fatalf("MESSAGE_CREATE %s", f.raw)
+			}
+			if tc.wantAuthor != other && m.Member == nil {
+				t.Fatalf("member missing: %s", f.raw)
+			}
+			if got := len(m.Mentions) == 1 && m.Mentions[0].ID == srv.AppID(); got != tc.wantMentionsBot {
+				t.Fatalf("mentions the bot = %v, want %v: %s", got, tc.wantMentionsBot, f.raw)
+			}
+		})
+	}
+
+	for _, bad := range []struct{ name, body string }{
+		{"no content", `{"guild_id":"` + g0.ID.String() + `"}`},
+		{"unknown guild", `{"guild_id":"1","content":"x"}`},
+		{"unknown channel", `{"channel_id":"1","content":"x"}`},
+		{"category", `{"channel_id":"` + g0.Channels[0].ID.String() + `","content":"x"}`},
+		{"bad id", `{"guild_id":"abc","content":"x"}`},
+		{"not json", `{`},
+	} {
+		if status, _, b := httpDo(t, "POST", srv.URL()+"/_fake/message", "", bad.body); status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", bad.name, status, b)
+		}
+	}
+	if status, _, _ := httpDo(t, "GET", srv.URL()+"/_fake/message", "", ""); status != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %d, want 405", status)
+	}
+}
+
+func mustFirstText(t *testing.T, w *World, guild snowflake.ID) snowflake.ID {
+	t.Helper()
+	ch, ok := w.FirstTextChannel(guild)
+	if !ok {
+		t.Fatalf("guild %s has no text channel", guild)
+	}
+	return ch.ID
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/snowflake/v2"
 )
 
@@ -317,5 +318,62 @@ func TestDisgoHalfOpenConnectionResumes(t *testing.T) {
 	}
 	if st := srv.Stats(); st.Identifies != 1 || st.Stalls != 1 {
 		t.Fatalf("identifies %d stalls %d, want 1 and 1", st.Identifies, st.Stalls)
+	}
+}
+
+// A real disgo bot that identifies without MESSAGE_CONTENT gets guild messages
+// with empty content, but the text of DMs and of messages that mention it; with
+// the intent it gets the text.
+func TestDisgoMessageContentIntent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		intents     gateway.Intents
+		wantContent bool
+	}{
+		{"without", gateway.IntentGuilds | gateway.IntentGuildMessages | gateway.IntentDirectMessages, false},
+		{"with", gateway.IntentGuilds | gateway.IntentGuildMessages | gateway.IntentDirectMessages | gateway.IntentMessageContent, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newTestServer(t, Options{World: WorldOptions{Guilds: 1}})
+			p := startProbe(t, srv, "content-"+tc.name, probeConfig{intents: &tc.intents})
+			waitProbes(t, "ready", 15*time.Second, []*probe{p}, func() bool { return p.count(isEv("guild_create")) == 1 })
+			world := srv.World()
+			g := world.Guilds[0]
+			ch, _ := world.FirstTextChannel(g.ID)
+			user := world.Users[0]
+
+			plain := messagePayload(srv.NewID(), ch.ID, g.ID, user.ID, "plain")
+			mention := messagePayload(srv.NewID(), ch.ID, g.ID, user.ID, "<@"+srv.AppID().String()+"> mention")
+			mention["mentions"] = []any{map[string]any{"id": srv.AppID(), "username": "fakebot", "discriminator": "0", "bot": true}}
+			dm := messagePayload(srv.NewID(), srv.NewID(), 0, user.ID, "direct")
+			delete(dm, "guild_id")
+			delete(dm, "member")
+			for _, m := range []map[string]any{plain, mention} {
+				if _, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := srv.DispatchToShard(0, "MESSAGE_CREATE", dm); err != nil {
+				t.Fatal(err)
+			}
+			waitProbes(t, "three messages", 10*time.Second, []*probe{p}, func() bool { return p.count(isEv("message_create")) == 3 })
+			got := map[string]string{}
+			for _, ev := range p.snapshot() {
+				if ev.Ev == "message_create" {
+					got[ev.ID] = ev.Content
+				}
+			}
+			wantPlain := ""
+			if tc.wantContent {
+				wantPlain = "plain"
+			}
+			for id, want := range map[any]string{plain["id"]: wantPlain, mention["id"]: mention["content"].(string), dm["id"]: "direct"} {
+				if c := got[fmt.Sprint(id)]; c != want {
+					t.Errorf("message %v: content %q, want %q", id, c, want)
+				}
+			}
+		})
 	}
 }

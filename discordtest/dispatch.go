@@ -14,7 +14,7 @@ import (
 )
 
 // ErrWithheld means every session that owns the guild lacks the intent the event
-// needs (only with Options.StrictIntents).
+// needs, so none received it (never with Options.IgnoreIntents).
 var ErrWithheld = errors.New("discordtest: event withheld by intents")
 
 // Dispatched says where a dispatched event went.
@@ -132,6 +132,7 @@ func (s *Server) deliverToLocked(targets []*session, eventType string, d []byte)
 	for _, sess := range targets {
 		payload, ok := s.filterIntents(sess, eventType, d)
 		if !ok {
+			s.counters.Withheld++
 			continue
 		}
 		seq := s.deliverLocked(sess, eventType, payload)
@@ -232,100 +233,6 @@ func guildFromPayload(eventType string, d []byte) snowflake.ID {
 		}
 	}
 	return p.GuildID
-}
-
-// intentFor returns the intent Discord requires for an event (0 = none). dm tells
-// direct-message events (no guild_id) apart.
-func intentFor(eventType string, dm bool) gateway.Intents {
-	switch eventType {
-	case "GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE", "GUILD_ROLE_CREATE", "GUILD_ROLE_UPDATE", "GUILD_ROLE_DELETE",
-		"CHANNEL_CREATE", "CHANNEL_UPDATE", "CHANNEL_DELETE", "CHANNEL_PINS_UPDATE",
-		"THREAD_CREATE", "THREAD_UPDATE", "THREAD_DELETE", "THREAD_LIST_SYNC", "THREAD_MEMBER_UPDATE", "STAGE_INSTANCE_CREATE",
-		"STAGE_INSTANCE_UPDATE", "STAGE_INSTANCE_DELETE":
-		if dm && eventType == "CHANNEL_PINS_UPDATE" {
-			return gateway.IntentDirectMessages
-		}
-		return gateway.IntentGuilds
-	case "GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE", "THREAD_MEMBERS_UPDATE":
-		return gateway.IntentGuildMembers
-	case "GUILD_BAN_ADD", "GUILD_BAN_REMOVE", "GUILD_AUDIT_LOG_ENTRY_CREATE":
-		return gateway.IntentGuildModeration
-	case "GUILD_EMOJIS_UPDATE", "GUILD_STICKERS_UPDATE", "GUILD_SOUNDBOARD_SOUND_CREATE", "GUILD_SOUNDBOARD_SOUND_UPDATE", "GUILD_SOUNDBOARD_SOUND_DELETE":
-		return gateway.IntentGuildExpressions
-	case "GUILD_INTEGRATIONS_UPDATE", "INTEGRATION_CREATE", "INTEGRATION_UPDATE", "INTEGRATION_DELETE":
-		return gateway.IntentGuildIntegrations
-	case "WEBHOOKS_UPDATE":
-		return gateway.IntentGuildWebhooks
-	case "INVITE_CREATE", "INVITE_DELETE":
-		return gateway.IntentGuildInvites
-	case "VOICE_STATE_UPDATE":
-		return gateway.IntentGuildVoiceStates
-	case "PRESENCE_UPDATE":
-		return gateway.IntentGuildPresences
-	case "MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE", "MESSAGE_DELETE_BULK":
-		if dm {
-			return gateway.IntentDirectMessages
-		}
-		return gateway.IntentGuildMessages
-	case "MESSAGE_REACTION_ADD", "MESSAGE_REACTION_REMOVE", "MESSAGE_REACTION_REMOVE_ALL", "MESSAGE_REACTION_REMOVE_EMOJI":
-		if dm {
-			return gateway.IntentDirectMessageReactions
-		}
-		return gateway.IntentGuildMessageReactions
-	case "TYPING_START":
-		if dm {
-			return gateway.IntentDirectMessageTyping
-		}
-		return gateway.IntentGuildMessageTyping
-	case "GUILD_SCHEDULED_EVENT_CREATE", "GUILD_SCHEDULED_EVENT_UPDATE", "GUILD_SCHEDULED_EVENT_DELETE",
-		"GUILD_SCHEDULED_EVENT_USER_ADD", "GUILD_SCHEDULED_EVENT_USER_REMOVE":
-		return gateway.IntentGuildScheduledEvents
-	case "AUTO_MODERATION_RULE_CREATE", "AUTO_MODERATION_RULE_UPDATE", "AUTO_MODERATION_RULE_DELETE":
-		return gateway.IntentAutoModerationConfiguration
-	case "AUTO_MODERATION_ACTION_EXECUTION":
-		return gateway.IntentAutoModerationExecution
-	}
-	return 0
-}
-
-// filterIntents applies Options.StrictIntents: it withholds events the session did
-// not ask for and blanks message content without MESSAGE_CONTENT (except in DMs and
-// messages that mention the bot, as on Discord).
-func (s *Server) filterIntents(sess *session, eventType string, d []byte) ([]byte, bool) {
-	if !s.opts.StrictIntents {
-		return d, true
-	}
-	var probe struct {
-		GuildID  snowflake.ID `json:"guild_id"`
-		Mentions []struct {
-			ID snowflake.ID `json:"id"`
-		} `json:"mentions"`
-	}
-	_ = json.Unmarshal(d, &probe)
-	dm := probe.GuildID == 0
-	need := intentFor(eventType, dm)
-	if need != 0 && sess.intents&int64(need) == 0 {
-		return nil, false
-	}
-	if (eventType == "MESSAGE_CREATE" || eventType == "MESSAGE_UPDATE") && !dm && sess.intents&int64(gateway.IntentMessageContent) == 0 {
-		for _, m := range probe.Mentions {
-			if m.ID == s.opts.AppID {
-				return d, true
-			}
-		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(d, &obj); err != nil {
-			return d, true
-		}
-		obj["content"] = json.RawMessage(`""`)
-		for _, k := range []string{"embeds", "attachments", "components"} {
-			if _, ok := obj[k]; ok {
-				obj[k] = json.RawMessage(`[]`)
-			}
-		}
-		return mustJSON(obj), true
-	}
-	return d, true
 }
 
 // Inbound shapes for world updates: pointers tell "absent" from "zero".

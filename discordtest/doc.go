@@ -11,8 +11,9 @@
 //     POST /webhooks/{id}/{token}), with Discord's error bodies and codes.
 //   - The gateway WebSocket at / and the resume_gateway_url at /resume, with
 //     zstd-stream (disgo's default), zlib-stream or no compression.
-//   - Control and reports under /_fake/: stats, messages, dispatch, control, config,
-//     world, ratelimit and Prometheus metrics.
+//   - Control and reports under /_fake/: stats, messages, message (a user posts a
+//     message, see SendMessage), dispatch, control, config, world, ratelimit and
+//     Prometheus metrics. cmd/fakediscord -h lists them with their parameters.
 //
 // The gateway follows Discord's state machine: HELLO, delayed heartbeat ACKs,
 // IDENTIFY validated in Discord's order (4004, 4010, 4013, 4014, 4011), identify
@@ -28,6 +29,22 @@
 // count. Dispatch injects events into the shard that owns a guild and keeps the world
 // in step, so REST answers stay consistent with what the gateway said.
 //
+// # Intents
+//
+// Each session receives what the intents of its IDENTIFY cover, as on Discord
+// (Options.IgnoreIntents turns this off). Events of an intent the session did
+// not ask for are withheld (GUILD_MEMBER_* without GUILD_MEMBERS,
+// PRESENCE_UPDATE without GUILD_PRESENCES, guild MESSAGE_* without
+// GUILD_MESSAGES, DMs without DIRECT_MESSAGES, ...); Dispatch reports
+// ErrWithheld when no session received an event. Without MESSAGE_CONTENT, guild
+// MESSAGE_CREATE and MESSAGE_UPDATE arrive with empty content, embeds,
+// attachments and components and without poll, except messages that mention the
+// bot and the bot's own messages. Without GUILD_PRESENCES, GUILD_CREATE lists
+// only the bot among its members (as for guilds over 75k members). A
+// REQUEST_GUILD_MEMBERS for a whole member list without GUILD_MEMBERS gets no
+// answer. The gating happens when an event is sequenced for a session, so a
+// RESUME replays what that session was sent.
+//
 // Every payload is checked to decode with disgo's own types: a payload disgo cannot
 // decode makes it drop the connection and lose the session, and a DM channel type in
 // CHANNEL_CREATE crashes it.
@@ -39,6 +56,7 @@
 // Not implemented on purpose: ETF encoding, zlib-payload compression from the server
 // (clients that ask for it get uncompressed frames, which disgo accepts), voice,
 // interactions and application commands, presences and typing beyond passing through
-// injected events, message history (GET messages), edits and deletes over REST, and
+// injected events, voice states (so GUILD_CREATE without GUILD_PRESENCES lists no
+// users in voice channels), message history (GET messages), edits and deletes over REST, and
 // the daily session-start reset.
 package discordtest

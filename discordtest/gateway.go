@@ -667,8 +667,9 @@ func (s *Server) onIdentify(c *conn, raw json.RawMessage) {
 		ready.Guilds = append(ready.Guilds, wireUnavailableGuild{ID: g.ID, Unavailable: true})
 	}
 	s.deliverLocked(sess, "READY", mustJSON(ready))
+	allMembers := s.opts.IgnoreIntents || d.Intents&int64(gateway.IntentGuildPresences) != 0
 	for _, g := range owned {
-		s.deliverLocked(sess, "GUILD_CREATE", mustJSON(s.world.guildCreate(g, d.LargeThreshold)))
+		s.deliverLocked(sess, "GUILD_CREATE", mustJSON(s.world.guildCreate(g, d.LargeThreshold, allMembers)))
 	}
 	s.identifies = append(s.identifies, IdentifyRecord{
 		At: now, Shard: shard, ShardCount: count, Bucket: bucket, SessionID: sess.id,
@@ -807,6 +808,13 @@ func (s *Server) onRequestGuildMembers(c *conn, raw json.RawMessage) {
 	defer s.mu.Unlock()
 	sess := c.sess
 	if sess == nil || c.gone {
+		return
+	}
+	if !s.opts.IgnoreIntents && len(users) == 0 && (d.Query == nil || *d.Query == "") &&
+		sess.intents&int64(gateway.IntentGuildMembers) == 0 {
+		// The whole member list needs GUILD_MEMBERS; Discord does not answer.
+		s.counters.MemberRequestsRefused++
+		s.notifyLocked()
 		return
 	}
 	for _, gid := range guilds {

@@ -85,10 +85,11 @@ type Options struct {
 	// posted over REST (POST /channels/{id}/messages), as Discord does for the bot's
 	// own messages.
 	EchoMessages bool
-	// StrictIntents withholds dispatches the session's intents do not cover (for
-	// example MESSAGE_CREATE without GUILD_MESSAGES) and blanks message content without
-	// MESSAGE_CONTENT, as Discord does. Default off: every session gets every event.
-	StrictIntents bool
+	// IgnoreIntents delivers every event to every session whatever intents it
+	// identified with. Default off: the server gates events by intents as Discord
+	// does (see the package documentation, "Intents"), so a bot that forgot an
+	// intent fails here the way it would on Discord.
+	IgnoreIntents bool
 	// SkipPayloadValidation turns off the check that every injected dispatch decodes
 	// with disgo's own gateway types. The check prevents sending a payload that makes
 	// disgo drop the connection; turn it off only for throughput measurements.

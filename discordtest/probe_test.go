@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/disgoorg/disgo/gateway"
+
 	"github.com/megane-go/megane/internal/testproc"
 )
 
@@ -23,6 +25,7 @@ type probeEvent struct {
 	Ev        string `json:"ev"`
 	T         string `json:"t"`
 	Kind      string `json:"kind"`
+	ID        string `json:"id"`
 	Shard     int    `json:"shard"`
 	Seq       int    `json:"seq"`
 	GuildID   string `json:"guild_id"`
@@ -44,6 +47,7 @@ type probeConfig struct {
 	compression  string // zstd (default), zlib, none
 	identifyWait time.Duration
 	reply        bool
+	intents      *gateway.Intents // nil: the probe's default, which has MESSAGE_CONTENT
 }
 
 func startProbe(t testing.TB, srv *Server, name string, cfg probeConfig) *probe {
@@ -63,6 +67,9 @@ func startProbe(t testing.TB, srv *Server, name string, cfg probeConfig) *probe 
 	}
 	if cfg.reply {
 		args = append(args, "-reply")
+	}
+	if cfg.intents != nil {
+		args = append(args, "-intents", fmt.Sprint(int64(*cfg.intents)))
 	}
 	p := testproc.Start(t, testproc.Spec{Name: "probe-" + name, Path: probebot.Path(t), Args: args})
 	return &probe{Proc: p, name: name}

@@ -72,6 +72,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/_fake/stats", s.handleStats)
 	mux.HandleFunc("/_fake/messages", s.handleMessages)
 	mux.HandleFunc("/_fake/dispatch", s.handleDispatch)
+	mux.HandleFunc("/_fake/message", s.handleMessage)
 	mux.HandleFunc("/_fake/control", s.handleControl)
 	mux.HandleFunc("/_fake/config", s.handleConfig)
 	mux.HandleFunc("/_fake/world", s.handleWorld)
@@ -403,6 +404,8 @@ type messageBody struct {
 	TTS        bool            `json:"tts"`
 	Flags      int             `json:"flags"`
 	Username   string          `json:"username"`
+	// MessageReference makes the message a reply.
+	MessageReference *wireMessageReference `json:"message_reference"`
 }
 
 // readMessageBody accepts JSON or multipart/form-data with a payload_json part (what
@@ -480,9 +483,16 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		Attachments: []any{}, Embeds: orEmptyList(body.Embeds), Components: orEmptyList(body.Components),
 		Flags: body.Flags, Nonce: body.Nonce,
 	}
+	var replyTo snowflake.ID
+	if ref := body.MessageReference; ref != nil && ref.MessageID != nil && ref.Type == 0 {
+		replyTo = *ref.MessageID
+		gid := ch.GuildID
+		msg.Type = messageTypeReply
+		msg.MessageReference = &wireMessageReference{MessageID: &replyTo, ChannelID: &ch.ID, GuildID: &gid}
+	}
 	s.messages = append(s.messages, PostedMessage{
 		ID: msg.ID, ChannelID: ch.ID, GuildID: ch.GuildID, Content: body.Content,
-		Embeds: body.Embeds, Raw: raw, At: now,
+		Embeds: body.Embeds, ReplyTo: replyTo, Raw: raw, At: now,
 	})
 	var echo []byte
 	if s.opts.EchoMessages {

@@ -272,3 +272,24 @@ func TestRESTInjectedRateLimit(t *testing.T) {
 		t.Fatalf("after the 429: %d %v", status, h)
 	}
 }
+
+// A reply (message_reference) is recorded with the id it answers and comes back
+// as Discord returns it: type 19 with the reference.
+func TestRESTReplyIsRecorded(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 1}})
+	world := srv.World()
+	text, _ := world.FirstTextChannel(world.Guilds[0].ID)
+	ping := srv.NewID()
+	msg, err := restClient(srv).CreateMessage(text.ID, discord.MessageCreate{
+		Content: "pong", MessageReference: &discord.MessageReference{MessageID: &ping},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Type != discord.MessageTypeReply || msg.MessageReference == nil || msg.MessageReference.MessageID == nil || *msg.MessageReference.MessageID != ping {
+		t.Fatalf("reply %+v", msg)
+	}
+	if msgs := srv.Messages(); len(msgs) != 1 || msgs[0].ReplyTo != ping {
+		t.Fatalf("recorded %+v, want a reply to %v", msgs, ping)
+	}
+}

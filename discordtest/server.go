@@ -92,6 +92,10 @@ type counters struct {
 	ServerCloses     map[int]int64
 	ClientCloses     map[int]int64
 	MessagesReceived int64
+	// Intent gating (see filterIntents).
+	Withheld              int64
+	ContentBlanked        int64
+	MemberRequestsRefused int64
 }
 
 type shardKey struct{ shard, count int }
@@ -181,6 +185,9 @@ type PostedMessage struct {
 	WebhookID snowflake.ID    `json:"webhook_id,omitempty"`
 	Content   string          `json:"content"`
 	Embeds    json.RawMessage `json:"embeds,omitempty"`
+	// ReplyTo is the id of the message this one answers (its message_reference),
+	// or zero when it is not a reply.
+	ReplyTo snowflake.ID `json:"reply_to,omitempty"`
 	// Raw is the request body as received (for multipart requests, payload_json).
 	Raw json.RawMessage `json:"raw"`
 	At  time.Time       `json:"at"`

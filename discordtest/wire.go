@@ -207,6 +207,20 @@ type wireMessage struct {
 	WebhookID       *snowflake.ID   `json:"webhook_id,omitempty"`
 	Flags           int             `json:"flags"`
 	Nonce           json.RawMessage `json:"nonce,omitempty"`
+	// MessageReference is set on replies (type 19).
+	MessageReference *wireMessageReference `json:"message_reference,omitempty"`
+}
+
+// messageTypeReply is Discord's message type of a reply.
+const messageTypeReply = 19
+
+// wireMessageReference is a message's message_reference; type 0 is a reply
+// (1 is a forward).
+type wireMessageReference struct {
+	Type      int           `json:"type"`
+	MessageID *snowflake.ID `json:"message_id"`
+	ChannelID *snowflake.ID `json:"channel_id,omitempty"`
+	GuildID   *snowflake.ID `json:"guild_id,omitempty"`
 }
 
 type wireError struct {
@@ -297,7 +311,14 @@ func (g *Guild) wireGuild() wireGuild {
 	return wg
 }
 
-func (w *World) guildCreate(g *Guild, largeThreshold int) wireGatewayGuild {
+// maxFullGuildCreate is the member count above which Discord's GUILD_CREATE lists
+// only the bot (and users in voice channels), even with GUILD_PRESENCES.
+const maxFullGuildCreate = 75_000
+
+// guildCreate is g as GUILD_CREATE describes it. allMembers lists every member;
+// otherwise only the bot, as Discord does for a session without GUILD_PRESENCES
+// or a guild of more than 75k members.
+func (w *World) guildCreate(g *Guild, largeThreshold int, allMembers bool) wireGatewayGuild {
 	gg := wireGatewayGuild{
 		wireGuild: g.wireGuild(), JoinedAt: discordTime(g.JoinedAt), MemberCount: len(g.Members),
 		VoiceStates: []any{}, Threads: []any{}, Presences: []any{}, StageInstances: []any{},
@@ -308,8 +329,11 @@ func (w *World) guildCreate(g *Guild, largeThreshold int) wireGatewayGuild {
 		largeThreshold = 50
 	}
 	gg.Large = len(g.Members) > largeThreshold
+	allMembers = allMembers && len(g.Members) <= maxFullGuildCreate
 	for i := range g.Members {
-		gg.Members = append(gg.Members, w.wireMember(&g.Members[i], 0))
+		if allMembers || g.Members[i].UserID == w.Bot.ID {
+			gg.Members = append(gg.Members, w.wireMember(&g.Members[i], 0))
+		}
 	}
 	for i := range g.Channels {
 		gg.Channels = append(gg.Channels, g.Channels[i].wire(false))

@@ -179,31 +179,6 @@ func TestDispatchRejectsPayloadsDisgoCannotHandle(t *testing.T) {
 	}
 }
 
-func TestStrictIntents(t *testing.T) {
-	srv := newTestServer(t, Options{StrictIntents: true, World: WorldOptions{Guilds: 1}})
-	world := srv.World()
-	g := world.Guilds[0]
-	ch, _ := world.FirstTextChannel(g.ID)
-	c := dial(t, srv, "", "")
-	c.hello()
-	rs := c.identify(srv.Token(), 0, 1, 1) // GUILDS | GUILD_MESSAGES, no MESSAGE_CONTENT
-	if _, err := srv.Dispatch(g.ID, "GUILD_MEMBER_ADD", map[string]any{"guild_id": g.ID, "user": map[string]any{"id": "5", "username": "x"}, "roles": []any{}, "joined_at": "2026-01-01T00:00:00Z"}); !errors.Is(err, ErrWithheld) {
-		t.Fatalf("GUILD_MEMBER_ADD without GUILD_MEMBERS: %v", err)
-	}
-	d, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", messagePayload(1, ch.ID, g.ID, world.Users[0].ID, "secret"))
-	if err != nil || d.Seq != rs.Seq+1 {
-		t.Fatalf("message: %+v %v", d, err)
-	}
-	f := c.read()
-	var m struct {
-		Content string `json:"content"`
-	}
-	_ = json.Unmarshal(f.D, &m)
-	if f.typ() != "MESSAGE_CREATE" || m.Content != "" {
-		t.Fatalf("content not blanked without MESSAGE_CONTENT: %s", f.raw)
-	}
-}
-
 func TestJoinLeaveGuildAndUserMessage(t *testing.T) {
 	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 2}})
 	c := dial(t, srv, "", "")

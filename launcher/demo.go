@@ -6,11 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/snowflake/v2"
 
+	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/redisconn"
 )
@@ -97,20 +98,30 @@ func (d *demo) announce(l *Launcher) {
 		fmt.Fprintf(&b, "    %s eval 'sum(shard_statuses, .guilds)'\n", mc)
 		fmt.Fprintf(&b, "    %s restart 0     (its shards RESUME)\n", mc)
 	}
-	if d.fake != nil && l.cfg.DemoPingInterval > 0 {
-		fmt.Fprintf(&b, "  The fake sends \"!ping\" into a guild every %s; the bot answers over REST.\n", l.cfg.DemoPingInterval)
+	if d.fake != nil {
+		if l.cfg.DemoPingInterval > 0 {
+			fmt.Fprintf(&b, "  The fake sends \"!ping\" into a guild every %s; the bot answers over REST.\n", l.cfg.DemoPingInterval)
+		}
+		fmt.Fprintf(&b, "  Say something as a user (optional: \"guild_id\", \"channel_id\", \"author_id\"; \"<@%s>\" mentions the bot):\n", d.fake.AppID())
+		fmt.Fprintf(&b, "    curl -d '{\"content\":\"!ping\"}' %s/_fake/message\n", d.fake.URL())
+		fmt.Fprintf(&b, "    curl %s/_fake/messages   (what the bot posted)\n", d.fake.URL())
 	}
 	b.WriteString("  Stop with Ctrl-C: the clusters close their shards resumably and save the sessions to Redis.\n")
 	fmt.Fprintln(os.Stderr, b.String())
 }
 
 // startPinger makes something visibly happen in demo mode: a user says
-// "!ping" in a guild every DemoPingInterval, and the count of bot answers
-// is logged. It returns the function that stops it.
+// "!ping" in a guild every DemoPingInterval, and the bot's answer is logged.
+// It returns the function that stops it.
 func (d *demo) startPinger(ctx context.Context, l *Launcher) func() {
 	if d.fake == nil || l.cfg.DemoPingInterval <= 0 {
 		return func() {}
 	}
+	intents := l.cfg.Intents
+	if intents == 0 {
+		intents = cluster.DefaultIntents
+	}
+	p := &pinger{fake: d.fake, log: d.log, wait: l.cfg.DemoPingInterval, intents: intents}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -122,92 +133,110 @@ func (d *demo) startPinger(ctx context.Context, l *Launcher) func() {
 		}
 		t := time.NewTicker(l.cfg.DemoPingInterval)
 		defer t.Stop()
-		sent := 0
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
-			w := d.fake.World()
-			if len(w.Guilds) == 0 {
-				continue
-			}
-			g := w.Guilds[sent%len(w.Guilds)]
-			payload, ok := userMessage(w, g, "!ping")
-			if !ok {
-				continue
-			}
-			before := len(d.fake.Messages())
-			if _, err := d.fake.Dispatch(g.ID, "MESSAGE_CREATE", payload); err != nil {
-				d.log.Warn("demo: dispatch !ping failed", slog.Any("error", err))
-				continue
-			}
-			sent++
-			wctx, wcancel := context.WithTimeout(ctx, l.cfg.DemoPingInterval)
-			_ = d.fake.WaitFor(wctx, func(s *discordtest.Server) bool { return len(s.Messages()) > before })
-			wcancel()
-			msgs := d.fake.Messages()
-			answer := "(no answer yet)"
-			if len(msgs) > before {
-				answer = msgs[len(msgs)-1].Content
-			}
-			d.log.Info("demo: a user said !ping", slog.String("guild", g.Name), slog.String("answer", answer),
-				slog.Int("pings", sent), slog.Int("bot_answers", len(msgs)))
+			p.ping(ctx)
 		}
 	}()
 	return func() { cancel(); <-done }
 }
 
-var messageSeq atomic.Uint64
+// demoUnansweredWarn is how many pings in a row go unanswered before the demo
+// looks for the reason.
+const demoUnansweredWarn = 3
 
-// userMessage builds a MESSAGE_CREATE payload, as Discord sends it, of a
-// member of g writing content in g's first text channel.
-func userMessage(w *discordtest.World, g discordtest.Guild, content string) (map[string]any, bool) {
-	var channel snowflake.ID
-	for _, c := range g.Channels {
-		if c.Type == discordtest.ChannelTypeText {
-			channel = c.ID
-			break
+// pinger sends the demo's "!ping" messages and pairs each with its answer.
+type pinger struct {
+	fake *discordtest.Server
+	log  *slog.Logger
+	// wait is how long a ping waits for its answer.
+	wait time.Duration
+	// intents are the ones the bot's shards identify with.
+	intents gateway.Intents
+
+	sent       int
+	unanswered int // in a row
+	warned     bool
+}
+
+// ping has a member of the next guild say "!ping" in its first text channel,
+// waits for the answer and logs it.
+func (p *pinger) ping(ctx context.Context) {
+	w := p.fake.World()
+	if len(w.Guilds) == 0 {
+		return
+	}
+	g := w.Guilds[p.sent%len(w.Guilds)]
+	before := len(p.fake.Messages())
+	ping, err := p.fake.SendMessage(discordtest.UserMessage{GuildID: g.ID, AuthorID: demoAuthor(g, p.sent, p.fake.AppID()), Content: "!ping"})
+	if err != nil {
+		p.log.Warn("demo: dispatch !ping failed", slog.Any("error", err))
+		return
+	}
+	p.sent++
+	var (
+		answer discordtest.PostedMessage
+		found  bool
+	)
+	wctx, cancel := context.WithTimeout(ctx, p.wait)
+	_ = p.fake.WaitFor(wctx, func(s *discordtest.Server) bool {
+		msgs := s.Messages()
+		answer, found = answerTo(msgs[min(before, len(msgs)):], ping)
+		return found
+	})
+	cancel()
+	text := "(no answer yet)"
+	if found {
+		text = answer.Content
+		p.unanswered = 0
+	} else {
+		p.unanswered++
+	}
+	p.log.Info("demo: a user said !ping", slog.String("guild", g.Name), slog.String("answer", text),
+		slog.Int("pings", p.sent), slog.Int("bot_answers", len(p.fake.Messages())))
+	if p.unanswered >= demoUnansweredWarn && !p.warned && p.intents&gateway.IntentMessageContent == 0 {
+		p.warned = true
+		p.log.Warn("demo: the bot asked for no MESSAGE_CONTENT intent: on Discord it receives empty content for guild messages "+
+			"that do not mention it, and so does the fake; add gateway.IntentMessageContent to launcher.Config.Intents "+
+			"(and enable it for the application in the Developer Portal)",
+			slog.Int("unanswered_pings", p.unanswered), slog.Int("intents", int(p.intents)))
+	}
+}
+
+// answerTo finds the bot's answer to ping among msgs (posted after it): the
+// reply that references it, or else the first message in its channel that
+// replies to nothing. A bot that answers an older ping again (a replay after a
+// restart) answers in that ping's channel, or references it, so it is not
+// taken for this one's answer.
+func answerTo(msgs []discordtest.PostedMessage, ping discordtest.SentMessage) (discordtest.PostedMessage, bool) {
+	for _, m := range msgs {
+		if m.ReplyTo == ping.ID {
+			return m, true
 		}
 	}
-	if channel == 0 || len(g.Members) == 0 {
-		return nil, false
+	for _, m := range msgs {
+		if m.ReplyTo == 0 && m.ChannelID == ping.ChannelID {
+			return m, true
+		}
 	}
-	n := messageSeq.Add(1)
-	m := g.Members[int(n)%len(g.Members)]
-	u, ok := w.User(m.UserID)
-	if !ok {
-		return nil, false
+	return discordtest.PostedMessage{}, false
+}
+
+// demoAuthor picks the n-th human member of g (round robin), zero when there
+// is none.
+func demoAuthor(g discordtest.Guild, n int, bot snowflake.ID) snowflake.ID {
+	var humans []snowflake.ID
+	for _, m := range g.Members {
+		if m.UserID != bot {
+			humans = append(humans, m.UserID)
+		}
 	}
-	now := time.Now()
-	id := snowflake.New(now) + snowflake.ID(n%4096)
-	roles := make([]string, 0, len(m.Roles))
-	for _, r := range m.Roles {
-		roles = append(roles, r.String())
+	if len(humans) == 0 {
+		return 0
 	}
-	return map[string]any{
-		"id":         id.String(),
-		"channel_id": channel.String(),
-		"guild_id":   g.ID.String(),
-		"author": map[string]any{
-			"id": u.ID.String(), "username": u.Username, "discriminator": "0",
-			"global_name": nil, "avatar": nil,
-		},
-		"member": map[string]any{
-			"roles": roles, "joined_at": m.JoinedAt.UTC().Format(time.RFC3339Nano),
-			"deaf": false, "mute": false, "flags": 0,
-		},
-		"content":          content,
-		"timestamp":        now.UTC().Format(time.RFC3339Nano),
-		"edited_timestamp": nil,
-		"tts":              false,
-		"mention_everyone": false,
-		"mentions":         []any{},
-		"mention_roles":    []any{},
-		"attachments":      []any{},
-		"embeds":           []any{},
-		"pinned":           false,
-		"type":             0,
-	}, true
+	return humans[n%len(humans)]
 }

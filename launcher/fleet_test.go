@@ -325,18 +325,13 @@ func (f *fleet) guildsOf(shards []int) []discordtest.Guild {
 // say dispatches one user message to each guild and returns the message ids.
 func (f *fleet) say(guilds []discordtest.Guild) []snowflake.ID {
 	f.t.Helper()
-	w := f.srv.World()
 	var ids []snowflake.ID
-	for _, g := range guilds {
-		payload, ok := userMessage(w, g, "hello")
-		if !ok {
-			f.t.Fatalf("guild %d has no text channel or members", g.ID)
+	for i, g := range guilds {
+		sent, err := f.srv.SendMessage(discordtest.UserMessage{GuildID: g.ID, AuthorID: demoAuthor(g, i, f.srv.AppID()), Content: "hello"})
+		if err != nil {
+			f.t.Fatalf("message to guild %d: %v", g.ID, err)
 		}
-		if _, err := f.srv.Dispatch(g.ID, "MESSAGE_CREATE", payload); err != nil {
-			f.t.Fatalf("dispatch to guild %d: %v", g.ID, err)
-		}
-		id, _ := snowflake.Parse(payload["id"].(string))
-		ids = append(ids, id)
+		ids = append(ids, sent.ID)
 	}
 	return ids
 }

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -23,7 +24,9 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); errors.Is(err, flag.ErrHelp) {
+		return
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "fakediscord:", err)
 		os.Exit(1)
 	}
@@ -55,8 +58,42 @@ func envBool(name string) bool {
 	return v
 }
 
+// controlRoutes documents the HTTP routes that drive and inspect the fake; -h
+// prints it after the flags.
+const controlRoutes = `Control routes (under the listen address; ids are JSON strings or numbers):
+  GET  /_fake/stats      counters, identify/resume logs, violations, sessions
+  GET  /_fake/messages   messages the bot posted over REST (reply_to: the message answered)
+  GET  /_fake/world      guilds, channels, roles, members and users
+  POST /_fake/message    a user posts a message: {"content":"!ping"} plus optional
+                         "channel_id" (default: the guild's first text channel),
+                         "guild_id" (default: the first guild), "author_id" (default:
+                         the guild's first human member); "<@BOT_ID>" mentions the bot
+  POST /_fake/dispatch   any gateway event: {"guild_id":"…" or "shard":N, "t":"GUILD_UPDATE", "d":{…}}
+  POST /_fake/control    ?shard=N&action=reconnect|invalidate|invalidate_resumable|close&code=C|drop|heartbeat
+  GET  /_fake/config     runtime limits; POST ?identify_window=2s&max_concurrency=4&
+                         violation_action=record|invalid_session|close4008&hello_delay=0s (or a JSON body)
+  POST /_fake/ratelimit  ?count=N&retry_after=1s: the next N REST calls get 429
+  GET  /_fake/metrics    Prometheus metrics
+
+Intents: by default the fake gates events by the intents a session identified with,
+as Discord does: guild messages arrive with empty content without MESSAGE_CONTENT
+(except DMs, mentions of the bot and its own messages), GUILD_MEMBER_* need
+GUILD_MEMBERS, GUILD_CREATE lists only the bot without GUILD_PRESENCES.
+-ignore-intents turns that off.
+
+Example:
+  curl -d '{"content":"!ping"}' http://127.0.0.1:8090/_fake/message
+`
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("fakediscord", flag.ContinueOnError)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintln(out, "Usage: fakediscord [flags]\n\nRuns a fake Discord (gateway and REST) for bots to connect to.\n\nFlags:")
+		fs.PrintDefaults()
+		fmt.Fprintln(out)
+		fmt.Fprint(out, controlRoutes)
+	}
 	addr := fs.String("addr", envString("FAKE_ADDR", "127.0.0.1:8090"), "listen address (FAKE_ADDR)")
 	appID := fs.Uint64("app-id", uint64(envInt("FAKE_APP_ID", int(discordtest.DefaultAppID))), "application and bot user id (FAKE_APP_ID)")
 	token := fs.String("token", envString("FAKE_TOKEN", ""), "bot token; default derived from the app id (FAKE_TOKEN)")
@@ -73,7 +110,7 @@ func run(args []string) error {
 	helloDelay := fs.Duration("hello-delay", envDuration("FAKE_HELLO_DELAY", 0), "delay before HELLO (FAKE_HELLO_DELAY)")
 	maxGuilds := fs.Int("max-guilds-per-shard", envInt("FAKE_MAX_GUILDS_PER_SHARD", 0), "close 4011 above this many guilds per shard; 0 = off (FAKE_MAX_GUILDS_PER_SHARD)")
 	echo := fs.Bool("echo-messages", envBool("FAKE_ECHO_MESSAGES"), "dispatch MESSAGE_CREATE for messages posted over REST (FAKE_ECHO_MESSAGES)")
-	strict := fs.Bool("strict-intents", envBool("FAKE_STRICT_INTENTS"), "withhold events the session's intents do not cover (FAKE_STRICT_INTENTS)")
+	ignoreIntents := fs.Bool("ignore-intents", envBool("FAKE_IGNORE_INTENTS"), "deliver every event whatever the intents (default: gate events and message content by intents, as Discord does) (FAKE_IGNORE_INTENTS)")
 	seed := fs.Int64("seed", int64(envInt("FAKE_SEED", 1)), "world seed (FAKE_SEED)")
 	guilds := fs.Int("guilds", envInt("FAKE_GUILDS", 10), "guilds in the world (FAKE_GUILDS)")
 	channels := fs.Int("channels-per-guild", envInt("FAKE_CHANNELS_PER_GUILD", 5), "channels per guild (FAKE_CHANNELS_PER_GUILD)")
@@ -101,7 +138,7 @@ func run(args []string) error {
 		MaxConcurrency: *maxConc, SessionStartTotal: *sessionTotal, IdentifyWindow: *identifyWindow,
 		ViolationAction: *violation, HeartbeatInterval: *heartbeat, HeartbeatACKDelay: *ackDelay,
 		HeartbeatTimeout: *hbTimeout, ResumeWindow: *resumeWindow, ReplayBuffer: *replay,
-		HelloDelay: *helloDelay, MaxGuildsPerShard: *maxGuilds, EchoMessages: *echo, StrictIntents: *strict,
+		HelloDelay: *helloDelay, MaxGuildsPerShard: *maxGuilds, EchoMessages: *echo, IgnoreIntents: *ignoreIntents,
 		Logger: logger,
 		World: discordtest.WorldOptions{
 			Seed: *seed, Guilds: *guilds, ChannelsPerGuild: *channels, RolesPerGuild: *roles,
@@ -117,7 +154,8 @@ func run(args []string) error {
 	fmt.Printf("Gateway URL: %s\n", srv.GatewayURL())
 	fmt.Printf("Token:       %s\n", srv.Token())
 	fmt.Printf("App ID:      %s\n", srv.AppID())
-	fmt.Printf("Control:     %s/_fake/stats  /_fake/control  /_fake/dispatch  /_fake/config  /_fake/world  /_fake/metrics\n", srv.URL())
+	fmt.Printf("Control:     %s/_fake/  (stats, messages, world, message, dispatch, control, config, ratelimit, metrics; see -h)\n", srv.URL())
+	fmt.Printf("Try:         curl -d '{\"content\":\"!ping\"}' %s/_fake/message\n", srv.URL())
 
 	<-ctx.Done()
 	logger.Info("shutting down", "identifies", srv.Stats().Identifies)

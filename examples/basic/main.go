@@ -43,7 +43,9 @@ func (pingBot) Launch(_ context.Context, c *cluster.Cluster) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		content := fmt.Sprintf("pong from cluster %d shard %d", c.ID, e.ShardID())
-		if _, err := c.Client.Rest.CreateMessage(e.ChannelID, discord.MessageCreate{Content: content}, rest.WithCtx(ctx)); err != nil {
+		// A reply (message_reference) says which ping it answers.
+		reply := discord.MessageCreate{Content: content, MessageReference: &discord.MessageReference{MessageID: &e.MessageID}}
+		if _, err := c.Client.Rest.CreateMessage(e.ChannelID, reply, rest.WithCtx(ctx)); err != nil {
 			c.Logger.Warn("cannot answer !ping", slog.Any("error", err))
 		}
 	}))

@@ -61,6 +61,8 @@ func main() {
 	limiter := flag.String("limiter", env("PROBE_LIMITER", "default"), "identify limiter: default or noop (PROBE_LIMITER)")
 	reply := flag.Bool("reply", env("PROBE_REPLY", "") == "1", "answer a message \"ping\" with \"pong\" over REST (PROBE_REPLY=1)")
 	logLevel := flag.String("log", env("PROBE_LOG", "warn"), "disgo log level on stderr: debug, info, warn, error (PROBE_LOG)")
+	intents := flag.Int64("intents", int64(atoi(env("PROBE_INTENTS", "-1"))),
+		"gateway intents; -1 = GUILDS|GUILD_MESSAGES|MESSAGE_CONTENT|GUILD_MEMBERS|GUILD_PRESENCES|DIRECT_MESSAGES (PROBE_INTENTS)")
 	flag.Parse()
 
 	var level slog.Level
@@ -71,7 +73,7 @@ func main() {
 	shardOpts := []sharding.ConfigOpt{
 		sharding.WithLogger(logger),
 		sharding.WithGatewayConfigOpts(
-			gateway.WithIntents(gateway.IntentGuilds, gateway.IntentGuildMessages, gateway.IntentMessageContent, gateway.IntentGuildMembers),
+			gateway.WithIntents(probeIntents(*intents)),
 			gateway.WithCompression(compressionType(*compression)),
 			gateway.WithEnableRawEvents(true),
 			gateway.WithLogger(logger),
@@ -163,6 +165,14 @@ func main() {
 func guildCreate(kind string, g *events.GenericGuild, guild discord.GatewayGuild) {
 	emit(map[string]any{"ev": "guild_create", "kind": kind, "shard": g.ShardID(), "seq": g.SequenceNumber(),
 		"guild_id": g.GuildID.String(), "channels": len(guild.Channels), "members": len(guild.Members), "roles": len(guild.Roles)})
+}
+
+func probeIntents(n int64) gateway.Intents {
+	if n < 0 {
+		return gateway.IntentGuilds | gateway.IntentGuildMessages | gateway.IntentMessageContent |
+			gateway.IntentGuildMembers | gateway.IntentGuildPresences | gateway.IntentDirectMessages
+	}
+	return gateway.Intents(n)
 }
 
 func compressionType(s string) gateway.CompressionType {

@@ -112,13 +112,15 @@ func main() {
 			shards = append(shards, n)
 		}
 		err = cluster.Run(ctx, cluster.Options{
-			ID:                envInt("E2E_CLUSTER_ID"),
-			ShardIDs:          shards,
-			ShardCount:        envInt("E2E_SHARD_COUNT"),
-			MaxConcurrency:    envInt("E2E_MAX_CONCURRENCY"),
-			Token:             os.Getenv("E2E_TOKEN"),
-			RESTURL:           os.Getenv("E2E_REST_URL"),
-			Intents:           cluster.DefaultIntents | gateway.IntentGuildMembers,
+			ID:             envInt("E2E_CLUSTER_ID"),
+			ShardIDs:       shards,
+			ShardCount:     envInt("E2E_SHARD_COUNT"),
+			MaxConcurrency: envInt("E2E_MAX_CONCURRENCY"),
+			Token:          os.Getenv("E2E_TOKEN"),
+			RESTURL:        os.Getenv("E2E_REST_URL"),
+			// GUILD_PRESENCES: without it GUILD_CREATE lists only the bot, and the
+			// tests compare every member's projection.
+			Intents:           cluster.DefaultIntents | gateway.IntentGuildMembers | gateway.IntentGuildPresences,
 			Redis:             rdb,
 			Keys:              ks,
 			Logger:            logger,
