@@ -54,6 +54,12 @@
 //     it rather than loses from it.
 //   - Stats: the reporter "cluster:<id>" (package stats).
 //
+// The context Launch gets lives as long as the cluster: it is cancelled
+// when the cluster begins to stop, never merely because Launch returned, so
+// a loop started from Launch with it runs until shutdown (services behave
+// the same way). Launch itself must return promptly: the launcher's ready
+// timeout counts from the spawn.
+//
 // Delivery: events are at-least-once across restarts. A graceful stop
 // (ctx cancelled, e.g. on SIGTERM) closes every shard with 1012, waits for
 // the listeners in flight and saves each shard's last handled sequence, so
@@ -109,6 +115,11 @@ type Worker interface {
 	// before the node serves its first request. It must return promptly
 	// (start goroutines for long work); use c.Ready to wait for the
 	// shards. An error stops Run before anything connects.
+	//
+	// ctx lives as long as the cluster: it ends when the cluster begins to
+	// stop (Run's context ended, or a shard failed for good), not when
+	// Launch returns, so goroutines started here may use it and stop with
+	// the cluster. A service's Launch gets the same kind of context.
 	//
 	// disgo runs all listeners of the process one at a time on the shards'
 	// read goroutines: a slow listener delays every shard, and one slower
@@ -325,7 +336,12 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	}
 	bg := r.startLoops(context.WithoutCancel(ctx))
 
-	if err := r.launch(ctx, w, c); err != nil {
+	// The Worker's context lives until the cluster begins to stop, for
+	// whatever reason (ctx ended, a shard failed for good, Launch failed),
+	// not until Launch returns: goroutines Launch starts may keep it.
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	if err := r.launch(wctx, w, c); err != nil {
 		r.finish(ctx, bg, "failed")
 		return err
 	}
@@ -368,6 +384,7 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	case reason = <-r.fatal:
 		r.log.Error("cluster stopping after a fatal shard error", slog.Any("err", reason))
 	}
+	stopWorker()
 	err = r.stop(ctx, w, bg, reason)
 	<-readyWatch
 	return err

@@ -8,6 +8,29 @@
 // redisipc.OpPing, OpInfo and OpStats (merged with the Worker's Stats)
 // without any code of their own.
 //
+// The context a Worker's Launch gets lives as long as the copy: it is
+// cancelled when the copy begins to stop (its Run context ended, or Launch
+// overran the ready timeout), never merely because Launch returned. Long
+// work belongs in goroutines started from Launch with that context:
+//
+//	func (w *worker) Launch(ctx context.Context, s *services.Service) error {
+//		go func() {
+//			t := time.NewTicker(time.Minute)
+//			defer t.Stop()
+//			for {
+//				select {
+//				case <-ctx.Done():
+//					return // the copy is stopping
+//				case <-t.C:
+//					w.refresh(ctx)
+//				}
+//			}
+//		}()
+//		return nil
+//	}
+//
+// A cluster's Launch (package cluster) gets the same kind of context.
+//
 // From any node:
 //
 //	var out Result
@@ -47,7 +70,11 @@ var ErrBadOptions = errors.New("services: bad options")
 // copy stops, and Statser, to add figures to the "$stats" answer.
 type Worker interface {
 	// Launch prepares the service. The copy starts taking commands when it
-	// returns nil; ctx ends at the ready timeout.
+	// returns nil, and gives up when it has not returned within the ready
+	// timeout (Options.ReadyTimeout). ctx lives as long as the copy: it
+	// ends when the copy stops (or gives up), not when Launch returns, so
+	// goroutines started here (a ticker, a subscription) may use it and
+	// stop with the copy. A cluster's Launch gets the same kind of context.
 	Launch(ctx context.Context, s *Service) error
 	// HandleCommand answers one command. The result is sent back as JSON
 	// (a json.RawMessage is sent as it is); an error reaches the caller as
@@ -127,7 +154,9 @@ type Options struct {
 	Keys keyspace.Keyspace
 	// Logger receives the copy's logs. Default: discard.
 	Logger *slog.Logger
-	// ReadyTimeout bounds Launch. Default 30 s.
+	// ReadyTimeout bounds how long Launch may take to return; past it the
+	// copy stops with ErrReadyTimeout. It does not bound the context
+	// Launch gets, which lives until the copy stops. Default 30 s.
 	ReadyTimeout time.Duration
 	// ShutdownTimeout bounds finishing running commands and Shutdown once
 	// the copy is told to stop. Default 10 s.
@@ -207,8 +236,13 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		})
 	}
 
+	// The Worker's context: Launch gets it, and goroutines Launch starts
+	// may keep it. It ends when the copy stops, for whatever reason.
+	lctx, cancelLaunch := context.WithCancel(ctx)
+	defer cancelLaunch()
 	stopStats := func() {}
 	stop := func(cause error) error {
+		cancelLaunch()
 		stopStats()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
 		defer cancel()
@@ -219,7 +253,7 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		return errors.Join(cause, err)
 	}
 
-	if err := launch(ctx, opts.ReadyTimeout, w, s); err != nil {
+	if err := launch(ctx, lctx, opts.ReadyTimeout, w, s); err != nil {
 		return stop(fmt.Errorf("services: %s: launch: %w", opts.Name, err))
 	}
 	if err := node.Start(ctx); err != nil {
@@ -241,24 +275,28 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	return stop(nil)
 }
 
-// launch runs Launch with the ready timeout. A Launch that ignores its
-// context does not hold the copy past the timeout.
-func launch(ctx context.Context, timeout time.Duration, w Worker, s *Service) error {
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// launch runs Launch with lctx, which lives as long as the copy, and gives
+// up after timeout. A Launch that ignores its context does not hold the
+// copy past the timeout; the caller cancels lctx when the copy stops.
+func launch(ctx, lctx context.Context, timeout time.Duration, w Worker, s *Service) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	done := make(chan error, 1)
-	go func() { done <- w.Launch(lctx, s) }()
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("Launch panicked: %v", p)
+			}
+		}()
+		done <- w.Launch(lctx, s)
+	}()
 	select {
 	case err := <-done:
-		if err != nil && errors.Is(lctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			return fmt.Errorf("%w after %v: %w", ErrReadyTimeout, timeout, err)
-		}
 		return err
-	case <-lctx.Done():
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	case <-t.C:
 		return fmt.Errorf("%w after %v", ErrReadyTimeout, timeout)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

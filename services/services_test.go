@@ -190,3 +190,80 @@ func TestBadOptions(t *testing.T) {
 		t.Fatalf("Run = %v, want ErrBadOptions", err)
 	}
 }
+
+// ticker is a Worker whose Launch starts a setInterval-style loop with its
+// context and returns at once.
+type ticker struct {
+	ticks   atomic.Int64
+	stopped chan struct{}
+}
+
+func (w *ticker) Launch(ctx context.Context, s *services.Service) error {
+	go func() {
+		defer close(w.stopped)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.ticks.Add(1)
+			}
+		}
+	}()
+	return nil
+}
+
+func (w *ticker) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
+	return nil, fmt.Errorf("%w: %s", redisipc.ErrUnknownOp, cmd.Op)
+}
+
+// The context Launch gets used to end the moment Launch returned, so a loop
+// started there died at once. It lives until the copy stops.
+func TestLaunchContextLivesUntilStop(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("unit")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &ticker{stopped: make(chan struct{})}
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- services.Run(ctx, services.Options{Name: "tick", Redis: rdb, Keys: ks, IPC: fastIPC,
+			ReadyTimeout: 50 * time.Millisecond, OnReady: func() { close(ready) }}, w)
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run = %v before ready", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("not ready")
+	}
+	// Well past the ready timeout, the loop still ticks.
+	past := time.Now().Add(150 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := w.ticks.Load()
+		select {
+		case <-w.stopped:
+			t.Fatalf("the loop stopped after %d ticks while the copy runs", n)
+		default:
+		}
+		if time.Now().After(past) && n >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d ticks", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-w.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop outlived the copy")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
