@@ -5,8 +5,13 @@
 // a process calling Run); every copy reads the service's inbox through one
 // consumer group, so the copies share the load, and requests a dead copy was
 // holding are reclaimed by a live one. Copies answer the discovery ops
-// redisipc.OpPing, OpInfo and OpStats (merged with the Worker's Stats)
-// without any code of their own.
+// redisipc.OpPing, OpInfo and OpStats without any code of their own.
+//
+// Statistics: each copy publishes one set (package stats, the process
+// "service:<name>:<copy>"): the built-in process figures, service and copy,
+// the fields added with Service.Stats.Add and those of the Worker's
+// Statser. stats.ReadAll and megane-cli stats read them typed; the copy's
+// OpStats answer carries the same user fields.
 //
 // The context a Worker's Launch gets lives as long as the copy: it is
 // cancelled when the copy begins to stop (its Run context ended, or Launch
@@ -91,6 +96,11 @@ type Shutdowner interface {
 }
 
 // Statser is implemented by Workers that report their own statistics.
+// Its figures join the copy's statistics reporter (Service.Stats, as a
+// stats.Source): they are published with the built-in ones, so
+// stats.ReadAll and megane-cli stats show them with their types, and they
+// are in the copy's "$stats" answer. Service.Stats.Add is the other way to
+// add figures, one at a time; both end up in the same place.
 type Statser interface {
 	Stats(ctx context.Context) map[string]any
 }
@@ -113,7 +123,8 @@ type Service struct {
 	// projection cannot answer.
 	Fetch *cache.Fetcher
 	// Stats is the copy's statistics reporter ("service:<Name>:<Copy>"),
-	// publishing the built-in process figures; add your own with Stats.Add.
+	// publishing the built-in process figures; add your own with Stats.Add
+	// (or implement Statser).
 	Stats *stats.Reporter
 	// Redis is the shared client.
 	Redis redis.UniversalClient
@@ -221,20 +232,15 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		}
 		return json.Marshal(res)
 	})
+	// One set of figures, wherever it is read: the published hash
+	// (stats.ReadAll, megane-cli stats) and the "$stats" answer both come
+	// from the reporter, which the Worker's Statser feeds.
+	_ = s.Stats.Add("service", func(context.Context) any { return opts.Name })
+	_ = s.Stats.Add("copy", func(context.Context) any { return opts.Copy })
 	if st, ok := w.(Statser); ok {
-		node.SetStats(func(ctx context.Context) map[string]any {
-			m := st.Stats(ctx)
-			if m == nil {
-				m = map[string]any{}
-			}
-			m["service"], m["copy"] = opts.Name, opts.Copy
-			return m
-		})
-	} else {
-		node.SetStats(func(context.Context) map[string]any {
-			return map[string]any{"service": opts.Name, "copy": opts.Copy}
-		})
+		s.Stats.AddSource(st.Stats)
 	}
+	node.SetStats(s.Stats.Custom)
 
 	// The Worker's context: Launch gets it, and goroutines Launch starts
 	// may keep it. It ends when the copy stops, for whatever reason.
