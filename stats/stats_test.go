@@ -236,3 +236,44 @@ func TestDecodeValueFallsBackToText(t *testing.T) {
 		}
 	}
 }
+
+func TestReadBotGroupsByRole(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("s")
+	ctx := context.Background()
+	for name, guilds := range map[string]int{"cluster:10": 5, "cluster:2": 7, "cluster:0": 1, "launcher": -1,
+		"service:twitch:1": -1, "service:twitch:0": -1, "service:x:0": -1, "mine": -1} {
+		r := NewReporter(rdb, ks, name, Options{Interval: time.Minute})
+		if guilds >= 0 {
+			_ = r.Add("guilds", func(context.Context) any { return guilds })
+		}
+		if err := r.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := ReadBot(ctx, rdb, ks, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(rs []Report) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	if b.Launcher == nil || b.Launcher.Name != "launcher" {
+		t.Errorf("Launcher = %+v", b.Launcher)
+	}
+	if got := strings.Join(names(b.Clusters), " "); got != "cluster:0 cluster:2 cluster:10" {
+		t.Errorf("Clusters = %s", got)
+	}
+	if got := strings.Join(names(b.Services["twitch"]), " "); got != "service:twitch:0 service:twitch:1" || len(b.Services) != 2 {
+		t.Errorf("Services = %v", b.Services)
+	}
+	if got := strings.Join(names(b.Others), " "); got != "mine" {
+		t.Errorf("Others = %s", got)
+	}
+	if got := Sum(b.Clusters, "guilds"); got != 13 {
+		t.Errorf("Sum(guilds) = %v, want 13", got)
+	}
+}
