@@ -21,8 +21,8 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/notify"
-	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
 )
