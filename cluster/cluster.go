@@ -160,7 +160,8 @@ type Cluster struct {
 	// (IPC.Handle, IPC.HandleCommand, IPC.EvalEnv().Set) are in place
 	// before it serves: Run starts serving when Launch returns. The node
 	// answers cache.FetchOp from Owners, and "$stats" with the cluster's
-	// figures (a call to IPC.SetStats replaces them). It is closed after
+	// figures, those added with Stats.Add included (a call to
+	// IPC.SetStats replaces them). It is closed after
 	// the shards' sessions are saved and Shutdown returned.
 	IPC *redisipc.Node
 	// Store is the central store.
@@ -181,7 +182,8 @@ type Cluster struct {
 	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
 	// publishes the built-in process figures plus shards, shards_ready,
 	// guilds, latency_ms (average over the shards) and the projection's
-	// counters; add your own with Stats.Add.
+	// counters; add your own with Stats.Add (typed: a number stays a
+	// number for stats.ReadAll and megane-cli stats).
 	Stats *stats.Reporter
 
 	ready <-chan struct{}
