@@ -317,13 +317,11 @@ var cmdStats = withEnv(func(c *ucli.Context, e *env) error {
 	}
 	fmt.Fprintln(w)
 	for _, r := range reports {
-		fmt.Fprintf(w, "%s\t%s", r.Name, orDash(r.Fields["pid"]))
+		fmt.Fprintf(w, "%s\t%s", r.Name, orDash(r.Text("pid")))
 		for _, c := range cols {
-			v := r.Fields[c]
-			if strings.HasSuffix(c, "_bytes") {
-				if n, err := strconv.ParseUint(v, 10, 64); err == nil {
-					v = fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
-				}
+			v := r.Text(c)
+			if n, ok := r.Float(c); ok && strings.HasSuffix(c, "_bytes") {
+				v = fmt.Sprintf("%.1fMiB", n/(1<<20))
 			}
 			fmt.Fprint(w, "\t", orDash(v))
 		}

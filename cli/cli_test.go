@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
 )
@@ -288,5 +290,96 @@ func TestCommandsLeaveNoCLIKeys(t *testing.T) {
 	}
 	if len(left) > 0 {
 		t.Errorf("CLI commands left %q", left)
+	}
+}
+
+type statsService struct{}
+
+func (statsService) Launch(ctx context.Context, s *services.Service) error {
+	return s.Stats.Add("queue_depth", func(context.Context) any { return 3 })
+}
+
+func (statsService) HandleCommand(context.Context, *services.Service, services.Command) (any, error) {
+	return nil, redisipc.ErrUnknownOp
+}
+
+func (statsService) Stats(context.Context) map[string]any {
+	return map[string]any{"lookups": 12, "hit_ratio": 0.75, "region": "eu"}
+}
+
+// A service's Statser figures were missing from megane-cli stats, and
+// every value came out of --json as a string. Both kinds of figures show,
+// numbers as JSON numbers.
+func TestStatsJSONShowsServiceFiguresTyped(t *testing.T) {
+	m, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("bot1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rdb.HSet(ctx, ks.Launcher(), "pid", 1) // what megane-cli finds the bot by
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- services.Run(ctx, services.Options{Name: "lookup", Redis: rdb, Keys: ks,
+			IPC:   redisipc.Options{BlockTimeout: 100 * time.Millisecond},
+			Stats: stats.Options{Interval: 20 * time.Millisecond}, OnReady: func() { close(ready) }}, statsService{})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("services.Run = %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("service not ready")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	want := map[string]any{"lookups": 12.0, "hit_ratio": 0.75, "region": "eu", "queue_depth": 3.0, "service": "lookup", "copy": 0.0}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := run(t, m.Addr(), "--json", "stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reports []struct {
+			Name   string         `json:"name"`
+			Fields map[string]any `json:"fields"`
+		}
+		if err := json.Unmarshal([]byte(out), &reports); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		bad := ""
+		if len(reports) == 1 && reports[0].Name == "service:lookup:0" {
+			f := reports[0].Fields
+			for k, v := range want {
+				if f[k] != v {
+					bad += fmt.Sprintf(" %s=%#v (want %#v)", k, f[k], v)
+				}
+			}
+			for _, k := range []string{"pid", "rss_bytes", "heap_bytes", "goroutines", "cpu_percent"} {
+				if _, ok := f[k].(float64); !ok {
+					bad += fmt.Sprintf(" %s=%#v (want a number)", k, f[k])
+				}
+			}
+		} else {
+			bad = " reports: " + out
+		}
+		if bad == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("megane-cli --json stats:%s", bad)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, err := run(t, m.Addr(), "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"LOOKUPS", "HIT_RATIO", "QUEUE_DEPTH", "REGION", "0.75", "eu", "lookup"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("stats table lacks %q:\n%s", s, out)
+		}
 	}
 }

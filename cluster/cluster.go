@@ -54,6 +54,12 @@
 //     it rather than loses from it.
 //   - Stats: the reporter "cluster:<id>" (package stats).
 //
+// The context Launch gets lives as long as the cluster: it is cancelled
+// when the cluster begins to stop, never merely because Launch returned, so
+// a loop started from Launch with it runs until shutdown (services behave
+// the same way). Launch itself must return promptly: the launcher's ready
+// timeout counts from the spawn.
+//
 // Delivery: events are at-least-once across restarts. A graceful stop
 // (ctx cancelled, e.g. on SIGTERM) closes every shard with 1012, waits for
 // the listeners in flight and saves each shard's last handled sequence, so
@@ -110,6 +116,11 @@ type Worker interface {
 	// (start goroutines for long work); use c.Ready to wait for the
 	// shards. An error stops Run before anything connects.
 	//
+	// ctx lives as long as the cluster: it ends when the cluster begins to
+	// stop (Run's context ended, or a shard failed for good), not when
+	// Launch returns, so goroutines started here may use it and stop with
+	// the cluster. A service's Launch gets the same kind of context.
+	//
 	// disgo runs all listeners of the process one at a time on the shards'
 	// read goroutines: a slow listener delays every shard, and one slower
 	// than the heartbeat interval makes disgo reconnect.
@@ -149,7 +160,8 @@ type Cluster struct {
 	// (IPC.Handle, IPC.HandleCommand, IPC.EvalEnv().Set) are in place
 	// before it serves: Run starts serving when Launch returns. The node
 	// answers cache.FetchOp from Owners, and "$stats" with the cluster's
-	// figures (a call to IPC.SetStats replaces them). It is closed after
+	// figures, those added with Stats.Add included (a call to
+	// IPC.SetStats replaces them). It is closed after
 	// the shards' sessions are saved and Shutdown returned.
 	IPC *redisipc.Node
 	// Store is the central store.
@@ -170,7 +182,8 @@ type Cluster struct {
 	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
 	// publishes the built-in process figures plus shards, shards_ready,
 	// guilds, latency_ms (average over the shards) and the projection's
-	// counters; add your own with Stats.Add.
+	// counters; add your own with Stats.Add (typed: a number stays a
+	// number for stats.ReadAll and megane-cli stats).
 	Stats *stats.Reporter
 
 	ready <-chan struct{}
@@ -325,7 +338,12 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	}
 	bg := r.startLoops(context.WithoutCancel(ctx))
 
-	if err := r.launch(ctx, w, c); err != nil {
+	// The Worker's context lives until the cluster begins to stop, for
+	// whatever reason (ctx ended, a shard failed for good, Launch failed),
+	// not until Launch returns: goroutines Launch starts may keep it.
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	if err := r.launch(wctx, w, c); err != nil {
 		r.finish(ctx, bg, "failed")
 		return err
 	}
@@ -368,6 +386,7 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	case reason = <-r.fatal:
 		r.log.Error("cluster stopping after a fatal shard error", slog.Any("err", reason))
 	}
+	stopWorker()
 	err = r.stop(ctx, w, bg, reason)
 	<-readyWatch
 	return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"strconv"
@@ -137,7 +138,13 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 	r.sh = sh
 	r.exposeEval(node.EvalEnv())
 	r.addStats(sh.rep)
-	node.SetStats(r.nodeStats)
+	// The "$stats" answer carries the reporter's fields too (Stats.Add),
+	// so both ways of asking a cluster show the same figures.
+	node.SetStats(func(ctx context.Context) map[string]any {
+		out := sh.rep.Custom(ctx)
+		maps.Copy(out, r.nodeStats(ctx))
+		return out
+	})
 
 	c.IPC, c.Store, c.Cache, c.Fetch, c.Owners, c.Stats = node, sh.store, sh.reader, f, sh.owners, sh.rep
 	return nil

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/stats"
 )
 
 const (
@@ -269,27 +271,27 @@ func trim(b []byte) string {
 
 func (b *bot) testStats(ctx context.Context, t *testing.T, w *discordtest.World) {
 	for i := range 2 {
-		want := strconv.Itoa(len(guildsOf(w, i)))
-		key := b.ks.Stats(redisipc.ClusterAddr(i))
+		want := int64(len(guildsOf(w, i)))
+		name := redisipc.ClusterAddr(i)
 		waitFor(t, "stats of cluster "+strconv.Itoa(i), 10*time.Second, func() []string {
-			st := b.rdb.HGetAll(ctx, key).Val()
-			if st["guilds"] != want || st["shards"] != "4" || st["shards_ready"] != "4" ||
-				st["e2e_marker"] != "cluster-"+strconv.Itoa(i) || st["rss_bytes"] == "" || st["latency_ms"] == "" {
-				return []string{"HGETALL " + key + ": " + fmtMap(st)}
+			st, err := stats.Read(ctx, b.rdb, b.ks, name)
+			f := st.Fields
+			if err != nil || f["guilds"] != want || f["shards"] != int64(4) || f["shards_ready"] != int64(4) ||
+				f["e2e_marker"] != "cluster-"+strconv.Itoa(i) || f["rss_bytes"] == nil || f["latency_ms"] == nil {
+				return []string{fmt.Sprintf("stats of %s: %v %s", name, err, fmtMap(f))}
 			}
 			return nil
 		})
 	}
-	key := b.ks.Stats("service:e2e:0")
 	waitFor(t, "stats of the service", 10*time.Second, func() []string {
-		if st := b.rdb.HGetAll(ctx, key).Val(); st["pid"] == "" {
-			return []string{"HGETALL " + key + ": " + fmtMap(st)}
+		if st, err := stats.Read(ctx, b.rdb, b.ks, "service:e2e:0"); err != nil || st.Fields["pid"] == nil {
+			return []string{fmt.Sprintf("stats of service:e2e:0: %v %s", err, fmtMap(st.Fields))}
 		}
 		return nil
 	})
 }
 
-func fmtMap(m map[string]string) string {
+func fmtMap(m map[string]any) string {
 	b, _ := json.Marshal(m)
 	return string(b)
 }

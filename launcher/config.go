@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -160,6 +161,15 @@ type Config struct {
 	// in order; a slow OnEvent delays later events, not supervision. The
 	// same events are appended to the Redis stream keyspace.Events.
 	OnEvent func(lifecycle.Event)
+
+	// OnStart, when set, is called once in the launcher process after the
+	// children were spawned, with the launcher's handles into the bot's
+	// shared state (IPC, Store, Cache, Fetch, Stats): Megane's master code
+	// goes here. It runs in its own goroutine, so it may block; ctx ends
+	// when the launcher begins to stop, and the handles are closed once
+	// OnStart returned (or ShutdownTimeout after the stop began). The
+	// clusters may not be ready yet: wait on Launcher.AllReady, or on ctx.
+	OnStart func(ctx context.Context, h *Handles)
 
 	// Logger receives the logs of every role. Default: text to stderr at the
 	// level of env MEGANE_LOG_LEVEL (debug, info, warn, error, or an offset

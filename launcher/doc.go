@@ -67,6 +67,18 @@
 // supervision fields if Redis lost them; clusters rewrite their own records
 // and rebuild a lost cache projection (see package cluster).
 //
+// # Code in the launcher process
+//
+// What Megane ran in its master (aggregating statistics, reacting to
+// events, calling clusters and services) goes in Config.OnStart. It gets
+// the same handles a service has (Handles: the launcher's IPC node, the
+// store, the cache reader, the cross-cluster fetch, the launcher's
+// statistics reporter) and Handles.BotStats, every process's statistics
+// typed and grouped by role. Launcher.Handles returns the same handles
+// while Run runs. Like the context of a cluster's or a service's Launch,
+// OnStart's context lives until the process stops. Config.OnEvent
+// delivers the lifecycle events.
+//
 // # Environment
 //
 // An empty variable counts as unset.

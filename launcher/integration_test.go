@@ -282,12 +282,12 @@ func TestFleet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			byName := map[string]map[string]string{}
+			byName := map[string]map[string]any{}
 			for _, r := range reports {
 				byName[r.Name] = r.Fields
 			}
 			l, c0 := byName["launcher"], byName["cluster:0"]
-			if l["clusters"] == "3" && l["clusters_ready"] == "3" && c0["shards"] != "" {
+			if l["clusters"] == int64(3) && l["clusters_ready"] == int64(3) && c0["shards"] != nil {
 				return
 			}
 			if ctx.Err() != nil {

@@ -59,6 +59,7 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 	if err != nil {
 		return fmt.Errorf("launcher: IPC node: %w", err)
 	}
+	l.node = node
 	*cleanups = append(*cleanups, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

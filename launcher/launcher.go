@@ -22,6 +22,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
 )
@@ -65,6 +66,8 @@ type Launcher struct {
 	startedAt      time.Time
 	gateway        identify.GatewayInfo // as saved by planShards, for rewriting it
 	health         *redisHealth
+	node           *redisipc.Node
+	handles        *Handles
 
 	ran        atomic.Bool
 	mu         sync.Mutex
@@ -190,6 +193,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	for _, p := range l.all() {
 		wg.Go(func() { p.run(ctx) })
 	}
+	waitOnStart := l.runOnStart(ctx)
 	l.health.start(&wg)
 	wg.Go(func() { l.watchHeartbeats(ctx) })
 	wg.Go(func() { l.forwardShardEvents(ctx, from) })
@@ -212,6 +216,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	// The probe rewrites the launcher's hash as running: stop it first.
 	l.health.shutdown()
 	wg.Wait()
+	waitOnStart()
 	l.setLauncherStatus("stopped")
 	l.log.Info("stopped")
 	return nil
@@ -330,7 +335,11 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	if err := l.rdb.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...).Err(); err != nil {
 		return fmt.Errorf("launcher: write %s: %w", l.ks.Launcher(), err)
 	}
-	*cleanups = append(*cleanups, l.startStats(ctx))
+	rep, stopStats := l.startStats(ctx)
+	*cleanups = append(*cleanups, stopStats)
+	if err := l.buildHandles(l.node, rep); err != nil {
+		return err
+	}
 	if demo != nil {
 		demo.announce(l)
 		*cleanups = append(*cleanups, demo.startPinger(ctx, l))
@@ -634,7 +643,7 @@ func (l *Launcher) RollingRestart(ctx context.Context) error {
 
 // startStats publishes the launcher's statistics (keyspace.Stats("launcher"))
 // with the fleet's state, and returns the function that stops it.
-func (l *Launcher) startStats(ctx context.Context) func() {
+func (l *Launcher) startStats(ctx context.Context) (*stats.Reporter, func()) {
 	r := stats.NewReporter(l.rdb, l.ks, "launcher", stats.Options{Interval: l.cfg.StatsInterval, Logger: l.log})
 	_ = r.Add("clusters", func(context.Context) any { return len(l.clusters) })
 	_ = r.Add("clusters_ready", func(context.Context) any {
@@ -665,5 +674,5 @@ func (l *Launcher) startStats(ctx context.Context) func() {
 		defer close(done)
 		r.Run(sctx)
 	}()
-	return func() { cancel(); <-done }
+	return r, func() { cancel(); <-done }
 }

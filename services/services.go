@@ -5,8 +5,36 @@
 // a process calling Run); every copy reads the service's inbox through one
 // consumer group, so the copies share the load, and requests a dead copy was
 // holding are reclaimed by a live one. Copies answer the discovery ops
-// redisipc.OpPing, OpInfo and OpStats (merged with the Worker's Stats)
-// without any code of their own.
+// redisipc.OpPing, OpInfo and OpStats without any code of their own.
+//
+// Statistics: each copy publishes one set (package stats, the process
+// "service:<name>:<copy>"): the built-in process figures, service and copy,
+// the fields added with Service.Stats.Add and those of the Worker's
+// Statser. stats.ReadAll and megane-cli stats read them typed; the copy's
+// OpStats answer carries the same user fields.
+//
+// The context a Worker's Launch gets lives as long as the copy: it is
+// cancelled when the copy begins to stop (its Run context ended, or Launch
+// overran the ready timeout), never merely because Launch returned. Long
+// work belongs in goroutines started from Launch with that context:
+//
+//	func (w *worker) Launch(ctx context.Context, s *services.Service) error {
+//		go func() {
+//			t := time.NewTicker(time.Minute)
+//			defer t.Stop()
+//			for {
+//				select {
+//				case <-ctx.Done():
+//					return // the copy is stopping
+//				case <-t.C:
+//					w.refresh(ctx)
+//				}
+//			}
+//		}()
+//		return nil
+//	}
+//
+// A cluster's Launch (package cluster) gets the same kind of context.
 //
 // From any node:
 //
@@ -47,7 +75,11 @@ var ErrBadOptions = errors.New("services: bad options")
 // copy stops, and Statser, to add figures to the "$stats" answer.
 type Worker interface {
 	// Launch prepares the service. The copy starts taking commands when it
-	// returns nil; ctx ends at the ready timeout.
+	// returns nil, and gives up when it has not returned within the ready
+	// timeout (Options.ReadyTimeout). ctx lives as long as the copy: it
+	// ends when the copy stops (or gives up), not when Launch returns, so
+	// goroutines started here (a ticker, a subscription) may use it and
+	// stop with the copy. A cluster's Launch gets the same kind of context.
 	Launch(ctx context.Context, s *Service) error
 	// HandleCommand answers one command. The result is sent back as JSON
 	// (a json.RawMessage is sent as it is); an error reaches the caller as
@@ -64,6 +96,11 @@ type Shutdowner interface {
 }
 
 // Statser is implemented by Workers that report their own statistics.
+// Its figures join the copy's statistics reporter (Service.Stats, as a
+// stats.Source): they are published with the built-in ones, so
+// stats.ReadAll and megane-cli stats show them with their types, and they
+// are in the copy's "$stats" answer. Service.Stats.Add is the other way to
+// add figures, one at a time; both end up in the same place.
 type Statser interface {
 	Stats(ctx context.Context) map[string]any
 }
@@ -86,7 +123,8 @@ type Service struct {
 	// projection cannot answer.
 	Fetch *cache.Fetcher
 	// Stats is the copy's statistics reporter ("service:<Name>:<Copy>"),
-	// publishing the built-in process figures; add your own with Stats.Add.
+	// publishing the built-in process figures; add your own with Stats.Add
+	// (or implement Statser).
 	Stats *stats.Reporter
 	// Redis is the shared client.
 	Redis redis.UniversalClient
@@ -127,7 +165,9 @@ type Options struct {
 	Keys keyspace.Keyspace
 	// Logger receives the copy's logs. Default: discard.
 	Logger *slog.Logger
-	// ReadyTimeout bounds Launch. Default 30 s.
+	// ReadyTimeout bounds how long Launch may take to return; past it the
+	// copy stops with ErrReadyTimeout. It does not bound the context
+	// Launch gets, which lives until the copy stops. Default 30 s.
 	ReadyTimeout time.Duration
 	// ShutdownTimeout bounds finishing running commands and Shutdown once
 	// the copy is told to stop. Default 10 s.
@@ -192,23 +232,23 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		}
 		return json.Marshal(res)
 	})
+	// One set of figures, wherever it is read: the published hash
+	// (stats.ReadAll, megane-cli stats) and the "$stats" answer both come
+	// from the reporter, which the Worker's Statser feeds.
+	_ = s.Stats.Add("service", func(context.Context) any { return opts.Name })
+	_ = s.Stats.Add("copy", func(context.Context) any { return opts.Copy })
 	if st, ok := w.(Statser); ok {
-		node.SetStats(func(ctx context.Context) map[string]any {
-			m := st.Stats(ctx)
-			if m == nil {
-				m = map[string]any{}
-			}
-			m["service"], m["copy"] = opts.Name, opts.Copy
-			return m
-		})
-	} else {
-		node.SetStats(func(context.Context) map[string]any {
-			return map[string]any{"service": opts.Name, "copy": opts.Copy}
-		})
+		s.Stats.AddSource(st.Stats)
 	}
+	node.SetStats(s.Stats.Custom)
 
+	// The Worker's context: Launch gets it, and goroutines Launch starts
+	// may keep it. It ends when the copy stops, for whatever reason.
+	lctx, cancelLaunch := context.WithCancel(ctx)
+	defer cancelLaunch()
 	stopStats := func() {}
 	stop := func(cause error) error {
+		cancelLaunch()
 		stopStats()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
 		defer cancel()
@@ -219,7 +259,7 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 		return errors.Join(cause, err)
 	}
 
-	if err := launch(ctx, opts.ReadyTimeout, w, s); err != nil {
+	if err := launch(ctx, lctx, opts.ReadyTimeout, w, s); err != nil {
 		return stop(fmt.Errorf("services: %s: launch: %w", opts.Name, err))
 	}
 	if err := node.Start(ctx); err != nil {
@@ -241,24 +281,28 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	return stop(nil)
 }
 
-// launch runs Launch with the ready timeout. A Launch that ignores its
-// context does not hold the copy past the timeout.
-func launch(ctx context.Context, timeout time.Duration, w Worker, s *Service) error {
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// launch runs Launch with lctx, which lives as long as the copy, and gives
+// up after timeout. A Launch that ignores its context does not hold the
+// copy past the timeout; the caller cancels lctx when the copy stops.
+func launch(ctx, lctx context.Context, timeout time.Duration, w Worker, s *Service) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	done := make(chan error, 1)
-	go func() { done <- w.Launch(lctx, s) }()
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("Launch panicked: %v", p)
+			}
+		}()
+		done <- w.Launch(lctx, s)
+	}()
 	select {
 	case err := <-done:
-		if err != nil && errors.Is(lctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			return fmt.Errorf("%w after %v: %w", ErrReadyTimeout, timeout, err)
-		}
 		return err
-	case <-lctx.Done():
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	case <-t.C:
 		return fmt.Errorf("%w after %v", ErrReadyTimeout, timeout)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

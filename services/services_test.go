@@ -2,6 +2,7 @@ package services_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/stats"
 )
 
 type counter struct {
@@ -188,5 +190,166 @@ func TestReadyTimeout(t *testing.T) {
 func TestBadOptions(t *testing.T) {
 	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrBadOptions) {
 		t.Fatalf("Run = %v, want ErrBadOptions", err)
+	}
+}
+
+// ticker is a Worker whose Launch starts a setInterval-style loop with its
+// context and returns at once.
+type ticker struct {
+	ticks   atomic.Int64
+	stopped chan struct{}
+}
+
+func (w *ticker) Launch(ctx context.Context, s *services.Service) error {
+	go func() {
+		defer close(w.stopped)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.ticks.Add(1)
+			}
+		}
+	}()
+	return nil
+}
+
+func (w *ticker) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
+	return nil, fmt.Errorf("%w: %s", redisipc.ErrUnknownOp, cmd.Op)
+}
+
+// The context Launch gets used to end the moment Launch returned, so a loop
+// started there died at once. It lives until the copy stops.
+func TestLaunchContextLivesUntilStop(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("unit")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &ticker{stopped: make(chan struct{})}
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- services.Run(ctx, services.Options{Name: "tick", Redis: rdb, Keys: ks, IPC: fastIPC,
+			ReadyTimeout: 50 * time.Millisecond, OnReady: func() { close(ready) }}, w)
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run = %v before ready", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("not ready")
+	}
+	// Well past the ready timeout, the loop still ticks.
+	past := time.Now().Add(150 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := w.ticks.Load()
+		select {
+		case <-w.stopped:
+			t.Fatalf("the loop stopped after %d ticks while the copy runs", n)
+		default:
+		}
+		if time.Now().After(past) && n >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d ticks", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-w.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop outlived the copy")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// statser reports through both ways a service has: a Statser, and a field
+// added with Stats.Add in Launch.
+type statser struct{}
+
+func (w *statser) Launch(ctx context.Context, s *services.Service) error {
+	return s.Stats.Add("queue_depth", func(context.Context) any { return 3 })
+}
+
+func (w *statser) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
+	return nil, fmt.Errorf("%w: %s", redisipc.ErrUnknownOp, cmd.Op)
+}
+
+func (w *statser) Stats(ctx context.Context) map[string]any {
+	return map[string]any{"lookups": 12, "hit_ratio": 0.75, "region": "eu"}
+}
+
+// A Worker's Statser used to reach only the "$stats" IPC answer, never the
+// published statistics (stats.ReadAll, megane-cli stats); Stats.Add fields
+// only the latter. Both now go through the reporter and show everywhere,
+// typed.
+func TestStatserAndAddShowEverywhere(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("unit")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- services.Run(ctx, services.Options{Name: "lookup", Copy: 1, Redis: rdb, Keys: ks, IPC: fastIPC,
+			Stats: stats.Options{Interval: 20 * time.Millisecond}, OnReady: func() { close(ready) }}, &statser{})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run = %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("not ready")
+	}
+	want := map[string]any{"lookups": int64(12), "hit_ratio": 0.75, "region": "eu", "queue_depth": int64(3),
+		"service": "lookup", "copy": int64(1)}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rep, err := stats.Read(ctx, rdb, ks, "service:lookup:1")
+		missing := ""
+		for k, v := range want {
+			if rep.Fields[k] != v {
+				missing += fmt.Sprintf(" %s=%#v (want %#v)", k, rep.Fields[k], v)
+			}
+		}
+		if err == nil && missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("published statistics: %v;%s", err, missing)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	cli, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cli:t",
+		BlockTimeout: 100 * time.Millisecond, DirectoryRefresh: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close(context.Background())
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	out, err := cli.Call(cctx, "service:lookup", redisipc.OpStats, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer map[string]any
+	if err := json.Unmarshal(out, &answer); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]any{"lookups": 12.0, "hit_ratio": 0.75, "region": "eu", "queue_depth": 3.0, "service": "lookup", "copy": 1.0} {
+		if answer[k] != v {
+			t.Errorf("$stats %s = %#v, want %#v", k, answer[k], v)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

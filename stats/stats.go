@@ -4,8 +4,14 @@
 // side by side).
 //
 // Each process reports a flat hash keyspace.Stats(name) with the built-in
-// fields below plus whatever collectors were added; the hash expires when its
-// process stops reporting, and keyspace.StatsIndex lists the reporters.
+// fields below plus whatever collectors and sources were added; the hash
+// expires when its process stops reporting, and keyspace.StatsIndex lists
+// the reporters. Every field's value is JSON, so it reads back with its
+// type: a number stays a number (an int64 when it was published as an
+// integer, a float64 when as a float), a string a string, a map a map. With
+// redis-cli a number looks as it always did (42, 12.5) and a string is
+// quoted ("host-1"). This package owns the record: read it with ReadAll or
+// Read, never by parsing the hash.
 //
 //	cpu_percent    CPU used since the previous sample (user+system), in % of one core
 //	rss_bytes      resident memory
@@ -19,13 +25,17 @@ package stats
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,8 +49,17 @@ import (
 const DefaultInterval = 10 * time.Second
 
 // Collector returns one user statistic. It is called once per sample and
-// must not block for long; its value is stored with fmt's %v formatting.
+// must not block for long. Its value is published as JSON and read back
+// typed (see the package documentation); an error is published as the
+// string "error: <message>", and a value JSON cannot encode as its fmt %v
+// text.
 type Collector func(ctx context.Context) any
+
+// Source returns several user statistics at once, for code that keeps its
+// figures in a map (services.Statser). Like a Collector it is called once
+// per sample; fields with a built-in name are ignored, and a field a
+// Collector also reports takes the Collector's value.
+type Source func(ctx context.Context) map[string]any
 
 // Options configures a Reporter.
 type Options struct {
@@ -63,6 +82,7 @@ type Reporter struct {
 
 	mu         sync.Mutex
 	collectors map[string]Collector
+	sources    []Source
 	cpu        cpuSampler
 }
 
@@ -96,48 +116,83 @@ func (r *Reporter) Add(name string, c Collector) error {
 	return nil
 }
 
+// AddSource registers a Source; its fields are published with the
+// collectors'.
+func (r *Reporter) AddSource(src Source) {
+	r.mu.Lock()
+	r.sources = append(r.sources, src)
+	r.mu.Unlock()
+}
+
 var builtin = map[string]bool{
 	"cpu_percent": true, "rss_bytes": true, "heap_bytes": true, "goroutines": true,
 	"gc_cycles": true, "uptime_seconds": true, "pid": true, "host": true, "updated_at": true,
 }
 
-// Sample collects the current statistics without publishing them. A
-// collector that panics is reported as "error: …" instead of crashing.
-func (r *Reporter) Sample(ctx context.Context) map[string]string {
+// Sample collects the current statistics, built-in and user ones, without
+// publishing them. A collector or source that panics is reported as the
+// string "error: …" instead of crashing.
+func (r *Reporter) Sample(ctx context.Context) map[string]any {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	out := map[string]string{
-		"heap_bytes":     strconv.FormatUint(ms.HeapAlloc, 10),
-		"goroutines":     strconv.Itoa(runtime.NumGoroutine()),
-		"gc_cycles":      strconv.FormatUint(uint64(ms.NumGC), 10),
-		"uptime_seconds": strconv.FormatInt(int64(time.Since(r.started).Seconds()), 10),
-		"pid":            strconv.Itoa(os.Getpid()),
-		"host":           r.host,
-		"updated_at":     strconv.FormatInt(time.Now().UnixMilli(), 10),
-	}
+	out := r.Custom(ctx)
+	out["heap_bytes"] = ms.HeapAlloc
+	out["goroutines"] = runtime.NumGoroutine()
+	out["gc_cycles"] = ms.NumGC
+	out["uptime_seconds"] = int64(time.Since(r.started).Seconds())
+	out["pid"] = os.Getpid()
+	out["host"] = r.host
+	out["updated_at"] = time.Now().UnixMilli()
 	if rss := rssBytes(); rss > 0 {
-		out["rss_bytes"] = strconv.FormatUint(rss, 10)
+		out["rss_bytes"] = rss
 	}
 	r.mu.Lock()
-	out["cpu_percent"] = strconv.FormatFloat(r.cpu.sample(), 'f', 1, 64)
+	out["cpu_percent"] = math.Round(r.cpu.sample()*10) / 10
+	r.mu.Unlock()
+	return out
+}
+
+// Custom collects only the user statistics (collectors and sources), as
+// Sample would. A service merges them into its IPC "$stats" answer, so
+// both ways of asking a process show the same figures.
+func (r *Reporter) Custom(ctx context.Context) map[string]any {
+	r.mu.Lock()
 	collectors := make(map[string]Collector, len(r.collectors))
 	for k, c := range r.collectors {
 		collectors[k] = c
 	}
+	sources := slices.Clone(r.sources)
 	r.mu.Unlock()
+	out := map[string]any{}
+	for _, src := range sources {
+		for k, v := range safeSource(ctx, src) {
+			if !builtin[k] && k != "" {
+				out[k] = v
+			}
+		}
+	}
 	for name, c := range collectors {
 		out[name] = safeCollect(ctx, c)
 	}
 	return out
 }
 
-func safeCollect(ctx context.Context, c Collector) (s string) {
+func safeCollect(ctx context.Context, c Collector) (v any) {
 	defer func() {
 		if p := recover(); p != nil {
-			s = fmt.Sprintf("error: %v", p)
+			v = fmt.Sprintf("error: %v", p)
 		}
 	}()
-	return fmt.Sprint(c(ctx))
+	return c(ctx)
+}
+
+func safeSource(ctx context.Context, src Source) (m map[string]any) {
+	defer func() {
+		if p := recover(); p != nil {
+			m = map[string]any{"source_error": fmt.Sprintf("error: %v", p)}
+		}
+	}()
+	return src(ctx)
 }
 
 // IndexTTL is how long the index (keyspace.StatsIndex) keeps a process
@@ -147,7 +202,11 @@ const IndexTTL = 24 * time.Hour
 // Publish samples and writes the hash, its expiry and the index entry in one
 // pipeline.
 func (r *Reporter) Publish(ctx context.Context) error {
-	fields := r.Sample(ctx)
+	sample := r.Sample(ctx)
+	fields := make(map[string]string, len(sample))
+	for k, v := range sample {
+		fields[k] = encodeValue(v)
+	}
 	key := r.ks.Stats(r.name)
 	now := time.Now()
 	pipe := r.rdb.Pipeline()
@@ -184,8 +243,56 @@ func (r *Reporter) Run(ctx context.Context) {
 
 // Report is one process's published statistics.
 type Report struct {
-	Name   string            `json:"name"`
-	Fields map[string]string `json:"fields"`
+	// Name is the process: "launcher", "cluster:<id>" or
+	// "service:<name>:<copy>".
+	Name string `json:"name"`
+	// Fields holds every field with its type: int64 or float64 for
+	// numbers (as published: an integer or a float), string, bool, nil,
+	// []any and map[string]any (whose numbers follow the same rule).
+	Fields map[string]any `json:"fields"`
+}
+
+// Role is the kind of process the report comes from: "launcher",
+// "cluster" or "service".
+func (r Report) Role() string {
+	role, _, _ := strings.Cut(r.Name, ":")
+	return role
+}
+
+// Int returns the field name as an int64, and whether it is a number. A
+// float is truncated.
+func (r Report) Int(name string) (int64, bool) {
+	switch v := r.Fields[name].(type) {
+	case int64:
+		return v, true
+	case float64:
+		return int64(v), true
+	}
+	return 0, false
+}
+
+// Float returns the field name as a float64, and whether it is a number.
+func (r Report) Float(name string) (float64, bool) {
+	switch v := r.Fields[name].(type) {
+	case int64:
+		return float64(v), true
+	case float64:
+		return v, true
+	}
+	return 0, false
+}
+
+// Text returns the field name as text: a string as it is, anything else
+// as JSON, and "" when the field is absent.
+func (r Report) Text(name string) string {
+	v, ok := r.Fields[name]
+	if !ok {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return encodeValue(v)
 }
 
 // ReadAll returns the reports of every process that reported within maxAge
@@ -212,10 +319,105 @@ func ReadAll(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspac
 	var out []Report
 	for i, n := range names {
 		if f := cmds[i].Val(); len(f) > 0 {
-			out = append(out, Report{Name: n, Fields: f})
+			out = append(out, decodeReport(n, f))
 		}
 	}
 	return out, nil
+}
+
+// ErrNotFound means the process has no live statistics: it never
+// reported, or its hash expired.
+var ErrNotFound = errors.New("stats: no statistics")
+
+// Read returns the report of one process ("cluster:0").
+func Read(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, name string) (Report, error) {
+	f, err := rdb.HGetAll(ctx, ks.Stats(name)).Result()
+	if err != nil {
+		return Report{}, fmt.Errorf("stats: read %s: %w", name, err)
+	}
+	if len(f) == 0 {
+		return Report{}, fmt.Errorf("%w for %s", ErrNotFound, name)
+	}
+	return decodeReport(name, f), nil
+}
+
+func decodeReport(name string, hash map[string]string) Report {
+	r := Report{Name: name, Fields: make(map[string]any, len(hash))}
+	for k, v := range hash {
+		r.Fields[k] = decodeValue(v)
+	}
+	return r
+}
+
+// encodeValue is how a field is stored: JSON, with a float always
+// written as one (2.0, not 2) so that it reads back as a float64.
+func encodeValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		b, _ := json.Marshal(x)
+		return string(b)
+	case error:
+		b, _ := json.Marshal("error: " + x.Error())
+		return string(b)
+	case float32:
+		return encodeFloat(float64(x))
+	case float64:
+		return encodeFloat(x)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(fmt.Sprint(v))
+	}
+	return string(b)
+}
+
+func encodeFloat(f float64) string {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		b, _ := json.Marshal(strconv.FormatFloat(f, 'g', -1, 64)) // JSON has no NaN
+		return string(b)
+	}
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return s
+}
+
+// decodeValue reverses encodeValue. Text that is not JSON (written by
+// something else) is returned as a string.
+func decodeValue(s string) any {
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil || d.More() {
+		return s
+	}
+	return typedNumbers(v)
+}
+
+// typedNumbers turns json.Numbers into int64 (integers) or float64.
+func typedNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if !strings.ContainsAny(string(x), ".eE") {
+			if n, err := x.Int64(); err == nil {
+				return n
+			}
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = typedNumbers(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = typedNumbers(x[k])
+		}
+	}
+	return v
 }
 
 // cpuSampler turns cumulative CPU time into usage since the previous

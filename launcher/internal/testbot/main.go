@@ -8,7 +8,10 @@
 //
 // TESTBOT_CRASH_CLUSTER=<id> makes that cluster's Launch fail (a crash at
 // start); TESTBOT_SERVICE=1 registers the service "echo", whose Launch fails
-// while the file TESTBOT_SERVICE_CRASH_FILE names exists.
+// while the file TESTBOT_SERVICE_CRASH_FILE names exists. TESTBOT_ONSTART=1
+// sets Config.OnStart: the launcher then publishes bot_guilds (the clusters'
+// guilds added up) and answers the op "testbot:shared" with what its
+// handles reach (SharedReply).
 package main
 
 import (
@@ -30,7 +33,9 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/launcher"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/stats"
 )
 
 type worker struct{}
@@ -58,17 +63,81 @@ func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
 
 type echo struct{}
 
-func (echo) Launch(context.Context, *services.Service) error {
+func (echo) Launch(_ context.Context, s *services.Service) error {
 	if f := os.Getenv("TESTBOT_SERVICE_CRASH_FILE"); f != "" {
 		if _, err := os.Stat(f); err == nil {
 			return errors.New("testbot: service crashing at start on purpose")
 		}
 	}
-	return nil
+	return s.Stats.Add("echo_launched", func(context.Context) any { return 1 })
+}
+
+// Stats makes echo a services.Statser.
+func (echo) Stats(context.Context) map[string]any {
+	return map[string]any{"echo_kind": "echo", "echo_ratio": 0.5}
 }
 
 func (echo) HandleCommand(_ context.Context, s *services.Service, cmd services.Command) (any, error) {
 	return json.RawMessage(cmd.Payload), nil
+}
+
+// SharedReply answers "testbot:shared": what the launcher process reads
+// through its Handles.
+type SharedReply struct {
+	Clusters    int     `json:"clusters"`
+	Guilds      float64 `json:"guilds"`        // stats.Sum of the clusters' guilds
+	EchoKind    any     `json:"echo_kind"`     // the echo service's Statser field
+	EchoRatio   any     `json:"echo_ratio"`    // another, a number
+	EchoLaunch  any     `json:"echo_launched"` // its Stats.Add field
+	Store       int64   `json:"store"`
+	CacheName   string  `json:"cache_name"`
+	FetchName   string  `json:"fetch_name"`
+	ServiceEcho string  `json:"service_echo"` // services.Call from the launcher
+}
+
+func onStart(ctx context.Context, h *launcher.Handles) {
+	_ = h.Stats.Add("bot_guilds", func(ctx context.Context) any {
+		b, err := h.BotStats(ctx)
+		if err != nil {
+			return err
+		}
+		return int64(stats.Sum(b.Clusters, "guilds"))
+	})
+	h.IPC.Handle("testbot:shared", func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		var in struct {
+			Guild uint64 `json:"guild,string"`
+		}
+		if err := req.Decode(&in); err != nil {
+			return nil, err
+		}
+		b, err := h.BotStats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := SharedReply{Clusters: len(b.Clusters), Guilds: stats.Sum(b.Clusters, "guilds")}
+		if copies := b.Services["echo"]; len(copies) > 0 {
+			f := copies[0].Fields
+			out.EchoKind, out.EchoRatio, out.EchoLaunch = f["echo_kind"], f["echo_ratio"], f["echo_launched"]
+		}
+		if out.Store, err = h.Store.Bucket("testbot").Incr(ctx, "launcher", 1); err != nil {
+			return nil, err
+		}
+		if g, err := h.Cache.Guild(ctx, in.Guild); err == nil {
+			out.CacheName = g.Name
+		}
+		if g, err := h.Fetch.FetchGuild(ctx, in.Guild); err == nil {
+			out.FetchName = g.Name
+		}
+		if os.Getenv("TESTBOT_SERVICE") == "1" {
+			if err := services.Call(ctx, h.IPC, "echo", "say", "hi", &out.ServiceEcho); err != nil {
+				return nil, err
+			}
+		}
+		return json.Marshal(out)
+	})
+	h.Logger.Info("testbot: OnStart ran")
+	<-ctx.Done() // OnStart may block: it has a goroutine of its own
+	fmt.Fprintln(os.Stderr, "testbot: OnStart saw the stop")
 }
 
 func main() {
@@ -79,6 +148,9 @@ func main() {
 			// The tests read these lines to see what user code is told.
 			fmt.Fprintf(os.Stderr, "testbot event: %s cluster=%d shard=%d service=%q\n", ev.Type, ev.Cluster, ev.Shard, ev.Service)
 		},
+	}
+	if os.Getenv("TESTBOT_ONSTART") == "1" {
+		cfg.OnStart = onStart
 	}
 	if os.Getenv("TESTBOT_SERVICE") == "1" {
 		cfg.Services = map[string]launcher.ServiceSpec{"echo": {Worker: echo{}}}
