@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -99,9 +100,13 @@ func (h *redisHealth) shutdown() {
 // check probes Redis once and records the result. A probe cut short by
 // the caller's context ending (the launcher stopping) records nothing.
 func (h *redisHealth) check(ctx context.Context) error {
+	start := h.p.now()
 	err := h.p.probe(ctx)
 	if err != nil && errors.Is(err, context.Canceled) {
 		return err
+	}
+	if err == nil {
+		err = h.tooSlow(start, "the launcher's probe write")
 	}
 	if errors.Is(err, errEmptied) {
 		h.emptied()
@@ -109,6 +114,31 @@ func (h *redisHealth) check(ctx context.Context) error {
 	}
 	h.record(err)
 	return err
+}
+
+// tooSlow returns an error when a Redis round trip that started at start
+// took longer than the probe interval. A Redis that is paused (SIGSTOP, a
+// long fork, a stalled network) answers late rather than with an error
+// (go-redis waits out its read timeout, not the context's deadline), and
+// a child's heartbeat blocked the same way meanwhile: that is an outage,
+// not a silent child.
+func (h *redisHealth) tooSlow(start time.Time, what string) error {
+	if took := h.p.now().Sub(start); took > h.p.interval {
+		return fmt.Errorf("launcher: Redis took %s to answer %s (more than the %s heartbeat interval)",
+			took.Round(time.Millisecond), what, h.p.interval)
+	}
+	return nil
+}
+
+// slowRoundTrip records an outage when a Redis round trip of the watchdog,
+// started at start, took longer than the probe interval, and reports
+// whether it did: what the round trip read is then stale.
+func (h *redisHealth) slowRoundTrip(start time.Time, what string) bool {
+	err := h.tooSlow(start, what)
+	if err != nil {
+		h.record(err)
+	}
+	return err != nil
 }
 
 // emptied records that Redis lost its data: a failure that is over at

@@ -312,3 +312,54 @@ func TestEnsureRecordsRewritesWhatIsMissing(t *testing.T) {
 		t.Errorf("an existing gateway hash was rewritten")
 	}
 }
+
+// A Redis that answers late (paused by SIGSTOP, a stalled network) is
+// failing, not working: children's heartbeats were blocked the same way.
+// The probe and the watchdog's own round trips record it, and the watchdog
+// then waits a heartbeat TTL of health before judging anyone.
+func TestSlowRedisIsAnOutage(t *testing.T) {
+	clk := &clock{t: time.Unix(1000, 0)}
+	slow := false
+	h := newRedisHealth(healthParams{probe: func(context.Context) error {
+		if slow {
+			clk.add(3 * time.Second) // the write went through, late
+		}
+		return nil
+	}, interval: 500 * time.Millisecond, now: clk.now})
+	clk.add(2 * time.Second)
+	if !h.healthyFor(1500 * time.Millisecond) {
+		t.Fatal("not healthy after quick probes")
+	}
+	slow = true
+	if err := h.check(context.Background()); err == nil {
+		t.Fatal("a probe that took 3s (interval 500ms) is not a failure")
+	}
+	if h.healthyFor(0) {
+		t.Fatal("healthy right after a slow probe")
+	}
+	slow = false
+	if err := h.check(context.Background()); err != nil {
+		t.Fatalf("quick probe after the slow one: %v", err)
+	}
+	if h.healthyFor(1500 * time.Millisecond) {
+		t.Fatal("healthy for a TTL at once after the recovery")
+	}
+	clk.add(1500 * time.Millisecond)
+	if !h.healthyFor(1500 * time.Millisecond) {
+		t.Fatal("not healthy a TTL after the recovery")
+	}
+
+	start := clk.now()
+	clk.add(100 * time.Millisecond)
+	if h.slowRoundTrip(start, "a quick check") {
+		t.Fatal("a 100ms round trip counted as slow")
+	}
+	start = clk.now()
+	clk.add(2 * time.Second)
+	if !h.slowRoundTrip(start, "a slow check") {
+		t.Fatal("a 2s round trip not counted as slow")
+	}
+	if failing, err := h.failing(); !failing || err == nil {
+		t.Fatalf("failing = %v, %v after a slow watchdog round trip", failing, err)
+	}
+}

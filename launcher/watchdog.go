@@ -84,6 +84,7 @@ func (l *Launcher) checkClusters(ctx context.Context, now time.Time, startGrace 
 		return
 	}
 	cmds := make([]*redis.IntCmd, len(watched))
+	start := l.health.p.now()
 	_, err := l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, p := range watched {
 			cmds[i] = pipe.Exists(ctx, l.ks.ClusterHeartbeat(p.id))
@@ -96,6 +97,9 @@ func (l *Launcher) checkClusters(ctx context.Context, now time.Time, startGrace 
 		if ctx.Err() == nil {
 			l.log.Warn("heartbeat check failed", slog.Any("error", err))
 		}
+		return
+	}
+	if l.health.slowRoundTrip(start, "the heartbeat check") {
 		return
 	}
 	for i, p := range watched {
@@ -153,11 +157,15 @@ func (l *Launcher) checkServices(ctx context.Context, now time.Time, startGrace 
 	if len(watched) == 0 {
 		return
 	}
+	start := l.health.p.now()
 	nodes, err := redisipc.LiveNodes(ctx, l.rdb, l.ks)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("service liveness check failed", slog.Any("error", err))
 		}
+		return
+	}
+	if l.health.slowRoundTrip(start, "the service liveness check") {
 		return
 	}
 	host, _ := os.Hostname()
