@@ -86,6 +86,7 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/disgo/rest"
 	"github.com/disgoorg/disgo/sharding"
+	"github.com/disgoorg/snowflake/v2"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
@@ -656,10 +657,22 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 	r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
 	switch d := data.(type) {
 	case gateway.EventReady:
-		r.track.readyEvent(shard, seq, d.SessionID, d.ResumeGatewayURL, len(d.Guilds))
+		ids := make([]snowflake.ID, len(d.Guilds))
+		for i, g := range d.Guilds {
+			ids[i] = g.ID
+		}
+		r.track.readyEvent(shard, seq, d.SessionID, d.ResumeGatewayURL, ids)
 	case gateway.EventResumed:
 		r.track.handled(shard, seq)
 		r.track.resumedEvent(shard)
+	case gateway.EventGuildCreate:
+		r.track.guildEvent(shard, seq, d.ID, guildCreated)
+	case gateway.EventGuildDelete:
+		change := guildRemoved
+		if d.Unavailable {
+			change = guildUnavailable
+		}
+		r.track.guildEvent(shard, seq, d.ID, change)
 	default:
 		r.track.handled(shard, seq)
 	}

@@ -49,8 +49,7 @@ type shared struct {
 	ownerFetches, ownerErrors atomic.Int64
 
 	countsMu sync.Mutex
-	counts   cache.Counts
-	countsOK bool
+	counts   shardCounts
 	countsAt time.Time
 }
 
@@ -201,45 +200,85 @@ func (l localRequester) Call(ctx context.Context, to, op string, payload []byte)
 	return l.remote.Call(ctx, to, op, payload)
 }
 
-// clusterCounts returns the projection's counts of this cluster's shards.
-func (r *runner) clusterCounts(ctx context.Context) (cache.Counts, bool) {
-	n, err := r.sh.reader.ClusterCounts(ctx, r.o.ID)
-	if err != nil {
-		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
-		return cache.Counts{}, false
+// guildCounts returns the guild count of each of the cluster's shards: the
+// one source of that number for every view (eval's shard_statuses and
+// guilds, the statistics, the shard status hashes). With the projection it
+// is the size of the shard's guild set in Redis, which outlives the
+// process, so a shard that RESUMEd (and got no READY) counts right at once;
+// without it, the tracker's count, which a resumed shard takes from its
+// saved session. -1 marks a count that is unknown.
+func (r *runner) guildCounts(ctx context.Context) (map[int]int64, error) {
+	if r.sh.proj == nil {
+		return r.track.guildCounts(), nil
 	}
-	return n, true
+	n, err := r.sh.reader.ShardGuildCounts(ctx, r.ids)
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
-// evalCounts is clusterCounts for the eval environment, reusing a result
+// shardCounts is a snapshot of the cluster's counts, by shard.
+type shardCounts struct {
+	guilds  map[int]int64        // guildCounts; nil when unreadable
+	byShard map[int]cache.Counts // the projection's counts; nil without one
+}
+
+// sumGuilds returns the sum of the guild counts of ids, or -1 when one
+// of them is unknown.
+func sumGuilds(guilds map[int]int64, ids []int) int64 {
+	var sum int64
+	for _, id := range ids {
+		n, ok := guilds[id]
+		if !ok || n < 0 {
+			return -1
+		}
+		sum += n
+	}
+	return sum
+}
+
+// readCounts reads a shardCounts: with the projection, in one pipeline, so
+// that the guilds and the other counts of one eval are of one moment.
+func (r *runner) readCounts(ctx context.Context) shardCounts {
+	if r.sh.proj == nil {
+		return shardCounts{guilds: r.track.guildCounts()}
+	}
+	by, err := r.sh.reader.CountsByShard(ctx, r.ids)
+	if err != nil {
+		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
+		return shardCounts{}
+	}
+	guilds := make(map[int]int64, len(by))
+	for id, c := range by {
+		guilds[id] = c.Guilds
+	}
+	return shardCounts{guilds: guilds, byShard: by}
+}
+
+// evalCounts is readCounts for the eval environment, reusing a result
 // younger than countsTTL.
-func (r *runner) evalCounts(ctx context.Context) (cache.Counts, bool) {
+func (r *runner) evalCounts(ctx context.Context) shardCounts {
 	sh := r.sh
 	sh.countsMu.Lock()
 	defer sh.countsMu.Unlock()
 	if !sh.countsAt.IsZero() && time.Since(sh.countsAt) < countsTTL {
-		return sh.counts, sh.countsOK
+		return sh.counts
 	}
-	sh.counts, sh.countsOK = r.clusterCounts(ctx)
+	sh.counts = r.readCounts(ctx)
 	sh.countsAt = time.Now()
-	return sh.counts, sh.countsOK
+	return sh.counts
 }
 
-// guildCount is the number of guilds of the cluster's shards: from the
-// projection (counts), or, without one, from the shards' READY payloads.
-func (r *runner) guildCount(ctx context.Context, counts func(context.Context) (cache.Counts, bool)) int64 {
-	if r.sh.proj != nil {
-		if n, ok := counts(ctx); ok {
-			return n.Guilds
-		}
+// clusterGuilds is the number of guilds of the cluster's shards (see
+// guildCounts); -1 when unknown.
+func (r *runner) clusterGuilds(ctx context.Context) int64 {
+	n, err := r.guildCounts(ctx)
+	if err != nil {
+		r.log.Debug("cluster: reading guild counts", slog.Any("err", err))
+		return -1
 	}
-	var sum int64
-	for _, s := range r.track.snapshot() {
-		if s.Guilds > 0 {
-			sum += int64(s.Guilds)
-		}
-	}
-	return sum
+	return sumGuilds(n, r.ids)
 }
 
 // exposeEval adds the cluster's values to its eval environment. See the
@@ -251,10 +290,17 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 	env.Set("shard_ids", append([]int(nil), r.ids...))
 	env.Set("shard_count", r.track.shardCount)
 	env.Provide("shard_statuses", func() any {
+		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
+		defer cancel()
+		counts := r.evalCounts(ctx)
 		snap := r.track.snapshot()
 		out := make([]map[string]any, len(snap))
 		for i, s := range snap {
-			out[i] = map[string]any{"id": s.ID, "status": s.Status, "latency_ms": s.LatencyMS, "guilds": s.Guilds}
+			guilds, ok := counts.guilds[s.ID]
+			if !ok {
+				guilds = -1
+			}
+			out[i] = map[string]any{"id": s.ID, "status": s.Status, "latency_ms": s.LatencyMS, "guilds": guilds}
 		}
 		return out
 	})
@@ -279,7 +325,7 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 	env.Provide("guilds", func() any {
 		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 		defer cancel()
-		return r.guildCount(ctx, r.evalCounts)
+		return sumGuilds(r.evalCounts(ctx).guilds, r.ids)
 	})
 	if r.sh.proj == nil {
 		return
@@ -288,8 +334,16 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 		return func() any {
 			ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 			defer cancel()
-			n, _ := r.evalCounts(ctx)
-			return pick(n)
+			var sum cache.Counts
+			for _, c := range r.evalCounts(ctx).byShard {
+				sum.Guilds += c.Guilds
+				sum.Unavailable += c.Unavailable
+				sum.Channels += c.Channels
+				sum.Roles += c.Roles
+				sum.Members += c.Members
+				sum.Users += c.Users
+			}
+			return pick(sum)
 		}
 	}
 	env.Provide("users", count(func(n cache.Counts) int64 { return n.Users }))
@@ -336,7 +390,7 @@ func (r *runner) addStats(rep *stats.Reporter) {
 		}
 		return n
 	})
-	add("guilds", func(ctx context.Context) any { return r.guildCount(ctx, r.clusterCounts) })
+	add("guilds", func(ctx context.Context) any { return r.clusterGuilds(ctx) })
 	add("latency_ms", func(context.Context) any { return r.track.averageLatency() })
 	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
 	if p := r.sh.proj; p != nil {
