@@ -45,8 +45,11 @@ type shared struct {
 	// fetches this cluster would otherwise send to itself.
 	ownerFetch func(ctx context.Context, payload []byte) ([]byte, error)
 	// ownerFetches counts FetchOp requests answered, ownerErrors those
-	// that failed.
+	// that failed. ownerREST counts the REST calls owner lookups made (for
+	// FetchOp and for Fetch's fallback), ownerCached the lookups the
+	// owner's REST cache answered instead.
 	ownerFetches, ownerErrors atomic.Int64
+	ownerREST, ownerCached    atomic.Int64
 
 	countsMu sync.Mutex
 	counts   shardCounts
@@ -96,7 +99,11 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 	}
 	sh.node = node
 
-	sh.owners = cache.NewOwnerMux(clientSource{client: r.client})
+	src := clientSource{client: r.client, rest: &sh.ownerREST, cached: &sh.ownerCached}
+	if o.OwnerCacheTTL > 0 {
+		src.cache = newRESTCache(o.OwnerCacheTTL, o.OwnerCacheSize)
+	}
+	sh.owners = cache.NewOwnerMux(src)
 	h := cache.OwnerHandler(sh.owners)
 	sh.ownerFetch = func(ctx context.Context, payload []byte) (out []byte, err error) {
 		defer func() {
@@ -393,6 +400,8 @@ func (r *runner) addStats(rep *stats.Reporter) {
 	add("guilds", func(ctx context.Context) any { return r.clusterGuilds(ctx) })
 	add("latency_ms", func(context.Context) any { return r.track.averageLatency() })
 	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
+	add("owner_rest", func(context.Context) any { return r.sh.ownerREST.Load() })
+	add("owner_rest_cached", func(context.Context) any { return r.sh.ownerCached.Load() })
 	if p := r.sh.proj; p != nil {
 		add("cache_events", func(context.Context) any { return p.Stats().Events })
 		add("cache_written", func(context.Context) any { return p.Stats().Written })
@@ -406,6 +415,7 @@ func (r *runner) nodeStats(ctx context.Context) map[string]any {
 	out := map[string]any{
 		"cluster": r.o.ID, "shards": append([]int(nil), r.ids...), "shard_count": r.track.shardCount,
 		"owner_fetches": r.sh.ownerFetches.Load(), "owner_fetch_errors": r.sh.ownerErrors.Load(),
+		"owner_rest": r.sh.ownerREST.Load(), "owner_rest_cached": r.sh.ownerCached.Load(),
 	}
 	if p := r.sh.proj; p != nil {
 		st := p.Stats()
