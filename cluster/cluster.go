@@ -37,11 +37,14 @@
 //
 //   - IPC: the node "cluster:<id>", created before Launch and serving once
 //     Launch returned. It answers cache.FetchOp for the cluster's guilds
-//     from Cluster.Owners (the disgo client's cache, else REST), and eval
+//     from Cluster.Owners (the disgo client's cache, else what REST
+//     returned less than Options.OwnerCacheTTL ago, else REST), and eval
 //     expressions (redisipc.Node.Eval) against an environment with, besides
 //     redisipc's own names: cluster (id), shards and shard_ids (ids),
 //     shard_count, shard_statuses (a list of {id, status, latency_ms,
-//     guilds}), ready, latency_ms (average), uptime (seconds since Run
+//     guilds}: guilds is the shard's count, from the projection's guild
+//     set when it is on, else counted from events and carried in the saved
+//     session; -1 when unknown), ready, latency_ms (average), uptime (seconds since Run
 //     started), memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys, sys,
 //     num_gc}), guilds, and with the projection on users, channels, roles,
 //     members, unavailable (this cluster's, from the projection) and the
@@ -166,7 +169,10 @@ type Cluster struct {
 	// processes send this cluster about its guilds. The built-in kinds
 	// (guild, channel, role, member, user) come from the disgo client: its
 	// in-process cache when it holds the entity, else REST. Register kinds
-	// of your own, or replace a built-in one, with Owners.Handle.
+	// of your own, or replace a built-in one, with Owners.Handle. What REST
+	// returned is kept for Options.OwnerCacheTTL, so a repeated fetch of one
+	// entity does not reach Discord each time; cache.WithSources tells a
+	// caller which answers did.
 	Owners *cache.OwnerMux
 	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
 	// publishes the built-in process figures plus shards, shards_ready,
