@@ -176,8 +176,9 @@ type Cluster struct {
 	Owners *cache.OwnerMux
 	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
 	// publishes the built-in process figures plus shards, shards_ready,
-	// guilds, latency_ms (average over the shards) and the projection's
-	// counters; add your own with Stats.Add.
+	// guilds, latency_ms (average over the shards), the owner lookups'
+	// owner_fetches, owner_rest (REST calls) and owner_rest_cached, and the
+	// projection's counters; add your own with Stats.Add.
 	Stats *stats.Reporter
 
 	ready <-chan struct{}
