@@ -36,6 +36,46 @@ type OwnerSource interface {
 	Lookup(ctx context.Context, kind Entity, guild, id uint64) ([]byte, error)
 }
 
+// Source tells where a fetched entity came from, which is what it cost.
+type Source string
+
+// Sources of a fetched entity (see WithSources).
+const (
+	// SourceProjection: the Redis projection; no other process was asked.
+	SourceProjection Source = "projection"
+	// SourceOwnerCache: the owning cluster answered from memory (disgo's
+	// cache, or what its REST calls returned less than
+	// cluster.Options.OwnerCacheTTL ago); Discord was not called.
+	SourceOwnerCache Source = "owner_cache"
+	// SourceOwnerREST: the owning cluster called Discord's REST API.
+	SourceOwnerREST Source = "owner_rest"
+	// SourceOwner: the owning cluster answered from a lookup that does not
+	// say how (an OwnerSource that is no SourcedOwnerSource).
+	SourceOwner Source = "owner"
+	// SourceFallback: FetcherConfig.Fallback answered, in this process,
+	// because no owner could (the guild, hence the owner, is unknown). In a
+	// cluster that is its own disgo cache or REST; its statistics count the
+	// REST calls.
+	SourceFallback Source = "fallback"
+)
+
+// SourcedOwnerSource is an OwnerSource that also tells where each answer
+// came from (SourceOwnerCache, SourceOwnerREST), so that a fetch can report
+// it. OwnerMux and the clusters' built-in lookups implement it.
+type SourcedOwnerSource interface {
+	OwnerSource
+	LookupSource(ctx context.Context, kind Entity, guild, id uint64) ([]byte, Source, error)
+}
+
+// lookupSource calls src, learning the source when src tells it.
+func lookupSource(ctx context.Context, src OwnerSource, kind Entity, guild, id uint64) ([]byte, Source, error) {
+	if s, ok := src.(SourcedOwnerSource); ok {
+		return s.LookupSource(ctx, kind, guild, id)
+	}
+	b, err := src.Lookup(ctx, kind, guild, id)
+	return b, SourceOwner, err
+}
+
 // OwnerSourceFunc adapts a function to OwnerSource.
 type OwnerSourceFunc func(ctx context.Context, kind Entity, guild, id uint64) ([]byte, error)
 
@@ -52,7 +92,7 @@ type OwnerMux struct {
 	fallback OwnerSource
 }
 
-var _ OwnerSource = (*OwnerMux)(nil)
+var _ SourcedOwnerSource = (*OwnerMux)(nil)
 
 // NewOwnerMux returns a mux that sends kinds without a handler to fallback
 // (nil: ErrNotFound).
@@ -69,6 +109,13 @@ func (m *OwnerMux) Handle(kind Entity, src OwnerSource) {
 
 // Lookup calls the source registered for kind.
 func (m *OwnerMux) Lookup(ctx context.Context, kind Entity, guild, id uint64) ([]byte, error) {
+	b, _, err := m.LookupSource(ctx, kind, guild, id)
+	return b, err
+}
+
+// LookupSource calls the source registered for kind, and reports where its
+// answer came from (SourceOwner when that source does not tell).
+func (m *OwnerMux) LookupSource(ctx context.Context, kind Entity, guild, id uint64) ([]byte, Source, error) {
 	m.mu.RLock()
 	src := m.kinds[kind]
 	m.mu.RUnlock()
@@ -76,9 +123,9 @@ func (m *OwnerMux) Lookup(ctx context.Context, kind Entity, guild, id uint64) ([
 		src = m.fallback
 	}
 	if src == nil {
-		return nil, fmt.Errorf("cache: no lookup for kind %q: %w", kind, ErrNotFound)
+		return nil, "", fmt.Errorf("cache: no lookup for kind %q: %w", kind, ErrNotFound)
 	}
-	return src.Lookup(ctx, kind, guild, id)
+	return lookupSource(ctx, src, kind, guild, id)
 }
 
 // fetchRequest is the FetchOp payload. Ids are strings, as snowflakes are
@@ -90,9 +137,11 @@ type fetchRequest struct {
 }
 
 // fetchReply is the FetchOp reply: the fields of each entity found, in the
-// layout of the projection's hashes (untruncated, every scalar field).
+// layout of the projection's hashes (untruncated, every scalar field), and
+// where each came from (absent from an owner that predates it: SourceOwner).
 type fetchReply struct {
-	Items map[string]map[string]string `json:"items"`
+	Items   map[string]map[string]string `json:"items"`
+	Sources map[string]Source            `json:"sources,omitempty"`
 }
 
 // OwnerHandler returns the IPC handler a cluster registers for FetchOp. It
@@ -108,14 +157,14 @@ func OwnerHandler(src OwnerSource) func(ctx context.Context, payload []byte) ([]
 			return nil, fmt.Errorf("cache: %s request for %d ids (max 1000)", FetchOp, len(req.IDs))
 		}
 		guild, _ := strconv.ParseUint(req.Guild, 10, 64)
-		rep := fetchReply{Items: map[string]map[string]string{}}
+		rep := fetchReply{Items: map[string]map[string]string{}, Sources: map[string]Source{}}
 		var h hashWrite
 		for _, s := range req.IDs {
 			id, err := strconv.ParseUint(s, 10, 64)
 			if err != nil {
 				continue
 			}
-			raw, err := src.Lookup(ctx, req.Kind, guild, id)
+			raw, from, err := lookupSource(ctx, src, req.Kind, guild, id)
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
@@ -135,6 +184,7 @@ func OwnerHandler(src OwnerSource) func(ctx context.Context, payload []byte) ([]
 				}
 			}
 			rep.Items[s] = f
+			rep.Sources[s] = from
 		}
 		return json.Marshal(rep)
 	}
@@ -194,12 +244,23 @@ func (f *Fetcher) Reader() *Reader { return f.r }
 // FetchOption tunes one fetch.
 type FetchOption func(*fetchOpts)
 
-type fetchOpts struct{ fields []string }
+type fetchOpts struct {
+	fields  []string
+	sources map[uint64]Source
+}
 
 // WithFields names fields the caller needs. When the projection does not
 // keep one of them, the owner is asked instead.
 func WithFields(fields ...string) FetchOption {
 	return func(o *fetchOpts) { o.fields = append(o.fields, fields...) }
+}
+
+// WithSources makes the fetch record in dst where each entity it returns
+// came from (SourceProjection, SourceOwnerCache, SourceOwnerREST,
+// SourceOwner or SourceFallback), keyed by id: a way to see which fetches
+// cost a Discord REST call. dst must not be nil; the fetch only adds to it.
+func WithSources(dst map[uint64]Source) FetchOption {
+	return func(o *fetchOpts) { o.sources = dst }
 }
 
 func (f *Fetcher) meta(ctx context.Context) (map[Entity][]string, int, error) {
@@ -328,6 +389,7 @@ func (f *Fetcher) Fetch(ctx context.Context, kind Entity, guild uint64, ids []ui
 		for i, m := range ms {
 			if m != nil && answerable {
 				out[ids[i]] = m
+				o.note(ids[i], SourceProjection)
 				continue
 			}
 			rest = append(rest, ids[i])
@@ -410,7 +472,7 @@ func (f *Fetcher) Fetch(ctx context.Context, kind Entity, guild uint64, ids []ui
 			batches[tg] = append(batches[tg], byGuild[g]...)
 		}
 		for _, tg := range order {
-			got, err := f.ask(ctx, tg.addr, kind, tg.guild, batches[tg])
+			got, from, err := f.ask(ctx, tg.addr, kind, tg.guild, batches[tg])
 			if err != nil {
 				f.cfg.Logger.Warn("cache: owner fetch failed", slog.String("owner", tg.addr),
 					slog.String("kind", string(kind)), slog.Any("err", err))
@@ -419,6 +481,7 @@ func (f *Fetcher) Fetch(ctx context.Context, kind Entity, guild uint64, ids []ui
 			}
 			for id, m := range got {
 				out[id] = m
+				o.note(id, from[id])
 			}
 		}
 	} else {
@@ -452,13 +515,24 @@ func (f *Fetcher) Fetch(ctx context.Context, kind Entity, guild uint64, ids []ui
 				m["guild_id"] = strconv.FormatUint(g, 10)
 			}
 			out[id] = m
+			o.note(id, SourceFallback)
 		}
 	}
 	return out, errors.Join(errs...)
 }
 
-func (f *Fetcher) ask(ctx context.Context, addr string, kind Entity, guild uint64, ids []uint64) (map[uint64]map[string]string, error) {
+func (o *fetchOpts) note(id uint64, s Source) {
+	if o.sources != nil {
+		if s == "" {
+			s = SourceOwner
+		}
+		o.sources[id] = s
+	}
+}
+
+func (f *Fetcher) ask(ctx context.Context, addr string, kind Entity, guild uint64, ids []uint64) (map[uint64]map[string]string, map[uint64]Source, error) {
 	out := map[uint64]map[string]string{}
+	from := map[uint64]Source{}
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
 		req := fetchRequest{Kind: kind}
@@ -472,19 +546,20 @@ func (f *Fetcher) ask(ctx context.Context, addr string, kind Entity, guild uint6
 		payload, _ := json.Marshal(req)
 		b, err := f.cfg.Requester.Call(ctx, addr, FetchOp, payload)
 		if err != nil {
-			return out, fmt.Errorf("cache: fetch %s from %s: %w", kind, addr, err)
+			return out, from, fmt.Errorf("cache: fetch %s from %s: %w", kind, addr, err)
 		}
 		var rep fetchReply
 		if err := json.Unmarshal(b, &rep); err != nil {
-			return out, fmt.Errorf("cache: fetch %s from %s: bad reply: %w", kind, addr, err)
+			return out, from, fmt.Errorf("cache: fetch %s from %s: bad reply: %w", kind, addr, err)
 		}
 		for s, m := range rep.Items {
 			if id, err := strconv.ParseUint(s, 10, 64); err == nil {
 				out[id] = m
+				from[id] = rep.Sources[s]
 			}
 		}
 	}
-	return out, nil
+	return out, from, nil
 }
 
 func (f *Fetcher) one(ctx context.Context, kind Entity, guild, id uint64, opts []FetchOption) (map[string]string, error) {

@@ -339,3 +339,46 @@ func TestCounts(t *testing.T) {
 		t.Errorf("no shard map: %v", err)
 	}
 }
+
+// sourcedSource answers like src and says the answer came from from.
+type sourcedSource struct {
+	clusterSource
+	from Source
+}
+
+func (s sourcedSource) LookupSource(ctx context.Context, kind Entity, guild, id uint64) ([]byte, Source, error) {
+	b, err := s.Lookup(ctx, kind, guild, id)
+	return b, s.from, err
+}
+
+func TestFetchReportsSources(t *testing.T) {
+	h, ipc := fetchSetup(t, nil)
+	fallback := OwnerSourceFunc(func(ctx context.Context, kind Entity, guild, id uint64) ([]byte, error) {
+		return mustJSON(obj{"id": sf(id), "type": 0, "guild_id": sf(g3), "name": "via rest"}), nil
+	})
+	f := newFetcher(t, h, ipc, fallback)
+	from := map[uint64]Source{}
+	// Projected g1, owner-only g3 (plain OwnerSource), and a channel whose
+	// guild no projection knows (the fallback).
+	if _, err := f.FetchGuilds(h.ctx, []uint64{g1, g3}, WithSources(from)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.FetchChannel(h.ctx, g3+7, WithSources(from)); err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "sources", from, map[uint64]Source{g1: SourceProjection, g3: SourceOwner, g3 + 7: SourceFallback})
+
+	// An owner that tells (as clusters do) is believed, through OwnerMux.
+	gc := mustJSON(guildCreate(typicalGuild(g3)))
+	for _, want := range []Source{SourceOwnerREST, SourceOwnerCache} {
+		inner := sourcedSource{clusterSource{objects: map[string][]byte{fmt.Sprintf("guild/%d", g3): gc}}, want}
+		ipc.mu.Lock()
+		ipc.handlers["cluster:1"] = OwnerHandler(NewOwnerMux(inner))
+		ipc.mu.Unlock()
+		got := map[uint64]Source{}
+		if _, err := f.FetchGuild(h.ctx, g3, WithSources(got)); err != nil {
+			t.Fatal(err)
+		}
+		eq(t, "owner source", got[g3], want)
+	}
+}

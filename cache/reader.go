@@ -288,8 +288,19 @@ func (c *Counts) add(o Counts) {
 	c.Users += o.Users
 }
 
-// shardCounts reads the counts of shards in one pipeline.
+// shardCounts reads the counts of shards in one pipeline and sums them.
 func (r *Reader) shardCounts(ctx context.Context, shards []int) (Counts, error) {
+	by, err := r.CountsByShard(ctx, shards)
+	var c Counts
+	for _, n := range by {
+		c.add(n)
+	}
+	return c, err
+}
+
+// CountsByShard returns the counts of each of shards, read in one
+// pipeline. A shard with nothing projected counts zero.
+func (r *Reader) CountsByShard(ctx context.Context, shards []int) (map[int]Counts, error) {
 	pipe := r.rdb.Pipeline()
 	type cmds struct {
 		g, u *redis.IntCmd
@@ -303,16 +314,17 @@ func (r *Reader) shardCounts(ctx context.Context, shards []int) (Counts, error) 
 			v: pipe.HVals(ctx, r.keys.ShardCounts(s)),
 		}
 	}
-	var c Counts
+	out := make(map[int]Counts, len(shards))
 	if len(shards) == 0 {
-		return c, nil
+		return out, nil
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return c, fmt.Errorf("cache: counts: %w", err)
+		return out, fmt.Errorf("cache: counts: %w", err)
 	}
-	for _, x := range cs {
-		c.Guilds += x.g.Val()
-		c.Unavailable += x.u.Val()
+	for i, x := range cs {
+		var c Counts
+		c.Guilds = x.g.Val()
+		c.Unavailable = x.u.Val()
 		for _, v := range x.v.Val() {
 			parts := strings.SplitN(v, ",", 3)
 			if len(parts) != 3 {
@@ -325,9 +337,33 @@ func (r *Reader) shardCounts(ctx context.Context, shards []int) (Counts, error) 
 			c.Roles += ro
 			c.Members += me
 		}
+		c.Users = c.Members
+		out[shards[i]] = c
 	}
-	c.Users = c.Members
-	return c, nil
+	return out, nil
+}
+
+// ShardGuildCounts returns the number of guilds (unavailable ones
+// included) each of shards owns: the size of its keyspace.ShardGuilds set,
+// the one count of a shard's guilds every view shows. It reads one SCARD
+// per shard, in one pipeline; a shard with nothing projected counts zero.
+func (r *Reader) ShardGuildCounts(ctx context.Context, shards []int) (map[int]int64, error) {
+	out := make(map[int]int64, len(shards))
+	if len(shards) == 0 {
+		return out, nil
+	}
+	pipe := r.rdb.Pipeline()
+	cs := make([]*redis.IntCmd, len(shards))
+	for i, s := range shards {
+		cs[i] = pipe.SCard(ctx, r.keys.ShardGuilds(s))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return out, fmt.Errorf("cache: shard guild counts: %w", err)
+	}
+	for i, c := range cs {
+		out[shards[i]] = c.Val()
+	}
+	return out, nil
 }
 
 // ShardCounts returns the counts of one shard.

@@ -249,7 +249,7 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	_ = w.Flush()
 	fmt.Fprintln(e.out)
 	w = e.table()
-	fmt.Fprintln(w, "SHARD\tCLUSTER\tSTATUS\tLATENCY\tSESSION\tSEQ\tSAVED")
+	fmt.Fprintln(w, "SHARD\tCLUSTER\tSTATUS\tGUILDS\tLATENCY\tSESSION\tSEQ\tSAVED")
 	for _, s := range ov.Shards {
 		sess, seq, saved := "-", "-", "-"
 		if s.Session.SessionID != "" {
@@ -260,7 +260,11 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 			seq = strconv.Itoa(s.Session.Sequence)
 			saved = now.Sub(s.Session.UpdatedAt).Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "%d\t%d\t%s\t%dms\t%s\t%s\t%s ago\n", s.ID, s.Cluster, orDash(s.Status), s.LatencyMS, sess, seq, saved)
+		guilds := "-"
+		if s.Guilds >= 0 {
+			guilds = strconv.Itoa(s.Guilds)
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%dms\t%s\t%s\t%s ago\n", s.ID, s.Cluster, orDash(s.Status), guilds, s.LatencyMS, sess, seq, saved)
 	}
 	return w.Flush()
 })

@@ -37,11 +37,14 @@
 //
 //   - IPC: the node "cluster:<id>", created before Launch and serving once
 //     Launch returned. It answers cache.FetchOp for the cluster's guilds
-//     from Cluster.Owners (the disgo client's cache, else REST), and eval
+//     from Cluster.Owners (the disgo client's cache, else what REST
+//     returned less than Options.OwnerCacheTTL ago, else REST), and eval
 //     expressions (redisipc.Node.Eval) against an environment with, besides
 //     redisipc's own names: cluster (id), shards and shard_ids (ids),
 //     shard_count, shard_statuses (a list of {id, status, latency_ms,
-//     guilds}), ready, latency_ms (average), uptime (seconds since Run
+//     guilds}: guilds is the shard's count, from the projection's guild
+//     set when it is on, else counted from events and carried in the saved
+//     session; -1 when unknown), ready, latency_ms (average), uptime (seconds since Run
 //     started), memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys, sys,
 //     num_gc}), guilds, and with the projection on users, channels, roles,
 //     members, unavailable (this cluster's, from the projection) and the
@@ -92,6 +95,7 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/disgo/rest"
 	"github.com/disgoorg/disgo/sharding"
+	"github.com/disgoorg/snowflake/v2"
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
@@ -177,13 +181,17 @@ type Cluster struct {
 	// processes send this cluster about its guilds. The built-in kinds
 	// (guild, channel, role, member, user) come from the disgo client: its
 	// in-process cache when it holds the entity, else REST. Register kinds
-	// of your own, or replace a built-in one, with Owners.Handle.
+	// of your own, or replace a built-in one, with Owners.Handle. What REST
+	// returned is kept for Options.OwnerCacheTTL, so a repeated fetch of one
+	// entity does not reach Discord each time; cache.WithSources tells a
+	// caller which answers did.
 	Owners *cache.OwnerMux
 	// Stats is the cluster's statistics reporter ("cluster:<ID>"). It
 	// publishes the built-in process figures plus shards, shards_ready,
-	// guilds, latency_ms (average over the shards) and the projection's
-	// counters; add your own with Stats.Add (typed: a number stays a
-	// number for stats.ReadAll and megane-cli stats).
+	// guilds, latency_ms (average over the shards), the owner lookups'
+	// owner_fetches, owner_rest (REST calls) and owner_rest_cached, and the
+	// projection's counters; add your own with Stats.Add (typed: a number
+	// stays a number for stats.ReadAll and megane-cli stats).
 	Stats *stats.Reporter
 
 	ready <-chan struct{}
@@ -675,10 +683,22 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 	r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
 	switch d := data.(type) {
 	case gateway.EventReady:
-		r.track.readyEvent(shard, seq, d.SessionID, d.ResumeGatewayURL, len(d.Guilds))
+		ids := make([]snowflake.ID, len(d.Guilds))
+		for i, g := range d.Guilds {
+			ids[i] = g.ID
+		}
+		r.track.readyEvent(shard, seq, d.SessionID, d.ResumeGatewayURL, ids)
 	case gateway.EventResumed:
 		r.track.handled(shard, seq)
 		r.track.resumedEvent(shard)
+	case gateway.EventGuildCreate:
+		r.track.guildEvent(shard, seq, d.ID, guildCreated)
+	case gateway.EventGuildDelete:
+		change := guildRemoved
+		if d.Unavailable {
+			change = guildUnavailable
+		}
+		r.track.guildEvent(shard, seq, d.ID, change)
 	default:
 		r.track.handled(shard, seq)
 	}

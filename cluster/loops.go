@@ -94,13 +94,8 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 		sessions.SavePipe(ctx, pipe, r.ks, id, s)
 	}
 	for id, st := range b.statuses {
-		fields := []any{"status", st.status, "cluster", r.o.ID, "updated_at", now}
-		if st.guilds >= 0 {
-			// A resumed shard never saw READY's guild list; keep what the
-			// process that did see it wrote.
-			fields = append(fields, "guilds", st.guilds)
-		}
-		pipe.HSet(ctx, r.ks.ShardStatus(id), fields...)
+		// guilds is the heartbeat's to write, from guildCounts.
+		pipe.HSet(ctx, r.ks.ShardStatus(id), "status", st.status, "cluster", r.o.ID, "updated_at", now)
 	}
 	for _, ev := range b.events {
 		lifecycle.PublishPipe(ctx, pipe, r.ks, ev)
@@ -156,7 +151,7 @@ func (r *runner) poller(ctx context.Context) {
 }
 
 // heartbeat refreshes keyspace.ClusterHeartbeat with a TTL of three
-// intervals, and the shards' latencies. It skips the refresh while an
+// intervals, and the shards' latencies and guild counts (guildCounts). It skips the refresh while an
 // event has been in its handlers longer than StallTimeout: every shard of
 // the process waits behind it, and the launcher should replace the
 // process, which then resumes.
@@ -170,11 +165,19 @@ func (r *runner) heartbeat(ctx context.Context) {
 			r.log.Error("cluster: an event handler is stuck; heartbeat withheld",
 				slog.Int("shard_id", shard), slog.Duration("stuck_for", d))
 		} else {
+			guilds, err := r.guildCounts(ctx)
+			if err != nil && ctx.Err() == nil {
+				r.log.Debug("cluster: reading guild counts", slog.Any("err", err))
+			}
 			now := time.Now().UnixMilli()
 			pipe := r.rdb.Pipeline()
 			pipe.Set(ctx, r.ks.ClusterHeartbeat(r.o.ID), now, 3*interval)
 			for id, ms := range r.track.latencies() {
-				pipe.HSet(ctx, r.ks.ShardStatus(id), "latency_ms", ms, "updated_at", now)
+				fields := []any{"latency_ms", ms, "updated_at", now}
+				if n, ok := guilds[id]; ok && n >= 0 {
+					fields = append(fields, "guilds", n)
+				}
+				pipe.HSet(ctx, r.ks.ShardStatus(id), fields...)
 			}
 			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("cluster: heartbeat failed", slog.Any("err", err))

@@ -48,6 +48,11 @@ const (
 	// DefaultStallTimeout is how long one event may stay in its handlers
 	// before the cluster stops heartbeating, so the launcher replaces it.
 	DefaultStallTimeout = 30 * time.Second
+	// DefaultOwnerCacheTTL is how long a cluster keeps what REST returned
+	// for an owner lookup.
+	DefaultOwnerCacheTTL = time.Minute
+	// DefaultOwnerCacheSize is how many such entities it keeps at most.
+	DefaultOwnerCacheSize = 1000
 )
 
 // ErrInvalidOptions is returned (wrapped, listing every problem) by Run for
@@ -165,6 +170,20 @@ type Options struct {
 	// read whatever other clusters project, and the cluster still answers
 	// cross-cluster fetches (cache.FetchOp) for its guilds. Default false.
 	DisableCache bool
+	// OwnerCacheTTL is how long the cluster keeps what a REST call returned
+	// while answering a cross-cluster fetch (cache.FetchOp) or its own
+	// Fetch's fallback: an entity the projection does not hold, or a field
+	// it does not keep. Within it, fetching the same entity again costs no
+	// REST call (cache.SourceOwnerCache instead of cache.SourceOwnerREST).
+	// The trade-off is staleness: gateway updates do not reach this cache,
+	// so such an answer can be up to OwnerCacheTTL old, where every fetch
+	// would otherwise spend a rate-limited request. Default
+	// DefaultOwnerCacheTTL (1 min); negative turns the cache off.
+	OwnerCacheTTL time.Duration
+	// OwnerCacheSize bounds the entities kept for OwnerCacheTTL; when full,
+	// expired ones are dropped first, then arbitrary ones. Default
+	// DefaultOwnerCacheSize (1000).
+	OwnerCacheSize int
 	// IPC tunes the cluster's node. Redis, Keys and Addr
 	// ("cluster:<ID>") are set by Run, Hold is always on (Run starts
 	// serving once Launch returned) and Logger defaults to the cluster's
@@ -201,6 +220,12 @@ func (o Options) withDefaults() Options {
 	if o.StallTimeout == 0 {
 		o.StallTimeout = DefaultStallTimeout
 	}
+	if o.OwnerCacheTTL == 0 {
+		o.OwnerCacheTTL = DefaultOwnerCacheTTL
+	}
+	if o.OwnerCacheSize == 0 {
+		o.OwnerCacheSize = DefaultOwnerCacheSize
+	}
 	o.ShardIDs = append([]int(nil), o.ShardIDs...)
 	return o
 }
@@ -223,6 +248,9 @@ func (o Options) validate() error {
 	}
 	if o.ShardCount < 0 {
 		bad("ShardCount %d is negative", o.ShardCount)
+	}
+	if o.OwnerCacheSize < 0 {
+		bad("OwnerCacheSize %d is negative", o.OwnerCacheSize)
 	}
 	if o.MaxConcurrency < 0 {
 		bad("MaxConcurrency %d is negative", o.MaxConcurrency)

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/disgoorg/disgo"
 	"github.com/disgoorg/disgo/bot"
@@ -168,4 +171,70 @@ type requesterFunc func(ctx context.Context, to, op string, payload []byte) ([]b
 
 func (f requesterFunc) Call(ctx context.Context, to, op string, payload []byte) ([]byte, error) {
 	return f(ctx, to, op, payload)
+}
+
+// Repeated lookups of one entity cost one REST call per TTL, concurrent
+// ones included, and each answer says where it came from.
+func TestClientSourceRESTCache(t *testing.T) {
+	srv, client := ownerFixture(t, disgocache.FlagsNone)
+	var restN, cachedN atomic.Int64
+	rc := newRESTCache(time.Minute, 100)
+	now := time.Unix(1_700_000_000, 0)
+	rc.now = func() time.Time { return now }
+	src := clientSource{client: client, cache: rc, rest: &restN, cached: &cachedN}
+	g := srv.World().Guilds[0]
+	ctx := context.Background()
+	lookup := func(kind cache.Entity, guild, id uint64) cache.Source {
+		t.Helper()
+		_, from, err := src.LookupSource(ctx, kind, guild, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return from
+	}
+	before := restCalls(srv)
+	for i := range 12 {
+		want := cache.SourceOwnerCache
+		if i == 0 {
+			want = cache.SourceOwnerREST
+		}
+		if got := lookup(cache.EntityGuild, 0, uint64(g.ID)); got != want {
+			t.Fatalf("lookup %d from %q, want %q", i+1, got, want)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { lookup(cache.EntityChannel, 0, uint64(g.Channels[0].ID)) })
+	}
+	wg.Wait()
+	if n := restCalls(srv) - before; n != 2 {
+		t.Fatalf("%d REST calls for 12 lookups of a guild and 8 concurrent of a channel, want 2", n)
+	}
+	if restN.Load() != 2 || cachedN.Load() != 18 {
+		t.Fatalf("counters rest=%d cached=%d, want 2 and 18", restN.Load(), cachedN.Load())
+	}
+	// Past the TTL, Discord is asked again.
+	now = now.Add(time.Minute)
+	if got := lookup(cache.EntityGuild, 0, uint64(g.ID)); got != cache.SourceOwnerREST {
+		t.Fatalf("after the TTL: from %q, want a REST call", got)
+	}
+	// One role list answers for every role of the guild, within the bound.
+	before = restCalls(srv)
+	lookup(cache.EntityRole, uint64(g.ID), uint64(g.Roles[0].ID))
+	if got := lookup(cache.EntityRole, uint64(g.ID), uint64(g.Roles[1].ID)); got != cache.SourceOwnerCache || restCalls(srv)-before != 1 {
+		t.Fatalf("second role from %q after %d REST calls, want the cache after 1", got, restCalls(srv)-before)
+	}
+	small := newRESTCache(time.Minute, 2)
+	for i := range 5 {
+		_, _, _ = small.get(ctx, restKey{kind: cache.EntityGuild, id: uint64(i)}, func(context.Context) (map[restKey][]byte, error) {
+			return map[restKey][]byte{{kind: cache.EntityGuild, id: uint64(i)}: []byte("{}")}, nil
+		})
+	}
+	if n := small.len(); n != 2 {
+		t.Fatalf("cache holds %d entities, bound 2", n)
+	}
+	// Not found is not kept, and not an error of the cache.
+	if _, _, err := src.LookupSource(ctx, cache.EntityGuild, 0, 42); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("unknown guild: %v", err)
+	}
 }

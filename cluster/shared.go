@@ -46,12 +46,14 @@ type shared struct {
 	// fetches this cluster would otherwise send to itself.
 	ownerFetch func(ctx context.Context, payload []byte) ([]byte, error)
 	// ownerFetches counts FetchOp requests answered, ownerErrors those
-	// that failed.
+	// that failed. ownerREST counts the REST calls owner lookups made (for
+	// FetchOp and for Fetch's fallback), ownerCached the lookups the
+	// owner's REST cache answered instead.
 	ownerFetches, ownerErrors atomic.Int64
+	ownerREST, ownerCached    atomic.Int64
 
 	countsMu sync.Mutex
-	counts   cache.Counts
-	countsOK bool
+	counts   shardCounts
 	countsAt time.Time
 }
 
@@ -98,7 +100,11 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 	}
 	sh.node = node
 
-	sh.owners = cache.NewOwnerMux(clientSource{client: r.client})
+	src := clientSource{client: r.client, rest: &sh.ownerREST, cached: &sh.ownerCached}
+	if o.OwnerCacheTTL > 0 {
+		src.cache = newRESTCache(o.OwnerCacheTTL, o.OwnerCacheSize)
+	}
+	sh.owners = cache.NewOwnerMux(src)
 	h := cache.OwnerHandler(sh.owners)
 	sh.ownerFetch = func(ctx context.Context, payload []byte) (out []byte, err error) {
 		defer func() {
@@ -208,45 +214,85 @@ func (l localRequester) Call(ctx context.Context, to, op string, payload []byte)
 	return l.remote.Call(ctx, to, op, payload)
 }
 
-// clusterCounts returns the projection's counts of this cluster's shards.
-func (r *runner) clusterCounts(ctx context.Context) (cache.Counts, bool) {
-	n, err := r.sh.reader.ClusterCounts(ctx, r.o.ID)
-	if err != nil {
-		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
-		return cache.Counts{}, false
+// guildCounts returns the guild count of each of the cluster's shards: the
+// one source of that number for every view (eval's shard_statuses and
+// guilds, the statistics, the shard status hashes). With the projection it
+// is the size of the shard's guild set in Redis, which outlives the
+// process, so a shard that RESUMEd (and got no READY) counts right at once;
+// without it, the tracker's count, which a resumed shard takes from its
+// saved session. -1 marks a count that is unknown.
+func (r *runner) guildCounts(ctx context.Context) (map[int]int64, error) {
+	if r.sh.proj == nil {
+		return r.track.guildCounts(), nil
 	}
-	return n, true
+	n, err := r.sh.reader.ShardGuildCounts(ctx, r.ids)
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
-// evalCounts is clusterCounts for the eval environment, reusing a result
+// shardCounts is a snapshot of the cluster's counts, by shard.
+type shardCounts struct {
+	guilds  map[int]int64        // guildCounts; nil when unreadable
+	byShard map[int]cache.Counts // the projection's counts; nil without one
+}
+
+// sumGuilds returns the sum of the guild counts of ids, or -1 when one
+// of them is unknown.
+func sumGuilds(guilds map[int]int64, ids []int) int64 {
+	var sum int64
+	for _, id := range ids {
+		n, ok := guilds[id]
+		if !ok || n < 0 {
+			return -1
+		}
+		sum += n
+	}
+	return sum
+}
+
+// readCounts reads a shardCounts: with the projection, in one pipeline, so
+// that the guilds and the other counts of one eval are of one moment.
+func (r *runner) readCounts(ctx context.Context) shardCounts {
+	if r.sh.proj == nil {
+		return shardCounts{guilds: r.track.guildCounts()}
+	}
+	by, err := r.sh.reader.CountsByShard(ctx, r.ids)
+	if err != nil {
+		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
+		return shardCounts{}
+	}
+	guilds := make(map[int]int64, len(by))
+	for id, c := range by {
+		guilds[id] = c.Guilds
+	}
+	return shardCounts{guilds: guilds, byShard: by}
+}
+
+// evalCounts is readCounts for the eval environment, reusing a result
 // younger than countsTTL.
-func (r *runner) evalCounts(ctx context.Context) (cache.Counts, bool) {
+func (r *runner) evalCounts(ctx context.Context) shardCounts {
 	sh := r.sh
 	sh.countsMu.Lock()
 	defer sh.countsMu.Unlock()
 	if !sh.countsAt.IsZero() && time.Since(sh.countsAt) < countsTTL {
-		return sh.counts, sh.countsOK
+		return sh.counts
 	}
-	sh.counts, sh.countsOK = r.clusterCounts(ctx)
+	sh.counts = r.readCounts(ctx)
 	sh.countsAt = time.Now()
-	return sh.counts, sh.countsOK
+	return sh.counts
 }
 
-// guildCount is the number of guilds of the cluster's shards: from the
-// projection (counts), or, without one, from the shards' READY payloads.
-func (r *runner) guildCount(ctx context.Context, counts func(context.Context) (cache.Counts, bool)) int64 {
-	if r.sh.proj != nil {
-		if n, ok := counts(ctx); ok {
-			return n.Guilds
-		}
+// clusterGuilds is the number of guilds of the cluster's shards (see
+// guildCounts); -1 when unknown.
+func (r *runner) clusterGuilds(ctx context.Context) int64 {
+	n, err := r.guildCounts(ctx)
+	if err != nil {
+		r.log.Debug("cluster: reading guild counts", slog.Any("err", err))
+		return -1
 	}
-	var sum int64
-	for _, s := range r.track.snapshot() {
-		if s.Guilds > 0 {
-			sum += int64(s.Guilds)
-		}
-	}
-	return sum
+	return sumGuilds(n, r.ids)
 }
 
 // exposeEval adds the cluster's values to its eval environment. See the
@@ -258,10 +304,17 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 	env.Set("shard_ids", append([]int(nil), r.ids...))
 	env.Set("shard_count", r.track.shardCount)
 	env.Provide("shard_statuses", func() any {
+		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
+		defer cancel()
+		counts := r.evalCounts(ctx)
 		snap := r.track.snapshot()
 		out := make([]map[string]any, len(snap))
 		for i, s := range snap {
-			out[i] = map[string]any{"id": s.ID, "status": s.Status, "latency_ms": s.LatencyMS, "guilds": s.Guilds}
+			guilds, ok := counts.guilds[s.ID]
+			if !ok {
+				guilds = -1
+			}
+			out[i] = map[string]any{"id": s.ID, "status": s.Status, "latency_ms": s.LatencyMS, "guilds": guilds}
 		}
 		return out
 	})
@@ -286,7 +339,7 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 	env.Provide("guilds", func() any {
 		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 		defer cancel()
-		return r.guildCount(ctx, r.evalCounts)
+		return sumGuilds(r.evalCounts(ctx).guilds, r.ids)
 	})
 	if r.sh.proj == nil {
 		return
@@ -295,8 +348,16 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 		return func() any {
 			ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 			defer cancel()
-			n, _ := r.evalCounts(ctx)
-			return pick(n)
+			var sum cache.Counts
+			for _, c := range r.evalCounts(ctx).byShard {
+				sum.Guilds += c.Guilds
+				sum.Unavailable += c.Unavailable
+				sum.Channels += c.Channels
+				sum.Roles += c.Roles
+				sum.Members += c.Members
+				sum.Users += c.Users
+			}
+			return pick(sum)
 		}
 	}
 	env.Provide("users", count(func(n cache.Counts) int64 { return n.Users }))
@@ -343,9 +404,11 @@ func (r *runner) addStats(rep *stats.Reporter) {
 		}
 		return n
 	})
-	add("guilds", func(ctx context.Context) any { return r.guildCount(ctx, r.clusterCounts) })
+	add("guilds", func(ctx context.Context) any { return r.clusterGuilds(ctx) })
 	add("latency_ms", func(context.Context) any { return r.track.averageLatency() })
 	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
+	add("owner_rest", func(context.Context) any { return r.sh.ownerREST.Load() })
+	add("owner_rest_cached", func(context.Context) any { return r.sh.ownerCached.Load() })
 	if p := r.sh.proj; p != nil {
 		add("cache_events", func(context.Context) any { return p.Stats().Events })
 		add("cache_written", func(context.Context) any { return p.Stats().Written })
@@ -359,6 +422,7 @@ func (r *runner) nodeStats(ctx context.Context) map[string]any {
 	out := map[string]any{
 		"cluster": r.o.ID, "shards": append([]int(nil), r.ids...), "shard_count": r.track.shardCount,
 		"owner_fetches": r.sh.ownerFetches.Load(), "owner_fetch_errors": r.sh.ownerErrors.Load(),
+		"owner_rest": r.sh.ownerREST.Load(), "owner_rest_cached": r.sh.ownerCached.Load(),
 	}
 	if p := r.sh.proj; p != nil {
 		st := p.Stats()

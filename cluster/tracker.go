@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/disgoorg/snowflake/v2"
+
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
 )
@@ -44,8 +46,18 @@ type shardTrack struct {
 	status      string
 	statusDirty bool
 	statusSaved bool // a status was written to Redis at least once
-	guilds      int  // from READY; -1 until one was seen (a resumed shard)
 	latencyMS   int64
+
+	// guilds counts the shard's guilds as of handled: READY's list, plus
+	// guilds joined, minus guilds left; -1 while unknown (a shard resumed
+	// from a session saved without a count). It is saved with the session,
+	// so a resumed shard starts from the count at its sequence and the
+	// replay brings it up to date. unavailable holds the guilds READY or an
+	// outage announced whose GUILD_CREATE is still to come: that
+	// GUILD_CREATE is no join. Without the projection this is the shard's
+	// guild count; with it, the projection's guild set is (see guildCounts).
+	guilds      int
+	unavailable map[snowflake.ID]struct{}
 
 	inHandler int       // nesting depth of handler calls in flight
 	since     time.Time // when the outermost one started
@@ -82,6 +94,7 @@ func newTracker(cluster, shardCount int, ids []int, states map[int]sessions.Stat
 			// What Redis had is already saved: saved == version.
 			st.sessionID, st.resumeURL, st.handled, st.received = s.SessionID, s.ResumeURL, s.Sequence, s.Sequence
 			st.status = statusResuming
+			st.guilds = max(s.Guilds, -1)
 		}
 		t.shards[id] = st
 	}
@@ -146,11 +159,46 @@ func (t *tracker) rawSeen(shard, seq int) {
 
 // handled records that every listener of dispatch seq has returned.
 func (t *tracker) handled(shard, seq int) {
+	t.guildEvent(shard, seq, 0, guildNone)
+}
+
+// guildChange is what a dispatch did to a shard's guilds.
+type guildChange int
+
+const (
+	guildNone        guildChange = iota
+	guildCreated                 // GUILD_CREATE
+	guildUnavailable             // GUILD_DELETE with unavailable: an outage
+	guildRemoved                 // GUILD_DELETE: the bot left or was removed
+)
+
+// guildEvent records that every listener of dispatch seq has returned, and
+// what it did to guild. Both change under one lock, so a saved session's
+// guild count is exactly the count at its sequence.
+func (t *tracker) guildEvent(shard, seq int, guild snowflake.ID, change guildChange) {
 	t.mu.Lock()
 	st := t.shards[shard]
 	if st == nil || seq <= st.handled {
 		t.mu.Unlock()
 		return
+	}
+	switch change {
+	case guildCreated:
+		if _, ok := st.unavailable[guild]; ok {
+			delete(st.unavailable, guild)
+		} else if st.guilds >= 0 {
+			st.guilds++
+		}
+	case guildUnavailable:
+		if st.unavailable == nil {
+			st.unavailable = map[snowflake.ID]struct{}{}
+		}
+		st.unavailable[guild] = struct{}{}
+	case guildRemoved:
+		delete(st.unavailable, guild)
+		if st.guilds > 0 {
+			st.guilds--
+		}
 	}
 	first := st.handled == 0
 	st.handled = seq
@@ -168,7 +216,7 @@ func (t *tracker) handled(shard, seq int) {
 
 // readyEvent records READY, once its listeners have returned: a new session
 // replaces whatever the shard had, handled up to READY's sequence.
-func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds int) {
+func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds []snowflake.ID) {
 	t.mu.Lock()
 	st := t.shards[shard]
 	if st == nil {
@@ -178,7 +226,12 @@ func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds
 	st.sessionID, st.resumeURL = sessionID, resumeURL
 	st.handled, st.received = seq, seq
 	st.version++
-	st.guilds = guilds
+	// Every guild of READY is unavailable until its GUILD_CREATE.
+	st.guilds = len(guilds)
+	st.unavailable = make(map[snowflake.ID]struct{}, len(guilds))
+	for _, g := range guilds {
+		st.unavailable[g] = struct{}{}
+	}
 	t.connectedLocked(shard, st, lifecycle.ShardReady)
 	t.mu.Unlock()
 	t.poke()
@@ -270,7 +323,6 @@ type batch struct {
 
 type shardStatus struct {
 	status string
-	guilds int // -1: unknown, leave the stored value
 }
 
 func (b batch) empty() bool {
@@ -299,12 +351,12 @@ func (t *tracker) take(final bool) batch {
 		if (st.version != st.saved || seq != st.handled) && st.sessionID != "" && seq > 0 {
 			b.sessions[id] = sessions.State{
 				SessionID: st.sessionID, Sequence: seq, ResumeURL: st.resumeURL,
-				ShardCount: t.shardCount, UpdatedAt: now,
+				ShardCount: t.shardCount, Guilds: st.guilds, UpdatedAt: now,
 			}
 			b.versions[id] = st.version
 		}
 		if st.statusDirty {
-			b.statuses[id] = shardStatus{status: st.status, guilds: st.guilds}
+			b.statuses[id] = shardStatus{status: st.status}
 			st.statusDirty = false
 		}
 	}
@@ -461,20 +513,28 @@ type shardInfo struct {
 	ID        int
 	Status    string
 	LatencyMS int64
-	// Guilds is the guild count of the shard's READY; -1 when the shard
-	// resumed and never saw one.
-	Guilds int
 }
 
-// snapshot returns every shard's status, latency and READY guild count,
-// by shard id.
+// snapshot returns every shard's status and latency, by shard id.
 func (t *tracker) snapshot() []shardInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]shardInfo, 0, len(t.shards))
 	for _, id := range sortedIDs(t.shards) {
 		st := t.shards[id]
-		out = append(out, shardInfo{ID: id, Status: st.status, LatencyMS: st.latencyMS, Guilds: st.guilds})
+		out = append(out, shardInfo{ID: id, Status: st.status, LatencyMS: st.latencyMS})
+	}
+	return out
+}
+
+// guildCounts returns every shard's guild count (see shardTrack.guilds);
+// -1 where unknown.
+func (t *tracker) guildCounts() map[int]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[int]int64, len(t.shards))
+	for id, st := range t.shards {
+		out[id] = int64(st.guilds)
 	}
 	return out
 }

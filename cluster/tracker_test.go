@@ -3,6 +3,8 @@ package cluster
 import (
 	"testing"
 
+	"github.com/disgoorg/snowflake/v2"
+
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
 )
@@ -30,7 +32,7 @@ func TestTrackerSavesOnlyHandledSequences(t *testing.T) {
 	if _, ok := sessionOf(t, tr, false, 0); ok {
 		t.Fatal("a session was saved before READY was handled")
 	}
-	tr.readyEvent(0, 1, "s1", "ws://resume", 3)
+	tr.readyEvent(0, 1, "s1", "ws://resume", guildIDs(3))
 	if s, ok := sessionOf(t, tr, false, 0); !ok || s.SessionID != "s1" || s.Sequence != 1 || s.ResumeURL != "ws://resume" || s.ShardCount != 1 {
 		t.Fatalf("after READY: %+v %v", s, ok)
 	}
@@ -66,7 +68,7 @@ func TestTrackerSavesOnlyHandledSequences(t *testing.T) {
 
 	// A new session (re-IDENTIFY) replaces the old one and restarts at 1.
 	tr.rawSeen(0, 1)
-	tr.readyEvent(0, 1, "s2", "ws://resume2", 3)
+	tr.readyEvent(0, 1, "s2", "ws://resume2", guildIDs(3))
 	if s, _ := sessionOf(t, tr, false, 0); s.SessionID != "s2" || s.Sequence != 1 {
 		t.Fatalf("after the second READY: %+v", s)
 	}
@@ -81,7 +83,7 @@ func TestTrackerResumeAndReadiness(t *testing.T) {
 	}
 
 	tr.rawSeen(0, 1)
-	tr.readyEvent(0, 1, "a", "ws://r0", 2)
+	tr.readyEvent(0, 1, "a", "ws://r0", guildIDs(2))
 	select {
 	case <-tr.ready:
 		t.Fatal("ready with one shard still resuming")
@@ -135,7 +137,7 @@ func TestTrackerResumeAndReadiness(t *testing.T) {
 func TestTrackerFailedFlushIsRetried(t *testing.T) {
 	tr := newTracker(0, 1, []int{0}, nil)
 	tr.rawSeen(0, 1)
-	tr.readyEvent(0, 1, "s", "ws://r", 0)
+	tr.readyEvent(0, 1, "s", "ws://r", guildIDs(0))
 	b := tr.take(false)
 	tr.failed(b)
 	again := tr.take(false)
@@ -145,5 +147,62 @@ func TestTrackerFailedFlushIsRetried(t *testing.T) {
 	tr.done(again)
 	if b := tr.take(false); !b.empty() {
 		t.Fatalf("after a successful flush: %+v", b)
+	}
+}
+
+// guildIDs returns n guild ids, 1..n.
+func guildIDs(n int) []snowflake.ID {
+	ids := make([]snowflake.ID, n)
+	for i := range ids {
+		ids[i] = snowflake.ID(i + 1)
+	}
+	return ids
+}
+
+func TestTrackerGuildCount(t *testing.T) {
+	count := func(tr *tracker, shard int) int64 { return tr.guildCounts()[shard] }
+	tr := newTracker(0, 1, []int{0}, nil)
+	if n := count(tr, 0); n != -1 {
+		t.Fatalf("before READY: %d, want -1 (unknown)", n)
+	}
+	tr.readyEvent(0, 1, "s", "ws://r", guildIDs(3))
+	seq := 1
+	step := func(g snowflake.ID, c guildChange, want int64) {
+		t.Helper()
+		seq++
+		tr.rawSeen(0, seq)
+		tr.guildEvent(0, seq, g, c)
+		if n := count(tr, 0); n != want {
+			t.Fatalf("seq %d: %d guilds, want %d", seq, n, want)
+		}
+		// The saved session carries the count at its sequence.
+		if s, ok := sessionOf(t, tr, false, 0); !ok || s.Sequence != seq || int64(s.Guilds) != want {
+			t.Fatalf("seq %d: session %+v, want %d guilds", seq, s, want)
+		}
+	}
+	step(1, guildCreated, 3)     // READY's unavailable guilds arrive: no join
+	step(2, guildCreated, 3)     //
+	step(3, guildCreated, 3)     //
+	step(9, guildCreated, 4)     // a join
+	step(2, guildUnavailable, 4) // an outage
+	step(2, guildCreated, 4)     // ... and its end
+	step(1, guildRemoved, 3)     // a leave
+	step(0, guildNone, 3)        // any other event
+	// A replayed event (seq not ahead) changes nothing.
+	tr.guildEvent(0, seq, 10, guildCreated)
+	if n := count(tr, 0); n != 3 {
+		t.Fatalf("a replayed GUILD_CREATE counted: %d", n)
+	}
+
+	// A resumed shard starts from its session's count.
+	saved := map[int]sessions.State{0: {SessionID: "s", Sequence: 40, ResumeURL: "ws://r", Guilds: 3}, 1: {SessionID: "t", Sequence: 9, ResumeURL: "ws://r", Guilds: -1}}
+	tr = newTracker(0, 2, []int{0, 1}, saved)
+	if n := tr.guildCounts(); n[0] != 3 || n[1] != -1 {
+		t.Fatalf("resumed: %v, want 3 and -1 (a session without a count)", n)
+	}
+	tr.guildEvent(0, 41, 77, guildCreated)
+	tr.guildEvent(1, 10, 77, guildCreated)
+	if n := tr.guildCounts(); n[0] != 4 || n[1] != -1 {
+		t.Fatalf("after a join: %v, want 4 and -1", n)
 	}
 }

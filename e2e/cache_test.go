@@ -380,6 +380,7 @@ func (b *bot) testFetch(ctx context.Context, t *testing.T, w *discordtest.World)
 	if n := restCount(b.srv, "GET /channels/{id}"); n != restBefore+1 {
 		t.Errorf("GET /channels/{id} went %d→%d, want one call by the owner", restBefore, n)
 	}
+	b.testFetchSources(ctx, t, *g0, *g1)
 
 	// A kind only the owner knows (registered on cluster.Cluster.Owners).
 	in3 := map[string]any{"kind": "guild_owner", "guild": sf(g0.ID), "ids": []string{sf(g0.ID)}}
@@ -606,4 +607,74 @@ func (b *bot) testReidentify(ctx context.Context, t *testing.T) {
 	if total != len(after.Guilds) {
 		t.Errorf("clusters count %d guilds, the world has %d", total, len(after.Guilds))
 	}
+}
+
+// ownerStats reads a cluster's owner counters from its "$stats" answer.
+func (b *bot) ownerStats(ctx context.Context, id int) (fetches, rest, cached int64) {
+	b.t.Helper()
+	raw, err := b.node.Call(ctx, redisipc.ClusterAddr(id), redisipc.OpStats, nil)
+	if err != nil {
+		b.t.Fatalf("$stats of cluster %d: %v", id, err)
+	}
+	var st struct {
+		Fetches int64 `json:"owner_fetches"`
+		REST    int64 `json:"owner_rest"`
+		Cached  int64 `json:"owner_rest_cached"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		b.t.Fatal(err)
+	}
+	return st.Fetches, st.REST, st.Cached
+}
+
+// testFetchSources fetches a guild field the projection does not keep
+// twelve times from another process: the owning cluster calls REST once and
+// answers the rest from its REST cache, every answer says where it came
+// from, and the owner's statistics count both.
+func (b *bot) testFetchSources(ctx context.Context, t *testing.T, inProjection, remote discordtest.Guild) {
+	t.Helper()
+	type reply struct {
+		Items   map[string]map[string]string `json:"items"`
+		Sources map[string]cache.Source      `json:"sources"`
+	}
+	fetch := func(g discordtest.Guild, fields ...string) reply {
+		t.Helper()
+		in := map[string]any{"kind": cache.EntityGuild, "ids": []string{sf(g.ID)}, "fields": fields, "sources": true}
+		var r reply
+		if err := services.Call(ctx, b.node, "e2e", "fetch", in, &r); err != nil {
+			t.Fatal(err)
+		}
+		if f := r.Items[sf(g.ID)]; f["name"] != g.Name {
+			t.Fatalf("fetch of guild %s = %v, want name %q", g.ID, f, g.Name)
+		}
+		return r
+	}
+	if r := fetch(inProjection); r.Sources[sf(inProjection.ID)] != cache.SourceProjection {
+		t.Errorf("a projected guild came from %q, want %q", r.Sources[sf(inProjection.ID)], cache.SourceProjection)
+	}
+
+	owner := 1 // remote's cluster
+	route := "GET /guilds/{id}"
+	restBefore := restCount(b.srv, route)
+	fetchesBefore, restCalls, cachedBefore := b.ownerStats(ctx, owner)
+	for i := range 12 {
+		r := fetch(remote, "description") // a field the projection does not keep
+		want := cache.SourceOwnerCache
+		if i == 0 {
+			want = cache.SourceOwnerREST
+		}
+		if got := r.Sources[sf(remote.ID)]; got != want {
+			t.Errorf("fetch %d came from %q, want %q", i+1, got, want)
+		}
+	}
+	if n := restCount(b.srv, route); n != restBefore+1 {
+		t.Errorf("12 fetches of one guild made %d %s calls, want 1 (the owner's REST cache answers the rest)", n-restBefore, route)
+	}
+	fetches, rest, cached := b.ownerStats(ctx, owner)
+	if fetches != fetchesBefore+12 || rest != restCalls+1 || cached != cachedBefore+11 {
+		t.Errorf("owner stats: fetches +%d, rest +%d, cached +%d; want +12, +1, +11",
+			fetches-fetchesBefore, rest-restCalls, cached-cachedBefore)
+	}
+	t.Logf("12 fetches of guild %s's description: %d REST call(s); owner stats owner_rest=%d owner_rest_cached=%d",
+		remote.ID, restCount(b.srv, route)-restBefore, rest, cached)
 }

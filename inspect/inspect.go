@@ -61,12 +61,16 @@ type ClusterInfo struct {
 
 // ShardInfo is one shard's state and saved session.
 type ShardInfo struct {
-	ID        int               `json:"id"`
-	Cluster   int               `json:"cluster"`
-	Status    string            `json:"status"`
-	LatencyMS int               `json:"latency_ms"`
-	Session   sessions.State    `json:"session"`
-	Fields    map[string]string `json:"fields,omitempty"`
+	ID        int    `json:"id"`
+	Cluster   int    `json:"cluster"`
+	Status    string `json:"status"`
+	LatencyMS int    `json:"latency_ms"`
+	// Guilds is the shard's guild count as its cluster last wrote it (the
+	// projection's count of the shard's guilds, refreshed every heartbeat
+	// interval); -1 when no cluster wrote one yet.
+	Guilds  int               `json:"guilds"`
+	Session sessions.State    `json:"session"`
+	Fields  map[string]string `json:"fields,omitempty"`
 }
 
 // Overview reads everything in a few pipelined round trips.
@@ -156,8 +160,12 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	for n, s := range shardIDs {
 		fields := status[n].Val()
 		lat, _ := strconv.Atoi(fields["latency_ms"])
+		guilds, err := strconv.Atoi(fields["guilds"])
+		if err != nil || guilds < 0 {
+			guilds = -1
+		}
 		ov.Shards = append(ov.Shards, ShardInfo{
-			ID: s, Cluster: shardCluster[s], Status: fields["status"], LatencyMS: lat,
+			ID: s, Cluster: shardCluster[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
 			Session: states[s], Fields: fields,
 		})
 	}

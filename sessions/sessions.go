@@ -4,7 +4,7 @@
 // dispatched while it was away.
 //
 // A session is the keyspace.ShardSession hash with the fields session_id,
-// seq, resume_url, shard_count and updated_at (unix ms). Writes go through a
+// seq, resume_url, shard_count, guilds and updated_at (unix ms). Writes go through a
 // Lua script that lets seq only move forward within one session_id, so a
 // late or duplicated writer can never rewind a shard into replaying events
 // twice; a different session_id (the shard identified again) replaces the
@@ -35,6 +35,12 @@ type State struct {
 	// unknown. Resuming it under another shard count would bring back the
 	// old layout's guilds, so a cluster only resumes a matching one.
 	ShardCount int
+	// Guilds is how many guilds the shard had once the events up to
+	// Sequence were handled; negative when unknown (Load returns -1 for a
+	// session saved without it). A resumed shard gets no READY to count
+	// its guilds from: it starts from this count, and Discord's replay
+	// from Sequence brings it up to date.
+	Guilds int
 	// UpdatedAt is when the state was last written.
 	UpdatedAt time.Time
 }
@@ -52,6 +58,7 @@ const (
 	fieldSeq        = "seq"
 	fieldResumeURL  = "resume_url"
 	fieldShardCount = "shard_count"
+	fieldGuilds     = "guilds"
 	fieldUpdatedAt  = "updated_at"
 )
 
@@ -64,6 +71,7 @@ const (
 //	ARGV[3] -> resume_url (empty keeps the stored one for the same session)
 //	ARGV[4] -> updated_at, unix ms
 //	ARGV[5] -> shard_count (0: unknown)
+//	ARGV[6] -> guilds (empty: unknown, the field is dropped)
 //
 // Returns 2 when a new session replaced the stored one, 1 when the stored
 // session moved forward (or stayed), 0 when the write was behind and ignored.
@@ -74,10 +82,12 @@ if cur == ARGV[1] then
   if tonumber(ARGV[2]) < seq then return 0 end
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'updated_at', ARGV[4])
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'resume_url', ARGV[3]) end
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'guilds', ARGV[6]) else redis.call('HDEL', KEYS[1], 'guilds') end
   return 1
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'seq', ARGV[2], 'resume_url', ARGV[3], 'updated_at', ARGV[4], 'shard_count', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'guilds', ARGV[6]) end
 return 2
 `)
 
@@ -137,7 +147,11 @@ func saveArgs(s State) []any {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	return []any{s.SessionID, s.Sequence, s.ResumeURL, at.UnixMilli(), s.ShardCount}
+	guilds := ""
+	if s.Guilds >= 0 {
+		guilds = strconv.Itoa(s.Guilds)
+	}
+	return []any{s.SessionID, s.Sequence, s.ResumeURL, at.UnixMilli(), s.ShardCount, guilds}
 }
 
 // Load returns the complete sessions (see State.Complete) of the given
@@ -160,6 +174,10 @@ func Load(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, 
 		s := State{SessionID: m[fieldSessionID], ResumeURL: m[fieldResumeURL]}
 		s.Sequence, _ = strconv.Atoi(m[fieldSeq])
 		s.ShardCount, _ = strconv.Atoi(m[fieldShardCount])
+		s.Guilds = -1
+		if n, err := strconv.Atoi(m[fieldGuilds]); err == nil && n >= 0 {
+			s.Guilds = n
+		}
 		if ms, _ := strconv.ParseInt(m[fieldUpdatedAt], 10, 64); ms > 0 {
 			s.UpdatedAt = time.UnixMilli(ms)
 		}

@@ -122,3 +122,35 @@ func TestDelete(t *testing.T) {
 		t.Fatal("session survived Delete")
 	}
 }
+
+func TestGuildCountMovesWithTheSequence(t *testing.T) {
+	m, rdb := setup(t)
+	ctx := context.Background()
+	load := func() State {
+		t.Helper()
+		got, err := Load(ctx, rdb, ks, []int{0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0]
+	}
+	for _, st := range []struct {
+		name string
+		save State
+		want int
+	}{
+		{"new session", State{SessionID: "a", Sequence: 5, ResumeURL: "ws://r", Guilds: 12}, 12},
+		{"forward", State{SessionID: "a", Sequence: 6, Guilds: 13}, 13},
+		{"behind: ignored", State{SessionID: "a", Sequence: 4, Guilds: 99}, 13},
+		{"unknown drops it", State{SessionID: "a", Sequence: 7, Guilds: -1}, -1},
+		{"a new session without a count", State{SessionID: "b", Sequence: 1, ResumeURL: "ws://r", Guilds: -1}, -1},
+		{"zero is a count", State{SessionID: "b", Sequence: 2, Guilds: 0}, 0},
+	} {
+		if err := Save(ctx, rdb, ks, 0, st.save); err != nil {
+			t.Fatal(err)
+		}
+		if got := load(); got.Guilds != st.want {
+			t.Fatalf("%s: Guilds %d, want %d (hash field %q)", st.name, got.Guilds, st.want, m.HGet(ks.ShardSession(0), "guilds"))
+		}
+	}
+}

@@ -17,6 +17,7 @@
 //
 //	typed  {guild, channel, user}            -> {guild, channel, user} via FetchGuild/FetchChannel/FetchUser
 //	fetch  {kind, guild, ids, fields}        -> Fetch's map of id -> fields
+//	fetch  {kind, guild, ids, fields, sources: true} -> {items: that map, sources: id -> cache.Source}
 //	owner  {guild}                           -> the owning cluster's address
 //
 // Environment: E2E_ROLE, E2E_REDIS_URL, E2E_NAMESPACE, E2E_CLUSTER_ID,
@@ -187,6 +188,8 @@ type fetchIn struct {
 	Guild  uint64       `json:"guild,string"`
 	IDs    []string     `json:"ids"`
 	Fields []string     `json:"fields"`
+	// Sources asks for {items, sources} (cache.WithSources).
+	Sources bool `json:"sources"`
 }
 
 func (serviceWorker) HandleCommand(ctx context.Context, s *services.Service, cmd services.Command) (any, error) {
@@ -225,13 +228,22 @@ func (serviceWorker) HandleCommand(ctx context.Context, s *services.Service, cmd
 		if len(in.Fields) > 0 {
 			opts = append(opts, cache.WithFields(in.Fields...))
 		}
+		from := map[uint64]cache.Source{}
+		if in.Sources {
+			opts = append(opts, cache.WithSources(from))
+		}
 		got, err := s.Fetch.Fetch(ctx, in.Kind, in.Guild, ids, opts...)
 		if err != nil {
 			return nil, err
 		}
 		out := make(map[string]map[string]string, len(got))
+		sources := make(map[string]cache.Source, len(from))
 		for id, m := range got {
 			out[strconv.FormatUint(id, 10)] = m
+			sources[strconv.FormatUint(id, 10)] = from[id]
+		}
+		if in.Sources {
+			return map[string]any{"items": out, "sources": sources}, nil
 		}
 		return out, nil
 	case "owner":
