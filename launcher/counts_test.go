@@ -168,8 +168,8 @@ func (f *fleet) countsDisagree() string {
 			continue
 		}
 		seen++
-		if got := r.Fields["guilds"]; got != strconv.Itoa(wantCluster[c]) {
-			diffs = append(diffs, fmt.Sprintf("stats guilds of cluster %d: %s, want %d", c, got, wantCluster[c]))
+		if got, ok := r.Int("guilds"); !ok || got != int64(wantCluster[c]) {
+			diffs = append(diffs, fmt.Sprintf("stats guilds of cluster %d: %v, want %d", c, r.Fields["guilds"], wantCluster[c]))
 		}
 	}
 	if seen != f.opts.clusters {
