@@ -3,20 +3,25 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/disgoorg/disgo/gateway"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/keyspace"
 )
 
-// Payload builders: the shapes Discord sends (and disgo accepts), snowflakes
-// as quoted strings, as in DISCORD-PROTOCOL.md §2.4.
+// Payload builders: the shapes Discord sends, as its gateway documentation
+// describes them (https://discord.com/developers/docs/events/gateway-events):
+// snowflakes and permission sets as quoted strings
+// (https://discord.com/developers/docs/reference#snowflakes), timestamps in
+// ISO 8601. TestPayloadBuildersDecode checks that disgo decodes each of them.
 
 type obj = map[string]any
 
@@ -240,4 +245,46 @@ func jsonBytes(v any) ([]byte, error) { return json.Marshal(v) }
 func newMini(t testing.TB) (*miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
 	return testredis.Mini(t)
+}
+
+// decodesWithDisgo fails t unless disgo decodes d as a dispatch of type typ.
+func decodesWithDisgo(t *testing.T, typ string, d any) {
+	t.Helper()
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.UnmarshalEventData(b, gateway.EventType(typ)); err != nil {
+		t.Errorf("disgo rejects %s %s: %v", typ, b, err)
+	}
+}
+
+// TestPayloadBuildersDecode keeps the builders above honest: every payload
+// the tests send is one disgo decodes.
+func TestPayloadBuildersDecode(t *testing.T) {
+	user := userObj(bot+5, "user")
+	withGuild := func(o obj) obj {
+		o = maps.Clone(o)
+		o["guild_id"] = sf(g1)
+		return o
+	}
+	full := typicalGuild(g1)
+	full.threads = []obj{threadObj(g1+50, g1, g1+1, bot, "thread")}
+	full.members = append(full.members, memberObj(user, g1+11))
+	full.features = []string{"COMMUNITY"}
+	for _, tc := range []struct {
+		name, typ string
+		d         obj
+	}{
+		{"ready", "READY", readyObj(0, 1, g1)},
+		{"typical guild", "GUILD_CREATE", guildCreate(typicalGuild(g1))},
+		{"guild with threads", "GUILD_CREATE", guildCreate(full)},
+		{"text channel", "CHANNEL_CREATE", withGuild(channelObj(g1+60, 0, "text", 0))},
+		{"voice channel", "CHANNEL_CREATE", withGuild(channelObj(g1+61, 2, "voice", g1+1))},
+		{"thread", "THREAD_CREATE", threadObj(g1+50, g1, g1+1, bot, "thread")},
+		{"member", "GUILD_MEMBER_ADD", withGuild(memberObj(user, g1+11))},
+		{"role", "GUILD_ROLE_CREATE", obj{"guild_id": sf(g1), "role": roleObj(g1+20, "new", 7)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { decodesWithDisgo(t, tc.typ, tc.d) })
+	}
 }

@@ -580,11 +580,21 @@ func TestStatsCount(t *testing.T) {
 }
 
 func TestMinimalPayloads(t *testing.T) {
-	// The minimum disgo accepts (DISCORD-PROTOCOL.md §2.4): only an id.
+	// Payloads with little more than their ids, GUILD_CREATE with only
+	// one: disgo decodes them (checked below), so the projector must take
+	// them too.
 	h := newHarness(t, nil)
-	h.send(2, "GUILD_CREATE", obj{"id": sf(g1)})
-	h.send(2, "GUILD_MEMBER_ADD", obj{"guild_id": sf(g1), "user": obj{"id": "5", "username": "x", "discriminator": "0"}, "roles": []string{}, "joined_at": "2026-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0})
-	h.send(2, "CHANNEL_CREATE", obj{"id": "7", "type": 0, "guild_id": sf(g1), "name": "new", "position": 1, "permission_overwrites": []any{}})
+	for _, ev := range []struct {
+		typ string
+		d   obj
+	}{
+		{"GUILD_CREATE", obj{"id": sf(g1)}},
+		{"GUILD_MEMBER_ADD", obj{"guild_id": sf(g1), "user": obj{"id": "5", "username": "x", "discriminator": "0"}, "roles": []string{}, "joined_at": "2026-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0}},
+		{"CHANNEL_CREATE", obj{"id": "7", "type": 0, "guild_id": sf(g1), "name": "new", "position": 1, "permission_overwrites": []any{}}},
+	} {
+		decodesWithDisgo(t, ev.typ, ev.d)
+		h.send(2, ev.typ, ev.d)
+	}
 	h.flush()
 	eq(t, "guild", h.hgetall(h.ks.Guild(g1)), map[string]string{"shard": "2"})
 	eq(t, "counts", h.hgetall(h.ks.ShardCounts(2))[sf(g1)], "1,0,1")

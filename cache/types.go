@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,63 @@ type Member struct {
 	Avatar   string            `json:"avatar,omitempty"`
 	Pending  bool              `json:"pending"`
 	Fields   map[string]string `json:"fields"`
+}
+
+// MarshalJSON writes empty lists and maps as [] and {}, never null, so that
+// a guild without features prints the same way whichever path built it.
+func (g Guild) MarshalJSON() ([]byte, error) {
+	type plain Guild // the same fields and tags, without this method
+	p := plain(g)
+	p.Features = nonNil(p.Features)
+	p.Fields = nonNilMap(p.Fields)
+	return json.Marshal(p)
+}
+
+// MarshalJSON writes empty lists and maps as [] and {}, never null.
+func (m Member) MarshalJSON() ([]byte, error) {
+	type plain Member
+	p := plain(m)
+	p.Roles = nonNil(p.Roles)
+	p.Fields = nonNilMap(p.Fields)
+	return json.Marshal(p)
+}
+
+// MarshalJSON writes an empty Fields as {}, never null.
+func (c Channel) MarshalJSON() ([]byte, error) {
+	type plain Channel
+	p := plain(c)
+	p.Fields = nonNilMap(p.Fields)
+	return json.Marshal(p)
+}
+
+// MarshalJSON writes an empty Fields as {}, never null.
+func (r Role) MarshalJSON() ([]byte, error) {
+	type plain Role
+	p := plain(r)
+	p.Fields = nonNilMap(p.Fields)
+	return json.Marshal(p)
+}
+
+// MarshalJSON writes an empty Fields as {}, never null.
+func (u User) MarshalJSON() ([]byte, error) {
+	type plain User
+	p := plain(u)
+	p.Fields = nonNilMap(p.Fields)
+	return json.Marshal(p)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func fU64(m map[string]string, k string) uint64 {

@@ -128,6 +128,16 @@ type Worker interface {
 	// disgo runs all listeners of the process one at a time on the shards'
 	// read goroutines: a slow listener delays every shard, and one slower
 	// than the heartbeat interval makes disgo reconnect.
+	//
+	// An event's sequence is saved once its listeners returned, so a
+	// listener must either finish its work before returning (quick,
+	// idempotent work: a crash replays it) or hand it off durably before
+	// returning, e.g. with services.Send to a service's Redis stream inbox
+	// (under a deadline that covers the queue and the work: the request
+	// carries it) or an XADD to a stream of its own, whose consumer is
+	// idempotent. Work started in a goroutine or an in-process queue is
+	// lost if the process dies before it finishes: the event was saved as
+	// handled and is not replayed. See "Delivery guarantees" in the README.
 	Launch(ctx context.Context, c *Cluster) error
 }
 

@@ -533,8 +533,15 @@ func (p *proc) event(k evKind, detail string) {
 	default:
 		return
 	}
-	if p.copy > 0 {
-		detail = fmt.Sprintf("copy %d; %s", p.copy, detail)
+	p.l.sink.event(lifecycle.ServiceEvent(t, p.service, serviceDetail(p.copy, detail)))
+}
+
+// serviceDetail is a service event's detail: the copy it is about (copy 0
+// too, so every service event names its copy), then what the event says,
+// if anything.
+func serviceDetail(copyN int, detail string) string {
+	if detail == "" {
+		return "copy " + strconv.Itoa(copyN)
 	}
-	p.l.sink.event(lifecycle.ServiceEvent(t, p.service, detail))
+	return "copy " + strconv.Itoa(copyN) + "; " + detail
 }

@@ -46,7 +46,9 @@ const (
 	ShardResumed Type = "shard_resumed"
 	// ShardDisconnected: a shard lost its connection or was stopped.
 	ShardDisconnected Type = "shard_disconnected"
-	// ServiceSpawned: the launcher started a service process.
+	// ServiceSpawned: the launcher started a service process. The Detail of
+	// every service event starts with the copy ("copy 0"), then "; " and
+	// the rest when there is more to say ("copy 1; pid 4242").
 	ServiceSpawned Type = "service_spawned"
 	// ServiceReady: a service finished launching.
 	ServiceReady Type = "service_ready"

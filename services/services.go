@@ -308,7 +308,8 @@ func launch(ctx, lctx context.Context, timeout time.Duration, w Worker, s *Servi
 
 // Call sends the command op to service with in as JSON and unmarshals the
 // answer into out (skipped when out is nil). Any copy of the service may
-// answer. It is Megane's sendServiceCommand.
+// answer. It does what Megane's ipc.sendCommand(service, data,
+// {receptive: true}) does; Send is {receptive: false}.
 func Call(ctx context.Context, node *redisipc.Node, service, op string, in, out any) error {
 	return node.CallJSON(ctx, redisipc.ServiceAddr(service), op, in, out)
 }

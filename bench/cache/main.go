@@ -340,8 +340,10 @@ func purgePrefix(ctx context.Context, rdb redis.UniversalClient, prefix string) 
 	flush()
 }
 
-// guildCreate is the realistic small GUILD_CREATE of DISCORD-PROTOCOL.md
-// §2.4: 5 channels, 6 roles, the bot's own member, everything else empty.
+// guildCreate is a realistic small GUILD_CREATE
+// (https://discord.com/developers/docs/events/gateway-events#guild-create):
+// 5 channels, 6 roles, the bot's own member, everything else empty. The
+// shape is the one cache's tests build and check against disgo.
 func guildCreate(id uint64) []byte {
 	sf := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	type obj = map[string]any

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -16,16 +17,29 @@ import (
 // lines and then waits for a signal or exits.
 const envChild = "TESTPROC_CHILD"
 
+// exitTerminated is the child's exit code after SIGTERM, as a shell reports
+// a process killed by it (128+15).
+const exitTerminated = 143
+
 func TestMain(m *testing.M) {
 	switch os.Getenv(envChild) {
 	case "":
 		os.Exit(m.Run())
 	case "lines":
+		// Subscribe before the first line, so that a parent that saw
+		// it can stop the child with SIGTERM. Blocking on the signal
+		// channel (not select {}, which the runtime aborts as a
+		// deadlock) keeps the child alive until then.
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		// The log line goes first: stderr is a file, so once the
+		// parent has seen the last stdout line the log is complete.
+		fmt.Fprintln(os.Stderr, "to the log")
 		fmt.Println(`{"ev":"ready","n":1}`)
 		fmt.Println("READY")
 		fmt.Println(`{"ev":"tick","n":2}`)
-		fmt.Fprintln(os.Stderr, "to the log")
-		select {}
+		<-term
+		os.Exit(exitTerminated)
 	case "fail":
 		fmt.Fprintln(os.Stderr, "failing")
 		os.Exit(3)
@@ -68,8 +82,10 @@ func TestLinesAndEvents(t *testing.T) {
 	if raw := p.Raw(); len(raw) != 2 {
 		t.Fatalf("raw %q", raw)
 	}
-	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err == nil {
-		t.Fatal("SIGTERM: no exit error")
+	err := p.Stop(syscall.SIGTERM, 10*time.Second)
+	var ee interface{ ExitCode() int }
+	if !errors.As(err, &ee) || ee.ExitCode() != exitTerminated {
+		t.Fatalf("SIGTERM: exit %v, want status %d", err, exitTerminated)
 	}
 	b, err := os.ReadFile(p.LogPath())
 	if err != nil || string(b) != "to the log\n" {
