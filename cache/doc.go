@@ -19,6 +19,6 @@
 // served by OwnerHandler) only when the projection cannot answer, and never
 // broadcasts.
 //
-// The key layout is documented in README-keys.md; the keys themselves are
-// built by package keyspace.
+// The keys, their types and fields are described once, in the "Redis key
+// schema" table of the repository's README.md; package keyspace builds them.
 package cache

@@ -2,23 +2,14 @@
 // gateway shards through one disgo client, and keeps everything another
 // process needs to take over in Redis.
 //
-// What Run keeps in Redis (see package keyspace):
-//
-//   - keyspace.ShardSession(shard): the shard's session, with the sequence
-//     of the last event whose listeners all returned (package sessions). A
-//     restarted cluster RESUMEs from it instead of spending an IDENTIFY, and
-//     Discord replays what was dispatched meanwhile.
-//   - keyspace.ShardStatus(shard): status (connecting, ready, resuming,
-//     disconnected, stopped), cluster, guilds, latency_ms, updated_at.
-//   - keyspace.Cluster(id): status (starting, ready, stopping, stopped,
-//     failed), pid, host, shards, shard_count, started_at, ready_at,
-//     stopped_at. The launcher adds its own fields (restarts).
-//   - keyspace.ClusterHeartbeat(id): refreshed every HeartbeatInterval with
-//     a TTL of three; it stops when an event handler is stuck, so the
-//     launcher replaces a wedged process.
-//   - keyspace.ShardMap(): shard id -> cluster id, and shard_count.
-//   - keyspace.Events(): ShardReady, ShardResumed, ShardDisconnected and
-//     ClusterReady (package lifecycle).
+// What Run keeps in Redis: each shard's session (package sessions, so a
+// restarted cluster RESUMEs instead of spending an IDENTIFY, and Discord
+// replays what was dispatched meanwhile), each shard's status, the cluster's
+// own hash and its part of the shard map, a heartbeat key whose TTL lapses
+// when an event handler is stuck (so the launcher replaces a wedged process),
+// and lifecycle events (package lifecycle). The keys, their types, fields and
+// lifetimes are described once, in the "Redis key schema" table of the
+// repository's README.md.
 //
 // IDENTIFYs go through identify.Limiter, so clusters in any number of
 // processes share the bot's identify buckets.

@@ -5,6 +5,11 @@
 // several bots (or a test and a bot) can share one Redis. The trailing comment
 // of each method names the Redis type of the key.
 //
+// The fields, owner and lifetime of every key are described once, in the
+// "Redis key schema" table of the repository's README.md; a test checks that
+// table's key patterns and types against this package, so the comments here
+// say what a key is for and leave the fields to the table.
+//
 // Redis Cluster: keys that one Lua script or MULTI touches together carry the
 // same hash tag (the part in braces); per-entity cache keys carry none, so they
 // spread across slots.
@@ -93,21 +98,21 @@ func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 // Gateway, sharding and sessions (launcher, cluster)
 // ---------------------------------------------------------------------------
 
-// Gateway holds what the bot knows of Discord's gateway: shard count,
-// max_concurrency (the effective value, after any override), url, and the
-// session_start_limit (total, remaining, reset_at unix ms). HASH
+// Gateway holds what the bot knows of Discord's gateway: the recommended
+// shard count, the effective max_concurrency and the session_start_limit
+// that every IDENTIFY spends from. HASH
 func (k Keyspace) Gateway() string { return k.base + "gateway" }
 
-// ShardMap maps shard id -> cluster id, plus the fields "shard_count" and
-// "clusters". Routing a guild to its cluster reads it. HASH
+// ShardMap maps shard id -> cluster id. Routing a guild to its cluster
+// reads it. HASH
 func (k Keyspace) ShardMap() string { return k.base + "shardmap" }
 
-// ShardSession is shard id's resumable session: fields session_id, seq,
-// resume_url, shard_count, updated_at. seq only moves forward (Lua). HASH
+// ShardSession is shard id's resumable session; its sequence only moves
+// forward (Lua). HASH
 func (k Keyspace) ShardSession(shard int) string { return k.base + "session:" + id(shard) }
 
-// ShardStatus is shard id's live status: status, cluster, latency_ms,
-// updated_at, guilds. HASH
+// ShardStatus is shard id's live status, as the cluster running it sees
+// it. HASH
 func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(shard) }
 
 // IdentifyBucket is the lock of identify bucket b (shard_id % max_concurrency).
@@ -115,11 +120,8 @@ func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(
 // IDENTIFY in the bucket waits. STRING
 func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:" + id(bucket) }
 
-// Cluster is cluster id's state: status, pid, host, shards, shard_count,
-// started_at, ready_at, stopped_at (written by the cluster), and supervisor
-// (the launcher's view: starting, ready, stopping, backoff, gave-up,
-// stopped) and restarts (written by the launcher, which also sets status
-// and pid while no process runs). HASH
+// Cluster is cluster id's state: the process's own view, written by the
+// cluster, and the supervisor's, written by the launcher. HASH
 func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
 
 // ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills
@@ -141,8 +143,7 @@ func (k Keyspace) Stats(name string) string { return k.base + "stats:" + name }
 // unix ms of its last report. ZSET
 func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 
-// Launcher is the launcher's state: status (running, stopped), pid, host,
-// started_at, clusters, shard_count, max_concurrency, all_ready_at. HASH
+// Launcher is the launcher's state. HASH
 func (k Keyspace) Launcher() string { return k.base + "launcher" }
 
 // ---------------------------------------------------------------------------
@@ -152,8 +153,8 @@ func (k Keyspace) Launcher() string { return k.base + "launcher" }
 // Nodes indexes live nodes: member = instance id, score = expiry (unix ms). ZSET
 func (k Keyspace) Nodes() string { return k.base + "nodes" }
 
-// Node is the registration of one process instance (see CheckName): addr,
-// pid, host, started_at, kind. Expires unless heartbeated. HASH
+// Node is the registration of one process instance (see CheckName).
+// Expires unless heartbeated. HASH
 func (k Keyspace) Node(instance string) string { return k.base + "node:" + instance }
 
 // Inbox is the request stream of address addr ("cluster:3", "service:x",

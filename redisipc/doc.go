@@ -73,16 +73,10 @@
 //
 // # Keys
 //
-// All keys come from package keyspace:
-//
-//	megane:<ns>:nodes                     ZSET    live instances, scored by expiry (unix ms) (TTL)
-//	megane:<ns>:node:<instance>           HASH    addr, instance, kind, pid, host, started_at, group (TTL)
-//	megane:<ns>:{inbox:<addr>}            STREAM  requests to addr; group "workers" for services (TTL)
-//	megane:<ns>:{replies:<instance>}      STREAM  replies to one process (TTL)
-//	megane:<ns>:deadletter                STREAM  reason, stream, entry, node, raw, raw_len, at (capped)
-//	megane:<ns>:deadletter-seen:<digest>  STRING  which node records a bad broadcast (TTL)
-//	megane:<ns>:broadcast                 PubSub  gathers and evals
-//	megane:<ns>:shardmap                  HASH    "<shard>" -> "<cluster>", shard_count, clusters (read)
+// Every key comes from package keyspace; the nodes registry, the inbox and
+// reply streams, the dead-letter stream and the broadcast channel, with their
+// types, fields and lifetimes, are described once, in the "Redis key schema"
+// table of the repository's README.md.
 //
 // A node creates its inbox and reply stream before it advertises its
 // address, and its heartbeat keeps their TTL (3 × HeartbeatTTL, at least a
