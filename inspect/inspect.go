@@ -19,6 +19,7 @@ import (
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // Inspector reads one namespace.
@@ -91,36 +92,12 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	if len(launcher) > 0 {
 		ov.Launcher = launcher
 	}
-	shardMap, err := i.rdb.HGetAll(ctx, i.ks.ShardMap()).Result()
+	sm, err := shardmap.Load(ctx, i.rdb, i.ks)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: shard map: %w", err)
 	}
-	ov.ShardCount, _ = strconv.Atoi(shardMap["shard_count"])
-
-	byCluster := map[int][]int{}
-	shardCluster := map[int]int{}
-	for field, v := range shardMap {
-		shard, err1 := strconv.Atoi(field)
-		cl, err2 := strconv.Atoi(v)
-		if err1 != nil || err2 != nil {
-			continue // "shard_count", "clusters" and other metadata
-		}
-		byCluster[cl] = append(byCluster[cl], shard)
-		shardCluster[shard] = cl
-	}
-	if n, err := strconv.Atoi(shardMap["clusters"]); err == nil {
-		for c := 0; c < n; c++ {
-			if _, ok := byCluster[c]; !ok {
-				byCluster[c] = nil
-			}
-		}
-	}
-
-	clusterIDs := make([]int, 0, len(byCluster))
-	for c := range byCluster {
-		clusterIDs = append(clusterIDs, c)
-	}
-	sort.Ints(clusterIDs)
+	ov.ShardCount = sm.ShardCount
+	clusterIDs := sm.ClusterIDs()
 	pipe := i.rdb.Pipeline()
 	hashes := make([]*redis.MapStringStringCmd, len(clusterIDs))
 	beats := make([]*redis.IntCmd, len(clusterIDs))
@@ -132,19 +109,14 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 		return nil, fmt.Errorf("inspect: clusters: %w", err)
 	}
 	for n, c := range clusterIDs {
-		shards := byCluster[c]
-		sort.Ints(shards)
+		shards := sm.ClusterShards(c)
 		fields := hashes[n].Val()
 		ov.Clusters = append(ov.Clusters, ClusterInfo{
 			ID: c, Status: fields["status"], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
 		})
 	}
 
-	shardIDs := make([]int, 0, len(shardCluster))
-	for s := range shardCluster {
-		shardIDs = append(shardIDs, s)
-	}
-	sort.Ints(shardIDs)
+	shardIDs := sm.Shards()
 	states, err := sessions.Load(ctx, i.rdb, i.ks, shardIDs)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: sessions: %w", err)
@@ -165,7 +137,7 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 			guilds = -1
 		}
 		ov.Shards = append(ov.Shards, ShardInfo{
-			ID: s, Cluster: shardCluster[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
+			ID: s, Cluster: sm.Owners[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
 			Session: states[s], Fields: fields,
 		})
 	}
