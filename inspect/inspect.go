@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
@@ -102,7 +103,7 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	hashes := make([]*redis.MapStringStringCmd, len(clusterIDs))
 	beats := make([]*redis.IntCmd, len(clusterIDs))
 	for n, c := range clusterIDs {
-		hashes[n] = pipe.HGetAll(ctx, i.ks.Cluster(c))
+		hashes[n] = clusterhash.Get(ctx, pipe, i.ks, c)
 		beats[n] = pipe.Exists(ctx, i.ks.ClusterHeartbeat(c))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -112,7 +113,7 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 		shards := sm.ClusterShards(c)
 		fields := hashes[n].Val()
 		ov.Clusters = append(ov.Clusters, ClusterInfo{
-			ID: c, Status: fields["status"], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
+			ID: c, Status: fields[clusterhash.FieldStatus], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
 		})
 	}
 

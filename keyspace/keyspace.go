@@ -99,7 +99,8 @@ func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 func (k Keyspace) Gateway() string { return k.base + "gateway" }
 
 // ShardMap maps shard id -> cluster id, plus the fields "shard_count" and
-// "clusters". Routing a guild to its cluster reads it. HASH
+// "clusters"; package shardmap writes and parses it. Routing a guild to its
+// cluster reads it. HASH
 func (k Keyspace) ShardMap() string { return k.base + "shardmap" }
 
 // ShardSession is shard id's resumable session: fields session_id, seq,
@@ -119,7 +120,8 @@ func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:
 // started_at, ready_at, stopped_at (written by the cluster), and supervisor
 // (the launcher's view: starting, ready, stopping, backoff, gave-up,
 // stopped) and restarts (written by the launcher, which also sets status
-// and pid while no process runs). HASH
+// and pid while no process runs); package clusterhash writes and parses
+// it. HASH
 func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
 
 // ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills

@@ -227,3 +227,8 @@ func Owners(ctx context.Context, rdb redis.Cmdable, ks keyspace.Keyspace, shards
 	}
 	return out, nil
 }
+
+// Delete removes the shard map.
+func Delete(ctx context.Context, c redis.Cmdable, ks keyspace.Keyspace) *redis.IntCmd {
+	return c.Del(ctx, ks.ShardMap())
+}
