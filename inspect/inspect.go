@@ -157,12 +157,10 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 func Namespaces(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
 	found := map[string]bool{}
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
-		for _, suffix := range []string{"launcher", "gateway"} {
-			iter := c.Scan(ctx, 0, keyspace.Prefix+":*:"+suffix, 1000).Iterator()
+		for _, pattern := range keyspace.NamespaceMarkerPatterns() {
+			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 			for iter.Next(ctx) {
-				k := strings.TrimPrefix(iter.Val(), keyspace.Prefix+":")
-				ns := strings.TrimSuffix(k, ":"+suffix)
-				if !strings.Contains(ns, ":") {
+				if ns, ok := keyspace.NamespaceOfMarker(iter.Val()); ok {
 					found[ns] = true
 				}
 			}

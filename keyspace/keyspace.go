@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Prefix is the first segment of every key.
@@ -96,7 +97,7 @@ func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 // Gateway holds what the bot knows of Discord's gateway: shard count,
 // max_concurrency (the effective value, after any override), url, and the
 // session_start_limit (total, remaining, reset_at unix ms). HASH
-func (k Keyspace) Gateway() string { return k.base + "gateway" }
+func (k Keyspace) Gateway() string { return k.base + gatewayName }
 
 // ShardMap maps shard id -> cluster id, plus the fields "shard_count" and
 // "clusters"; package shardmap writes and parses it. Routing a guild to its
@@ -145,7 +146,37 @@ func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 
 // Launcher is the launcher's state: status (running, stopped), pid, host,
 // started_at, clusters, shard_count, max_concurrency, all_ready_at. HASH
-func (k Keyspace) Launcher() string { return k.base + "launcher" }
+func (k Keyspace) Launcher() string { return k.base + launcherName }
+
+// Names of the keys that show a namespace a launcher ran in.
+const (
+	launcherName = "launcher"
+	gatewayName  = "gateway"
+)
+
+// NamespaceMarkerPatterns returns SCAN MATCH patterns for the keys that
+// show, in any namespace, that a launcher ran there (or began to): the
+// Launcher and Gateway hashes. Tools list a Redis's bots with them.
+func NamespaceMarkerPatterns() []string {
+	return []string{Prefix + ":*:" + launcherName, Prefix + ":*:" + gatewayName}
+}
+
+// NamespaceOfMarker returns the namespace of a key a
+// NamespaceMarkerPatterns pattern matched, and false for a key that only
+// looks like one (a pattern's * also matches colons, so
+// "megane:a:b:launcher" matches but belongs to no namespace).
+func NamespaceOfMarker(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, Prefix+":")
+	if !ok {
+		return "", false
+	}
+	for _, name := range []string{launcherName, gatewayName} {
+		if ns, ok := strings.CutSuffix(rest, ":"+name); ok {
+			return ns, !strings.Contains(ns, ":")
+		}
+	}
+	return "", false
+}
 
 // ---------------------------------------------------------------------------
 // IPC (redisipc)

@@ -3,6 +3,7 @@ package keyspace
 import (
 	"errors"
 	"os"
+	"path"
 	"reflect"
 	"regexp"
 	"strings"
@@ -110,6 +111,39 @@ func TestReadmeListsEveryKey(t *testing.T) {
 		key = digits.ReplaceAllString(key, "N")
 		if !listed[key] {
 			t.Errorf("keyspace.%s builds %q, which the README's key tables do not list", name, key)
+		}
+	}
+}
+
+func TestNamespaceMarkers(t *testing.T) {
+	ks := MustNew("bot-1")
+	for _, key := range []string{ks.Launcher(), ks.Gateway()} {
+		matched := false
+		for _, p := range NamespaceMarkerPatterns() {
+			if ok, _ := path.Match(p, key); ok {
+				matched = true
+			}
+		}
+		if !matched {
+			t.Errorf("no marker pattern matches %s", key)
+		}
+		if ns, ok := NamespaceOfMarker(key); !ok || ns != "bot-1" {
+			t.Errorf("NamespaceOfMarker(%s) = %q, %v", key, ns, ok)
+		}
+	}
+	tests := []struct {
+		key, ns string
+		ok      bool
+	}{
+		{"megane:launcher:gateway", "launcher", true},
+		{"megane:gateway:launcher", "gateway", true},
+		{"megane:a:b:launcher", "", false},
+		{"megane:a:shardmap", "", false},
+		{"other:a:launcher", "", false},
+	}
+	for _, tt := range tests {
+		if ns, ok := NamespaceOfMarker(tt.key); ok != tt.ok || (ok && ns != tt.ns) {
+			t.Errorf("NamespaceOfMarker(%q) = %q, %v; want %q, %v", tt.key, ns, ok, tt.ns, tt.ok)
 		}
 	}
 }
