@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // FetchOp is the IPC operation a cluster answers with OwnerHandler.
@@ -315,17 +316,17 @@ func (f *Fetcher) owners(ctx context.Context, shardCount int, guilds []uint64) (
 	if shardCount <= 0 || len(guilds) == 0 {
 		return out, nil
 	}
-	var fields []string
-	for _, g := range guilds {
-		fields = append(fields, strconv.Itoa(ShardOf(g, shardCount)))
+	shards := make([]int, len(guilds))
+	for i, g := range guilds {
+		shards[i] = ShardOf(g, shardCount)
 	}
-	vals, err := f.cfg.Redis.HMGet(ctx, f.cfg.Keys.ShardMap(), fields...).Result()
+	clusters, err := shardmap.Owners(ctx, f.cfg.Redis, f.cfg.Keys, shards)
 	if err != nil {
 		return nil, fmt.Errorf("cache: shard map: %w", err)
 	}
 	for i, g := range guilds {
-		if s, ok := vals[i].(string); ok && s != "" {
-			out[g] = "cluster:" + s
+		if c, ok := clusters[shards[i]]; ok {
+			out[g] = "cluster:" + strconv.Itoa(c)
 		}
 	}
 	return out, nil

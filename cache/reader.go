@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // ErrNotFound is returned (wrapped) when the projection holds no such entity.
@@ -374,18 +375,11 @@ func (r *Reader) ShardCounts(ctx context.Context, shard int) (Counts, error) {
 // ClusterCounts returns the counts of the shards the shard map assigns to
 // cluster; ErrNotFound when it assigns none.
 func (r *Reader) ClusterCounts(ctx context.Context, cluster int) (Counts, error) {
-	sm, err := r.rdb.HGetAll(ctx, r.keys.ShardMap()).Result()
+	sm, err := shardmap.Load(ctx, r.rdb, r.keys)
 	if err != nil {
 		return Counts{}, fmt.Errorf("cache: shard map: %w", err)
 	}
-	want := strconv.Itoa(cluster)
-	var shards []int
-	for f, v := range sm {
-		s, err := strconv.Atoi(f)
-		if err == nil && v == want {
-			shards = append(shards, s)
-		}
-	}
+	shards := sm.ClusterShards(cluster)
 	if len(shards) == 0 {
 		return Counts{}, fmt.Errorf("cache: cluster %d has no shards in the shard map: %w", cluster, ErrNotFound)
 	}
@@ -416,16 +410,12 @@ func (r *Reader) TotalCounts(ctx context.Context) (Counts, error) {
 }
 
 func (r *Reader) shardCount(ctx context.Context) (int, error) {
-	v, err := r.rdb.HGet(ctx, r.keys.ShardMap(), "shard_count").Result()
-	if errors.Is(err, redis.Nil) {
+	n, err := shardmap.ReadShardCount(ctx, r.rdb, r.keys)
+	if errors.Is(err, shardmap.ErrNoShardCount) {
 		return 0, fmt.Errorf("cache: shard map has no shard_count: %w", ErrNotFound)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("cache: shard map: %w", err)
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("cache: shard map: bad shard_count %q", v)
 	}
 	return n, nil
 }

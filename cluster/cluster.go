@@ -5,7 +5,8 @@
 // What Run keeps in Redis: each shard's session (package sessions, so a
 // restarted cluster RESUMEs instead of spending an IDENTIFY, and Discord
 // replays what was dispatched meanwhile), each shard's status, the cluster's
-// own hash and its part of the shard map, a heartbeat key whose TTL lapses
+// own hash (package clusterhash) and its part of the shard map (package
+// shardmap), a heartbeat key whose TTL lapses
 // when an event handler is stuck (so the launcher replaces a wedged process),
 // and lifecycle events (package lifecycle). The keys, their types, fields and
 // lifetimes are described once, in the "Redis key schema" table of the
@@ -74,7 +75,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,11 +91,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/cache"
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardmap"
 	"github.com/megane-go/megane/stats"
 	"github.com/megane-go/megane/store"
 )
@@ -510,19 +512,15 @@ func (r *runner) shardManager(url string, count, maxConc int, ids []int, states 
 func (r *runner) register(ctx context.Context, ids []int, count int) error {
 	host, _ := os.Hostname()
 	r.startedAt = time.Now()
-	shards := make([]string, len(ids))
-	mapping := []any{"shard_count", count}
-	for i, id := range ids {
-		shards[i] = strconv.Itoa(id)
-		mapping = append(mapping, strconv.Itoa(id), r.o.ID)
+	own := shardmap.Map{ShardCount: count, Owners: make(map[int]int, len(ids))}
+	for _, id := range ids {
+		own.Owners[id] = r.o.ID
 	}
 	pipe := r.rdb.Pipeline()
-	pipe.HSet(ctx, r.ks.Cluster(r.o.ID),
-		"status", "starting", "pid", os.Getpid(), "host", host,
-		"shards", strings.Join(shards, ","), "shard_count", count,
-		"started_at", r.startedAt.UnixMilli())
-	pipe.HDel(ctx, r.ks.Cluster(r.o.ID), "ready_at", "stopped_at")
-	pipe.HSet(ctx, r.ks.ShardMap(), mapping...)
+	clusterhash.Register(ctx, pipe, r.ks, r.o.ID, clusterhash.Process{
+		PID: os.Getpid(), Host: host, Shards: ids, ShardCount: count, StartedAt: r.startedAt,
+	})
+	shardmap.Add(ctx, pipe, r.ks, own)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("cluster: register: %w", err)
 	}
@@ -544,7 +542,7 @@ func (r *runner) launch(ctx context.Context, w Worker, c *Cluster) (err error) {
 func (r *runner) onReady(ctx context.Context) {
 	now := time.Now()
 	r.readyAt.Store(now.UnixMilli())
-	if err := r.rdb.HSet(ctx, r.ks.Cluster(r.o.ID), "status", "ready", "ready_at", now.UnixMilli()).Err(); err != nil {
+	if err := clusterhash.SetReady(ctx, r.rdb, r.ks, r.o.ID, now).Err(); err != nil {
 		r.log.Warn("cluster: could not record readiness", slog.Any("err", err))
 	}
 	// Written before OnReady tells the launcher, so the events stream stays
@@ -729,7 +727,7 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 	r.log.Info("cluster stopping resumably")
 	r.reopen.shutdown()
 	r.track.stop()
-	if err := r.rdb.HSet(context.WithoutCancel(ctx), r.ks.Cluster(r.o.ID), "status", "stopping").Err(); err != nil {
+	if err := clusterhash.SetStatus(context.WithoutCancel(ctx), r.rdb, r.ks, r.o.ID, clusterhash.StatusStopping).Err(); err != nil {
 		r.log.Warn("cluster: could not record stopping", slog.Any("err", err))
 	}
 	// Shards still opening. One that IDENTIFYs has no session to lose, so
@@ -830,7 +828,7 @@ func (r *runner) finish(ctx context.Context, bg *loops, status string) {
 	}
 	bg.stopBeat()
 	pipe := r.rdb.Pipeline()
-	pipe.HSet(fctx, r.ks.Cluster(r.o.ID), "status", status, "stopped_at", time.Now().UnixMilli())
+	clusterhash.SetStopped(fctx, pipe, r.ks, r.o.ID, status, time.Now())
 	pipe.Del(fctx, r.ks.ClusterHeartbeat(r.o.ID))
 	if _, err := pipe.Exec(fctx); err != nil {
 		r.log.Warn("cluster: could not record the stop", slog.Any("err", err))

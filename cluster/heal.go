@@ -13,7 +13,9 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // budgetRefusedLogEvery bounds how often a refused re-sync is logged.
@@ -67,13 +69,13 @@ func (h *healer) round(ctx context.Context) {
 	r := h.r
 	snap := r.track.health()
 	pipe := r.rdb.Pipeline()
-	clusterHash := pipe.HExists(ctx, r.ks.Cluster(r.o.ID), "host")
+	clusterHash := clusterhash.HasProcess(ctx, pipe, r.ks, r.o.ID)
 	mapped := make(map[int]*redis.BoolCmd, len(r.ids))
 	status := map[int]*redis.BoolCmd{}
 	session := map[int]*redis.IntCmd{}
 	projected := map[int]*redis.IntCmd{}
 	for _, id := range r.ids {
-		mapped[id] = pipe.HExists(ctx, r.ks.ShardMap(), strconv.Itoa(id))
+		mapped[id] = shardmap.Has(ctx, pipe, r.ks, id)
 		if snap[id].statusSaved {
 			status[id] = pipe.HExists(ctx, r.ks.ShardStatus(id), "status")
 		}
@@ -110,11 +112,11 @@ func (h *healer) round(ctx context.Context) {
 		}
 	}
 	if len(unmapped) > 0 {
-		mapping := []any{"shard_count", r.track.shardCount}
+		own := shardmap.Map{ShardCount: r.track.shardCount, Owners: make(map[int]int, len(unmapped))}
 		for _, id := range unmapped {
-			mapping = append(mapping, strconv.Itoa(id), r.o.ID)
+			own.Owners[id] = r.o.ID
 		}
-		if err := r.rdb.HSet(ctx, r.ks.ShardMap(), mapping...).Err(); err == nil {
+		if err := shardmap.Add(ctx, r.rdb, r.ks, own).Err(); err == nil {
 			rewrote = append(rewrote, "shard map")
 		}
 	}
@@ -276,14 +278,13 @@ func (r *runner) identifyHold() time.Duration {
 // again, as register and onReady wrote them.
 func (r *runner) rewriteClusterHash(ctx context.Context) error {
 	host, _ := os.Hostname()
-	status := "starting"
-	fields := []any{"pid", os.Getpid(), "host", host, "shards", joinInts(r.ids),
-		"shard_count", r.track.shardCount, "started_at", r.startedAt.UnixMilli()}
+	var readyAt time.Time
 	if at := r.readyAt.Load(); at > 0 {
-		status = "ready"
-		fields = append(fields, "ready_at", at)
+		readyAt = time.UnixMilli(at)
 	}
-	return r.rdb.HSet(ctx, r.ks.Cluster(r.o.ID), append(fields, "status", status)...).Err()
+	return clusterhash.Rewrite(ctx, r.rdb, r.ks, r.o.ID, clusterhash.Process{
+		PID: os.Getpid(), Host: host, Shards: r.ids, ShardCount: r.track.shardCount, StartedAt: r.startedAt,
+	}, readyAt).Err()
 }
 
 func joinInts(ids []int) string {

@@ -15,10 +15,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // Inspector reads one namespace.
@@ -91,60 +93,31 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	if len(launcher) > 0 {
 		ov.Launcher = launcher
 	}
-	shardMap, err := i.rdb.HGetAll(ctx, i.ks.ShardMap()).Result()
+	sm, err := shardmap.Load(ctx, i.rdb, i.ks)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: shard map: %w", err)
 	}
-	ov.ShardCount, _ = strconv.Atoi(shardMap["shard_count"])
-
-	byCluster := map[int][]int{}
-	shardCluster := map[int]int{}
-	for field, v := range shardMap {
-		shard, err1 := strconv.Atoi(field)
-		cl, err2 := strconv.Atoi(v)
-		if err1 != nil || err2 != nil {
-			continue // "shard_count", "clusters" and other metadata
-		}
-		byCluster[cl] = append(byCluster[cl], shard)
-		shardCluster[shard] = cl
-	}
-	if n, err := strconv.Atoi(shardMap["clusters"]); err == nil {
-		for c := 0; c < n; c++ {
-			if _, ok := byCluster[c]; !ok {
-				byCluster[c] = nil
-			}
-		}
-	}
-
-	clusterIDs := make([]int, 0, len(byCluster))
-	for c := range byCluster {
-		clusterIDs = append(clusterIDs, c)
-	}
-	sort.Ints(clusterIDs)
+	ov.ShardCount = sm.ShardCount
+	clusterIDs := sm.ClusterIDs()
 	pipe := i.rdb.Pipeline()
 	hashes := make([]*redis.MapStringStringCmd, len(clusterIDs))
 	beats := make([]*redis.IntCmd, len(clusterIDs))
 	for n, c := range clusterIDs {
-		hashes[n] = pipe.HGetAll(ctx, i.ks.Cluster(c))
+		hashes[n] = clusterhash.Get(ctx, pipe, i.ks, c)
 		beats[n] = pipe.Exists(ctx, i.ks.ClusterHeartbeat(c))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("inspect: clusters: %w", err)
 	}
 	for n, c := range clusterIDs {
-		shards := byCluster[c]
-		sort.Ints(shards)
+		shards := sm.ClusterShards(c)
 		fields := hashes[n].Val()
 		ov.Clusters = append(ov.Clusters, ClusterInfo{
-			ID: c, Status: fields["status"], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
+			ID: c, Status: fields[clusterhash.FieldStatus], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
 		})
 	}
 
-	shardIDs := make([]int, 0, len(shardCluster))
-	for s := range shardCluster {
-		shardIDs = append(shardIDs, s)
-	}
-	sort.Ints(shardIDs)
+	shardIDs := sm.Shards()
 	states, err := sessions.Load(ctx, i.rdb, i.ks, shardIDs)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: sessions: %w", err)
@@ -165,7 +138,7 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 			guilds = -1
 		}
 		ov.Shards = append(ov.Shards, ShardInfo{
-			ID: s, Cluster: shardCluster[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
+			ID: s, Cluster: sm.Owners[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
 			Session: states[s], Fields: fields,
 		})
 	}
@@ -184,12 +157,10 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 func Namespaces(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
 	found := map[string]bool{}
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
-		for _, suffix := range []string{"launcher", "gateway"} {
-			iter := c.Scan(ctx, 0, keyspace.Prefix+":*:"+suffix, 1000).Iterator()
+		for _, pattern := range keyspace.NamespaceMarkerPatterns() {
+			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 			for iter.Next(ctx) {
-				k := strings.TrimPrefix(iter.Val(), keyspace.Prefix+":")
-				ns := strings.TrimSuffix(k, ":"+suffix)
-				if !strings.Contains(ns, ":") {
+				if ns, ok := keyspace.NamespaceOfMarker(iter.Val()); ok {
 					found[ns] = true
 				}
 			}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Prefix is the first segment of every key.
@@ -101,10 +102,10 @@ func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 // Gateway holds what the bot knows of Discord's gateway: the recommended
 // shard count, the effective max_concurrency and the session_start_limit
 // that every IDENTIFY spends from. HASH
-func (k Keyspace) Gateway() string { return k.base + "gateway" }
+func (k Keyspace) Gateway() string { return k.base + gatewayName }
 
-// ShardMap maps shard id -> cluster id. Routing a guild to its cluster
-// reads it. HASH
+// ShardMap maps shard id -> cluster id; package shardmap writes and parses
+// it. Routing a guild to its cluster reads it. HASH
 func (k Keyspace) ShardMap() string { return k.base + "shardmap" }
 
 // ShardSession is shard id's resumable session; its sequence only moves
@@ -121,7 +122,8 @@ func (k Keyspace) ShardStatus(shard int) string { return k.base + "shard:" + id(
 func (k Keyspace) IdentifyBucket(bucket int) string { return k.base + "identify:" + id(bucket) }
 
 // Cluster is cluster id's state: the process's own view, written by the
-// cluster, and the supervisor's, written by the launcher. HASH
+// cluster, and the supervisor's, written by the launcher; package
+// clusterhash writes and parses it. HASH
 func (k Keyspace) Cluster(cluster int) string { return k.base + "cluster:" + id(cluster) }
 
 // ClusterHeartbeat is refreshed by cluster id with a TTL; the launcher kills
@@ -144,7 +146,37 @@ func (k Keyspace) Stats(name string) string { return k.base + "stats:" + name }
 func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 
 // Launcher is the launcher's state. HASH
-func (k Keyspace) Launcher() string { return k.base + "launcher" }
+func (k Keyspace) Launcher() string { return k.base + launcherName }
+
+// Names of the keys that show a namespace a launcher ran in.
+const (
+	launcherName = "launcher"
+	gatewayName  = "gateway"
+)
+
+// NamespaceMarkerPatterns returns SCAN MATCH patterns for the keys that
+// show, in any namespace, that a launcher ran there (or began to): the
+// Launcher and Gateway hashes. Tools list a Redis's bots with them.
+func NamespaceMarkerPatterns() []string {
+	return []string{Prefix + ":*:" + launcherName, Prefix + ":*:" + gatewayName}
+}
+
+// NamespaceOfMarker returns the namespace of a key a
+// NamespaceMarkerPatterns pattern matched, and false for a key that only
+// looks like one (a pattern's * also matches colons, so
+// "megane:a:b:launcher" matches but belongs to no namespace).
+func NamespaceOfMarker(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, Prefix+":")
+	if !ok {
+		return "", false
+	}
+	for _, name := range []string{launcherName, gatewayName} {
+		if ns, ok := strings.CutSuffix(rest, ":"+name); ok {
+			return ns, !strings.Contains(ns, ":")
+		}
+	}
+	return "", false
+}
 
 // ---------------------------------------------------------------------------
 // IPC (redisipc)

@@ -7,6 +7,7 @@ import (
 	"go/token"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -294,5 +295,38 @@ func TestNoSecondKeyTable(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestNamespaceMarkers(t *testing.T) {
+	ks := MustNew("bot-1")
+	for _, key := range []string{ks.Launcher(), ks.Gateway()} {
+		matched := false
+		for _, p := range NamespaceMarkerPatterns() {
+			if ok, _ := path.Match(p, key); ok {
+				matched = true
+			}
+		}
+		if !matched {
+			t.Errorf("no marker pattern matches %s", key)
+		}
+		if ns, ok := NamespaceOfMarker(key); !ok || ns != "bot-1" {
+			t.Errorf("NamespaceOfMarker(%s) = %q, %v", key, ns, ok)
+		}
+	}
+	tests := []struct {
+		key, ns string
+		ok      bool
+	}{
+		{"megane:launcher:gateway", "launcher", true},
+		{"megane:gateway:launcher", "gateway", true},
+		{"megane:a:b:launcher", "", false},
+		{"megane:a:shardmap", "", false},
+		{"other:a:launcher", "", false},
+	}
+	for _, tt := range tests {
+		if ns, ok := NamespaceOfMarker(tt.key); ok != tt.ok || (ok && ns != tt.ns) {
+			t.Errorf("NamespaceOfMarker(%q) = %q, %v; want %q, %v", tt.key, ns, ok, tt.ns, tt.ok)
+		}
 	}
 }

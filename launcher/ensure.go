@@ -7,7 +7,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // probeRedis is the health monitor's write probe: it rewrites the
@@ -34,10 +36,10 @@ func (l *Launcher) probeRedis(ctx context.Context) error {
 func (l *Launcher) ensureRecords(ctx context.Context) {
 	pipe := l.rdb.Pipeline()
 	gateway := pipe.Exists(ctx, l.ks.Gateway())
-	shardMap := pipe.HLen(ctx, l.ks.ShardMap())
+	shardMap := shardmap.Fields(ctx, pipe, l.ks)
 	clusters := make([]*redis.BoolCmd, len(l.clusters))
 	for i, p := range l.clusters {
-		clusters[i] = pipe.HExists(ctx, l.ks.Cluster(p.id), "supervisor")
+		clusters[i] = clusterhash.HasSupervision(ctx, pipe, l.ks, p.id)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return // the next probe tells whether Redis fails
@@ -50,11 +52,11 @@ func (l *Launcher) ensureRecords(ctx context.Context) {
 			rewrote = append(rewrote, "gateway")
 		}
 	}
-	if fields := l.shardMapFields(); shardMap.Val() != int64(len(fields)) {
+	if plan := l.plannedShardMap(); shardMap.Val() != int64(plan.Len()) {
 		// Missing or partial (a cluster rewrote its own part first): the
 		// launcher knows the whole map. Fields only ever get added, so no
 		// reader sees a mix of layouts.
-		if err := l.rdb.HSet(ctx, l.ks.ShardMap(), fields).Err(); err != nil {
+		if err := shardmap.Add(ctx, l.rdb, l.ks, plan).Err(); err != nil {
 			l.log.Warn("could not rewrite the shard map", slog.Any("error", err))
 		} else {
 			rewrote = append(rewrote, "shard map")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
@@ -24,6 +25,7 @@ import (
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardmap"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -361,7 +363,7 @@ func (l *Launcher) dropFailedStart() {
 	// One DEL per key: on Redis Cluster they live in different slots.
 	pipe := l.rdb.Pipeline()
 	pipe.Del(ctx, l.ks.Gateway())
-	pipe.Del(ctx, l.ks.ShardMap())
+	shardmap.Delete(ctx, pipe, l.ks)
 	if _, err := pipe.Exec(ctx); err != nil {
 		l.log.Warn("could not remove what the failed start wrote", slog.String("namespace", l.ks.Namespace()), slog.Any("error", err))
 	}
@@ -431,10 +433,11 @@ func (l *Launcher) planShards(ctx context.Context) error {
 // shard count no saved session may be resumed, so all are dropped and every
 // shard identifies.
 func (l *Launcher) writeShardMap(ctx context.Context) error {
-	old, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "shard_count").Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	stored, err := shardmap.Load(ctx, l.rdb, l.ks)
+	if err != nil {
 		return fmt.Errorf("launcher: read shard map: %w", err)
 	}
+	old := stored.ShardCount
 	if old > 0 && old != l.shardCount {
 		l.log.Warn("shard count changed: dropping every saved session, all shards identify",
 			slog.Int("old_shard_count", old), slog.Int("shard_count", l.shardCount))
@@ -444,18 +447,9 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			}
 		}
 	}
-	fields := l.shardMapFields()
-	clusters := fields["clusters"].(int)
-	oldClusters, err := l.rdb.HGet(ctx, l.ks.ShardMap(), "clusters").Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("launcher: read shard map: %w", err)
-	}
-	_, err = l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, l.ks.ShardMap())
-		p.HSet(ctx, l.ks.ShardMap(), fields)
-		return nil
-	})
-	if err != nil {
+	plan := l.plannedShardMap()
+	clusters, oldClusters := plan.Clusters, stored.Clusters
+	if err := shardmap.Save(ctx, l.rdb, l.ks, plan); err != nil {
 		return fmt.Errorf("launcher: write shard map: %w", err)
 	}
 	// Clusters and shards the new plan no longer has would keep their
@@ -463,7 +457,7 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 	if oldClusters > clusters || old > l.shardCount {
 		pipe := l.rdb.Pipeline()
 		for c := clusters; c < oldClusters; c++ {
-			pipe.Del(ctx, l.ks.Cluster(c))
+			clusterhash.Delete(ctx, pipe, l.ks, c)
 		}
 		for s := l.shardCount; s < old; s++ {
 			pipe.Del(ctx, l.ks.ShardStatus(s))
@@ -475,17 +469,17 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 	return nil
 }
 
-// shardMapFields is the whole shard map: shard id -> cluster id, plus
-// shard_count and clusters.
-func (l *Launcher) shardMapFields() map[string]any {
+// plannedShardMap is the whole shard map of the plan: every shard's
+// cluster, the shard count and the cluster count.
+func (l *Launcher) plannedShardMap() shardmap.Map {
 	ranges := splitShards(l.shardCount, l.cfg.Clusters)
-	fields := map[string]any{"shard_count": l.shardCount, "clusters": len(ranges)}
+	m := shardmap.Map{ShardCount: l.shardCount, Clusters: len(ranges), Owners: map[int]int{}}
 	for c, shards := range ranges {
 		for _, s := range shards {
-			fields[strconv.Itoa(s)] = c
+			m.Owners[s] = c
 		}
 	}
-	return fields
+	return m
 }
 
 // checkBudget counts the shards of a (re)start that will IDENTIFY (those

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/lifecycle"
 )
 
@@ -485,14 +486,10 @@ func (p *proc) recordState() {
 		return
 	}
 	p.mu.Lock()
-	fields := []any{"supervisor", string(p.state), "restarts", p.restarts}
-	if p.pid == 0 {
-		fields = append(fields, "status", string(p.state), "pid", 0)
-	}
+	sup := clusterhash.Supervision{State: string(p.state), Restarts: p.restarts, Running: p.pid != 0}
 	p.mu.Unlock()
-	key := p.l.ks.Cluster(p.id)
-	rdb := p.l.rdb
-	p.l.sink.do(func(ctx context.Context) error { return rdb.HSet(ctx, key, fields...).Err() })
+	rdb, ks, id := p.l.rdb, p.l.ks, p.id
+	p.l.sink.do(func(ctx context.Context) error { return clusterhash.SetSupervision(ctx, rdb, ks, id, sup).Err() })
 }
 
 type evKind int

@@ -2,14 +2,11 @@ package redisipc
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // ShardOf returns the shard that owns guildID among shardCount shards, as
@@ -38,34 +35,11 @@ func (c *shardMapCache) get(ctx context.Context, n *Node) (*shardMap, error) {
 	if c.m != nil && time.Since(c.m.at) < n.opts.ShardMapTTL {
 		return c.m, nil
 	}
-	h, err := n.rdb.HGetAll(ctx, n.ks.ShardMap()).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	sm, err := shardmap.Load(ctx, n.rdb, n.ks)
+	if err != nil {
 		return nil, fmt.Errorf("redisipc: read shard map: %w", err)
 	}
-	m := &shardMap{at: time.Now(), owner: map[int]int{}}
-	seen := map[int]bool{}
-	for k, v := range h {
-		shard, err1 := strconv.Atoi(k)
-		cl, err2 := strconv.Atoi(v)
-		if err1 != nil || err2 != nil {
-			continue // shard_count, clusters and any other metadata
-		}
-		m.owner[shard] = cl
-		if !seen[cl] {
-			seen[cl] = true
-			m.clusters = append(m.clusters, cl)
-		}
-	}
-	if nc, err := strconv.Atoi(h["clusters"]); err == nil {
-		for cl := 0; cl < nc; cl++ {
-			if !seen[cl] {
-				seen[cl] = true
-				m.clusters = append(m.clusters, cl)
-			}
-		}
-	}
-	sort.Ints(m.clusters)
-	m.count, _ = strconv.Atoi(h["shard_count"])
+	m := &shardMap{at: time.Now(), owner: sm.Owners, clusters: sm.ClusterIDs(), count: sm.ShardCount}
 	c.m = m
 	return m, nil
 }
