@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/disgoorg/disgo/gateway"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/keyspace"
@@ -68,8 +67,6 @@ type Limiter struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 }
-
-var _ gateway.IdentifyRateLimiter = (*Limiter)(nil)
 
 type config struct {
 	window       time.Duration
@@ -143,9 +140,11 @@ func NewLimiter(rdb redis.UniversalClient, ks keyspace.Keyspace, maxConcurrency 
 // MaxConcurrency returns the number of buckets.
 func (l *Limiter) MaxConcurrency() int { return l.maxConcurrency }
 
-// Bucket returns the bucket of shardID.
+// Bucket returns the bucket of shardID: shardID % max_concurrency, as
+// Discord (and disgo's gateway.MaxConcurrencyKey) defines it. It is computed
+// here so that readers of this package (inspect, megane-cli) do not link disgo.
 func (l *Limiter) Bucket(shardID int) int {
-	return gateway.MaxConcurrencyKey(shardID, l.maxConcurrency)
+	return shardID % l.maxConcurrency
 }
 
 // Hold returns how long a bucket stays taken after Unlock: window + margin.
