@@ -213,7 +213,7 @@ func (l *Limiter) Wait(ctx context.Context, shardID int) error {
 		sleep := jitter(l.cfg.maxPoll)
 		if err != nil {
 			l.cfg.logger.WarnContext(ctx, "identify bucket: redis error, retrying",
-				slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("err", err))
+				slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("error", err))
 		} else if ttl, terr := l.rdb.PTTL(ctx, key).Result(); terr == nil {
 			switch {
 			case ttl == -2*time.Nanosecond:
@@ -240,7 +240,7 @@ func (l *Limiter) spend(ctx context.Context, shardID int) {
 	case errors.Is(err, redis.Nil):
 	case err != nil:
 		l.cfg.logger.WarnContext(ctx, "identify: could not record the session start",
-			slog.Int("shard_id", shardID), slog.Any("err", err))
+			slog.Int("shard_id", shardID), slog.Any("error", err))
 	default:
 		if n, ok := v.(int64); ok && n <= 0 {
 			l.cfg.logger.WarnContext(ctx, "identify: session_start_limit exhausted",
@@ -282,7 +282,7 @@ func (l *Limiter) Unlock(shardID int) {
 		// The key still expires by its handshake TTL, which is longer than
 		// the hold: failing here only delays the next IDENTIFY.
 		l.cfg.logger.Warn("identify: unlock failed; the bucket frees itself by its handshake TTL",
-			slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("err", err))
+			slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("error", err))
 	case n == 0:
 		l.cfg.logger.Warn("identify: handshake outlived the bucket lock",
 			slog.Int("shard_id", shardID), slog.Int("bucket", bucket),
