@@ -476,7 +476,7 @@ func (f *Fetcher) Fetch(ctx context.Context, kind Entity, guild uint64, ids []ui
 			got, from, err := f.ask(ctx, tg.addr, kind, tg.guild, batches[tg])
 			if err != nil {
 				f.cfg.Logger.Warn("cache: owner fetch failed", slog.String("owner", tg.addr),
-					slog.String("kind", string(kind)), slog.Any("err", err))
+					slog.String("kind", string(kind)), slog.Any("error", err))
 				errs = append(errs, err)
 				continue
 			}

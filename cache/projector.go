@@ -368,7 +368,7 @@ func (p *Projector) run() {
 			}
 			p.retries.Add(1)
 			p.log.Warn("cache: projection batch failed, retrying",
-				slog.Int("events", len(evs)), slog.Duration("backoff", backoff), slog.Any("err", err))
+				slog.Int("events", len(evs)), slog.Duration("backoff", backoff), slog.Any("error", err))
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:

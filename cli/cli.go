@@ -1,7 +1,7 @@
 // Package cli is megane-cli: inspect and control a running Megane bot from
 // any machine that reaches its Redis. It is built only on the public
-// packages (inspect, lifecycle, redisipc, stats, store, cache), so everything it
-// shows is available to user code too.
+// packages (inspect, lifecycle, redisipc, control, stats, store, cache), so
+// everything it shows and does is available to user code too.
 package cli
 
 import (
@@ -26,6 +26,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/megane-go/megane/cache"
+	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/inspect"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
@@ -33,17 +34,6 @@ import (
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/stats"
 	"github.com/megane-go/megane/store"
-)
-
-// Launcher IPC ops, as served by the launcher at the address "launcher".
-// They are repeated here rather than imported so the CLI does not link the
-// launcher (and with it disgo).
-const (
-	opRestartCluster = "restart-cluster"
-	opRestartService = "restart-service"
-	opRollingRestart = "rolling-restart"
-	opStatus         = "status"
-	opShutdown       = "shutdown"
 )
 
 // App returns the megane-cli application. out receives command output.
@@ -401,29 +391,33 @@ func (e *env) printEvent(ev lifecycle.Event) error {
 	return err
 }
 
-func callLauncher(c *ucli.Context, op string, in any, timeout time.Duration) error {
-	var payload []byte
-	if in != nil {
-		var err error
-		if payload, err = json.Marshal(in); err != nil {
-			return err
-		}
-	}
+// callLauncher runs fn, a call of the control protocol, with the command's
+// deadline, and prints its reply.
+func callLauncher(c *ucli.Context, timeout time.Duration, fn func(ctx context.Context, n *redisipc.Node) (any, error)) error {
 	return withEnv(func(c *ucli.Context, e *env) error {
 		return e.withNode(c.Context, timeout, func(ctx context.Context, n *redisipc.Node) error {
-			out, err := n.Call(ctx, redisipc.KindLauncher, op, payload)
+			out, err := fn(ctx, n)
 			if errors.Is(err, redisipc.ErrNoResponders) {
 				return fmt.Errorf("no launcher is running in namespace %s: %w", e.ks.Namespace(), err)
 			}
 			if err != nil {
 				return err
 			}
-			var v any
-			if len(out) > 0 && json.Unmarshal(out, &v) == nil {
-				return e.printJSON(v)
+			if out == nil {
+				fmt.Fprintln(e.out, "ok")
+				return nil
 			}
-			fmt.Fprintln(e.out, "ok")
-			return nil
+			// Through a generic value, so the keys print sorted, as they
+			// always have.
+			b, err := json.Marshal(out)
+			if err != nil {
+				return err
+			}
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				return err
+			}
+			return e.printJSON(v)
 		})
 	})(c)
 }
@@ -434,24 +428,32 @@ func cmdRestart(c *ucli.Context) error {
 		return err
 	}
 	// A restart waits for the cluster to be ready again.
-	return callLauncher(c, opRestartCluster, map[string]int{"cluster": id}, max(c.Duration("timeout"), 2*time.Minute))
+	return callLauncher(c, max(c.Duration("timeout"), 2*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
+		return control.RestartCluster(ctx, n, id)
+	})
 }
 
 func cmdRestartService(c *ucli.Context) error {
-	in := map[string]any{"service": c.Args().First()}
+	name, copyN := c.Args().First(), control.AllCopies
 	if n := c.Int("copy"); n >= 0 {
-		in["copy"] = n
+		copyN = n
 	}
 	// Each copy is restarted once the previous one is ready again.
-	return callLauncher(c, opRestartService, in, max(c.Duration("timeout"), 5*time.Minute))
+	return callLauncher(c, max(c.Duration("timeout"), 5*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
+		return control.RestartService(ctx, n, name, copyN)
+	})
 }
 
 func cmdRolling(c *ucli.Context) error {
-	return callLauncher(c, opRollingRestart, nil, max(c.Duration("timeout"), 30*time.Minute))
+	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
+		return control.RollingRestart(ctx, n)
+	})
 }
 
 func cmdShutdown(c *ucli.Context) error {
-	return callLauncher(c, opShutdown, nil, c.Duration("timeout"))
+	return callLauncher(c, c.Duration("timeout"), func(ctx context.Context, n *redisipc.Node) (any, error) {
+		return control.ShutdownReply{OK: true}, control.Shutdown(ctx, n)
+	})
 }
 
 var cmdEval = withEnv(func(c *ucli.Context, e *env) error {

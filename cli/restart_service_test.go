@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/redisipc"
 )
 
@@ -23,7 +24,7 @@ func TestRestartServiceCallsTheLauncher(t *testing.T) {
 	}
 	defer node.Close(context.Background())
 	got := make(chan map[string]any, 2)
-	node.Handle(opRestartService, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
+	node.Handle(control.OpRestartService, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
 		var in map[string]any
 		if err := req.Decode(&in); err != nil {
 			return nil, err
@@ -36,8 +37,8 @@ func TestRestartServiceCallsTheLauncher(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"state": "ready"`) {
 		t.Fatalf("restart-service = %q, %v", out, err)
 	}
-	if in := <-got; in["service"] != "echo" || in["copy"] != nil {
-		t.Errorf("payload %v, want the service and no copy", in)
+	if in := <-got; in["service"] != "echo" || in["copy"] != nil || in["v"] != float64(control.Version) {
+		t.Errorf("payload %v, want the version, the service and no copy", in)
 	}
 	if _, err := run(t, addr, "restart-service", "--copy", "1", "echo"); err != nil {
 		t.Fatal(err)

@@ -395,7 +395,7 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	select {
 	case <-ctx.Done():
 	case reason = <-r.fatal:
-		r.log.Error("cluster stopping after a fatal shard error", slog.Any("err", reason))
+		r.log.Error("cluster stopping after a fatal shard error", slog.Any("error", reason))
 	}
 	stopWorker()
 	err = r.stop(ctx, w, bg, reason)
@@ -543,7 +543,7 @@ func (r *runner) onReady(ctx context.Context) {
 	now := time.Now()
 	r.readyAt.Store(now.UnixMilli())
 	if err := clusterhash.SetReady(ctx, r.rdb, r.ks, r.o.ID, now).Err(); err != nil {
-		r.log.Warn("cluster: could not record readiness", slog.Any("err", err))
+		r.log.Warn("cluster: could not record readiness", slog.Any("error", err))
 	}
 	// Written before OnReady tells the launcher, so the events stream stays
 	// in causal order: this ready comes before whatever the launcher does
@@ -558,7 +558,7 @@ func (r *runner) onReady(ctx context.Context) {
 	lifecycle.PublishPipe(ctx, pipe, r.ks, ready)
 	if _, err := pipe.Exec(ctx); err != nil {
 		r.track.requeue(append(evs, ready))
-		r.log.Warn("cluster: could not publish readiness", slog.Any("err", err))
+		r.log.Warn("cluster: could not publish readiness", slog.Any("error", err))
 	}
 	r.log.Info("cluster ready", slog.Int("shards", len(r.ids)))
 	if r.sh != nil && r.sh.rep != nil {
@@ -567,7 +567,7 @@ func (r *runner) onReady(ctx context.Context) {
 		go func() {
 			defer r.recoverCallback("stats")
 			if err := r.sh.rep.Publish(context.WithoutCancel(ctx)); err != nil {
-				r.log.Warn("cluster: could not publish statistics", slog.Any("err", err))
+				r.log.Warn("cluster: could not publish statistics", slog.Any("error", err))
 			}
 		}()
 	}
@@ -728,7 +728,7 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 	r.reopen.shutdown()
 	r.track.stop()
 	if err := clusterhash.SetStatus(context.WithoutCancel(ctx), r.rdb, r.ks, r.o.ID, clusterhash.StatusStopping).Err(); err != nil {
-		r.log.Warn("cluster: could not record stopping", slog.Any("err", err))
+		r.log.Warn("cluster: could not record stopping", slog.Any("error", err))
 	}
 	// Shards still opening. One that IDENTIFYs has no session to lose, so
 	// cancel it now; one that RESUMEs gets until the deadline to finish, so
@@ -795,7 +795,7 @@ func (r *runner) stop(ctx context.Context, w Worker, bg *loops, reason error) er
 		err := r.shutdown(sctx, s)
 		cancel()
 		if err != nil {
-			r.log.Error("cluster: Shutdown failed", slog.Any("err", err))
+			r.log.Error("cluster: Shutdown failed", slog.Any("error", err))
 			if reason == nil {
 				reason = err
 			}
@@ -820,7 +820,7 @@ func (r *runner) finish(ctx context.Context, bg *loops, status string) {
 		if err = r.flush(fctx, true); err == nil {
 			break
 		}
-		r.log.Warn("cluster: final save failed", slog.Int("attempt", attempt+1), slog.Any("err", err))
+		r.log.Warn("cluster: final save failed", slog.Int("attempt", attempt+1), slog.Any("error", err))
 		select {
 		case <-fctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -831,7 +831,7 @@ func (r *runner) finish(ctx context.Context, bg *loops, status string) {
 	clusterhash.SetStopped(fctx, pipe, r.ks, r.o.ID, status, time.Now())
 	pipe.Del(fctx, r.ks.ClusterHeartbeat(r.o.ID))
 	if _, err := pipe.Exec(fctx); err != nil {
-		r.log.Warn("cluster: could not record the stop", slog.Any("err", err))
+		r.log.Warn("cluster: could not record the stop", slog.Any("error", err))
 	}
 }
 

@@ -42,7 +42,7 @@ func ExampleRun() {
 	defer stop()
 	rdb, err := redisconn.Open(ctx, os.Getenv("REDIS_URL"))
 	if err != nil {
-		slog.Error("redis", slog.Any("err", err))
+		slog.Error("redis", slog.Any("error", err))
 		return
 	}
 	defer rdb.Close()
@@ -58,7 +58,7 @@ func ExampleRun() {
 		Keys:    keyspace.MustNew("mybot"),
 	}, pingWorker{})
 	if err != nil {
-		slog.Error("cluster", slog.Any("err", err))
+		slog.Error("cluster", slog.Any("error", err))
 	}
 }
 
@@ -117,6 +117,6 @@ func ExampleRun_cache() {
 		},
 	}, guildInfoWorker{})
 	if err != nil {
-		slog.Error("cluster", slog.Any("err", err))
+		slog.Error("cluster", slog.Any("error", err))
 	}
 }

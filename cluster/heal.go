@@ -180,7 +180,7 @@ func (h *healer) resync(ctx context.Context, lost []int) {
 			r.log.Error("cluster: the cache projection of shards "+joinInts(shards)+" was lost from Redis and "+
 				"cannot be rebuilt now: re-identifying them would exceed the session start budget; "+
 				"retrying every interval (restart the cluster once the budget resets to rebuild it)",
-				slog.Any("err", err))
+				slog.Any("error", err))
 		}
 		return
 	}

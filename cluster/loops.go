@@ -55,7 +55,7 @@ func (r *runner) writer(ctx context.Context) {
 		case <-r.track.wake:
 		}
 		if err := r.flush(ctx, false); err != nil && ctx.Err() == nil {
-			r.log.Warn("cluster: session write failed; retrying", slog.Any("err", err))
+			r.log.Warn("cluster: session write failed; retrying", slog.Any("error", err))
 		}
 	}
 }
@@ -122,7 +122,7 @@ func (r *runner) noteBehind(err error) {
 	if d := now.Sub(r.behindSince); d > projectionBehindWarn && now.Sub(r.behindWarned) > projectionBehindWarn {
 		r.behindWarned = now
 		r.log.Warn("cluster: the cache projection is behind; sessions are saved once it caught up",
-			slog.Duration("behind_for", d.Round(time.Second)), slog.Any("err", err))
+			slog.Duration("behind_for", d.Round(time.Second)), slog.Any("error", err))
 	}
 }
 
@@ -167,7 +167,7 @@ func (r *runner) heartbeat(ctx context.Context) {
 		} else {
 			guilds, err := r.guildCounts(ctx)
 			if err != nil && ctx.Err() == nil {
-				r.log.Debug("cluster: reading guild counts", slog.Any("err", err))
+				r.log.Debug("cluster: reading guild counts", slog.Any("error", err))
 			}
 			now := time.Now().UnixMilli()
 			pipe := r.rdb.Pipeline()
@@ -180,7 +180,7 @@ func (r *runner) heartbeat(ctx context.Context) {
 				pipe.HSet(ctx, r.ks.ShardStatus(id), fields...)
 			}
 			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("cluster: heartbeat failed", slog.Any("err", err))
+				r.log.Warn("cluster: heartbeat failed", slog.Any("error", err))
 			}
 		}
 		select {

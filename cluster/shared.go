@@ -166,7 +166,7 @@ func (sh *shared) closeProjector(ctx context.Context, d time.Duration, log *slog
 	defer cancel()
 	if err := sh.proj.Close(cctx); err != nil {
 		log.Warn("cluster: cache projector did not drain; the next READY or GUILD_CREATE repairs the projection",
-			slog.Any("err", err))
+			slog.Any("error", err))
 	}
 }
 
@@ -180,7 +180,7 @@ func (sh *shared) close(ctx context.Context, d time.Duration, log *slog.Logger) 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 	defer cancel()
 	if err := sh.node.Close(cctx); err != nil {
-		log.Warn("cluster: closing the IPC node", slog.Any("err", err))
+		log.Warn("cluster: closing the IPC node", slog.Any("error", err))
 	}
 }
 
@@ -260,7 +260,7 @@ func (r *runner) readCounts(ctx context.Context) shardCounts {
 	}
 	by, err := r.sh.reader.CountsByShard(ctx, r.ids)
 	if err != nil {
-		r.log.Debug("cluster: reading projection counts", slog.Any("err", err))
+		r.log.Debug("cluster: reading projection counts", slog.Any("error", err))
 		return shardCounts{}
 	}
 	guilds := make(map[int]int64, len(by))
@@ -289,7 +289,7 @@ func (r *runner) evalCounts(ctx context.Context) shardCounts {
 func (r *runner) clusterGuilds(ctx context.Context) int64 {
 	n, err := r.guildCounts(ctx)
 	if err != nil {
-		r.log.Debug("cluster: reading guild counts", slog.Any("err", err))
+		r.log.Debug("cluster: reading guild counts", slog.Any("error", err))
 		return -1
 	}
 	return sumGuilds(n, r.ids)
@@ -389,7 +389,7 @@ func countsMap(n cache.Counts) map[string]any {
 func (r *runner) addStats(rep *stats.Reporter) {
 	add := func(name string, c stats.Collector) {
 		if err := rep.Add(name, c); err != nil {
-			r.log.Warn("cluster: stats collector", slog.String("name", name), slog.Any("err", err))
+			r.log.Warn("cluster: stats collector", slog.String("name", name), slog.Any("error", err))
 		}
 	}
 	add("cluster", func(context.Context) any { return r.o.ID })

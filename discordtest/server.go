@@ -260,7 +260,7 @@ func NewServerContext(ctx context.Context, opts Options) (*Server, error) {
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.opts.Logger.Error("http server stopped", "err", err)
+			s.opts.Logger.Error("http server stopped", "error", err)
 		}
 	}()
 	s.opts.Logger.Info("fake discord listening", "url", s.baseURL, "guilds", len(s.world.Guilds))

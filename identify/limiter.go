@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/disgoorg/disgo/gateway"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/keyspace"
@@ -68,8 +67,6 @@ type Limiter struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 }
-
-var _ gateway.IdentifyRateLimiter = (*Limiter)(nil)
 
 type config struct {
 	window       time.Duration
@@ -143,9 +140,11 @@ func NewLimiter(rdb redis.UniversalClient, ks keyspace.Keyspace, maxConcurrency 
 // MaxConcurrency returns the number of buckets.
 func (l *Limiter) MaxConcurrency() int { return l.maxConcurrency }
 
-// Bucket returns the bucket of shardID.
+// Bucket returns the bucket of shardID: shardID % max_concurrency, as
+// Discord (and disgo's gateway.MaxConcurrencyKey) defines it. It is computed
+// here so that readers of this package (inspect, megane-cli) do not link disgo.
 func (l *Limiter) Bucket(shardID int) int {
-	return gateway.MaxConcurrencyKey(shardID, l.maxConcurrency)
+	return shardID % l.maxConcurrency
 }
 
 // Hold returns how long a bucket stays taken after Unlock: window + margin.
@@ -214,7 +213,7 @@ func (l *Limiter) Wait(ctx context.Context, shardID int) error {
 		sleep := jitter(l.cfg.maxPoll)
 		if err != nil {
 			l.cfg.logger.WarnContext(ctx, "identify bucket: redis error, retrying",
-				slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("err", err))
+				slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("error", err))
 		} else if ttl, terr := l.rdb.PTTL(ctx, key).Result(); terr == nil {
 			switch {
 			case ttl == -2*time.Nanosecond:
@@ -241,7 +240,7 @@ func (l *Limiter) spend(ctx context.Context, shardID int) {
 	case errors.Is(err, redis.Nil):
 	case err != nil:
 		l.cfg.logger.WarnContext(ctx, "identify: could not record the session start",
-			slog.Int("shard_id", shardID), slog.Any("err", err))
+			slog.Int("shard_id", shardID), slog.Any("error", err))
 	default:
 		if n, ok := v.(int64); ok && n <= 0 {
 			l.cfg.logger.WarnContext(ctx, "identify: session_start_limit exhausted",
@@ -283,7 +282,7 @@ func (l *Limiter) Unlock(shardID int) {
 		// The key still expires by its handshake TTL, which is longer than
 		// the hold: failing here only delays the next IDENTIFY.
 		l.cfg.logger.Warn("identify: unlock failed; the bucket frees itself by its handshake TTL",
-			slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("err", err))
+			slog.Int("shard_id", shardID), slog.Int("bucket", bucket), slog.Any("error", err))
 	case n == 0:
 		l.cfg.logger.Warn("identify: handshake outlived the bucket lock",
 			slog.Int("shard_id", shardID), slog.Int("bucket", bucket),

@@ -13,14 +13,14 @@ import (
 
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
-	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/redisconn/embedded"
 )
 
 // demo holds what demo mode runs inside the launcher: the fake Discord when
 // there is no token, the embedded Redis when there is no Redis.
 type demo struct {
 	fake  *discordtest.Server
-	redis *redisconn.Embedded
+	redis *embedded.Server
 	log   *slog.Logger
 }
 
@@ -51,7 +51,7 @@ func startDemo(ctx context.Context, cfg *Config, log *slog.Logger) (*demo, error
 			slog.String("fake_discord", fake.URL()))
 	}
 	if cfg.RedisURL == "" && cfg.Redis == nil {
-		e, err := redisconn.StartEmbedded()
+		e, err := embedded.Start()
 		if err != nil {
 			d.close()
 			return nil, fmt.Errorf("launcher: demo: %w", err)

@@ -47,8 +47,9 @@
 //     not ready within its ready timeout, which grows with its own shard
 //     count and the identifies queued before it, never with the bot's;
 //   - restarts one cluster on request (RestartCluster, RollingRestart, or
-//     the IPC ops of the node "launcher"): SIGTERM, the cluster saves its
-//     sessions and exits, the new process RESUMEs every shard; and a
+//     the IPC ops of the node "launcher", defined in package control):
+//     SIGTERM, the cluster saves its sessions and exits, the new process
+//     RESUMEs every shard; and a
 //     service's copies one at a time (RestartService, OpRestartService,
 //     megane-cli restart-service), reviving copies it gave up on;
 //   - on SIGINT/SIGTERM, stops every child the same way and waits up to

@@ -9,46 +9,42 @@ import (
 	"strings"
 	"time"
 
+	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 )
 
 // Ops the launcher serves over IPC at the address "launcher" (redisipc).
+// They and their payloads are defined in the light package control, which
+// megane-cli and user programs import without linking the launcher.
 const (
 	// OpRestartCluster restarts one cluster (RestartCluster). Payload:
 	// RestartClusterRequest. Reply: the cluster's ClusterStatus, once it is
 	// ready again. Give the call a deadline long enough for a restart.
-	OpRestartCluster = "restart-cluster"
+	OpRestartCluster = control.OpRestartCluster
 	// OpRollingRestart restarts every cluster in turn (RollingRestart).
 	// Reply: Status, once the last cluster is ready.
-	OpRollingRestart = "rolling-restart"
+	OpRollingRestart = control.OpRollingRestart
 	// OpRestartService restarts the copies of a service one at a time
 	// (RestartService), reviving copies the launcher gave up on. Payload:
 	// RestartServiceRequest. Reply: the service's copies as
 	// []ServiceStatus, once the last one is ready again.
-	OpRestartService = "restart-service"
+	OpRestartService = control.OpRestartService
 	// OpStatus replies with Status.
-	OpStatus = "status"
+	OpStatus = control.OpStatus
 	// OpShutdown stops the launcher gracefully (Shutdown). It replies
 	// before the stop begins.
-	OpShutdown = "shutdown"
+	OpShutdown = control.OpShutdown
 )
 
 // LauncherAddr is the IPC address of the launcher.
-const LauncherAddr = redisipc.KindLauncher
+const LauncherAddr = control.Addr
 
 // RestartClusterRequest is the payload of OpRestartCluster.
-type RestartClusterRequest struct {
-	Cluster int `json:"cluster"`
-}
+type RestartClusterRequest = control.RestartClusterRequest
 
 // RestartServiceRequest is the payload of OpRestartService.
-type RestartServiceRequest struct {
-	// Service is the service's name.
-	Service string `json:"service"`
-	// Copy is the copy to restart; nil restarts every copy in turn.
-	Copy *int `json:"copy,omitempty"`
-}
+type RestartServiceRequest = control.RestartServiceRequest
 
 // startIPC registers the launcher as the IPC node "launcher".
 func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
@@ -73,9 +69,12 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		return json.Marshal(st)
 	})
 	node.Handle(OpRestartCluster, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
-		var in RestartClusterRequest
+		var in control.RestartClusterRequest
 		if err := req.Decode(&in); err != nil {
 			return nil, fmt.Errorf("launcher: %s wants {\"cluster\": <id>}: %w", OpRestartCluster, err)
+		}
+		if err := control.CheckVersion(in.V); err != nil {
+			return nil, err
 		}
 		l.log.Info("IPC: restart requested", slog.Int("cluster", in.Cluster), slog.String("from", req.From))
 		if err := l.RestartCluster(ctx, in.Cluster); err != nil {
@@ -88,10 +87,13 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		return json.Marshal(st.Clusters[in.Cluster])
 	})
 	node.Handle(OpRestartService, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
-		var in RestartServiceRequest
+		var in control.RestartServiceRequest
 		if err := req.Decode(&in); err != nil || in.Service == "" {
 			return nil, fmt.Errorf("launcher: %s wants {\"service\": <name>, \"copy\": <n, optional>}: %w", OpRestartService,
 				errors.Join(err, ErrUnknownService))
+		}
+		if err := control.CheckVersion(in.V); err != nil {
+			return nil, err
 		}
 		copyN := AllCopies
 		if in.Copy != nil {
@@ -105,7 +107,7 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		if err != nil {
 			return nil, err
 		}
-		var out []ServiceStatus
+		var out []control.ServiceStatus
 		for _, s := range st.Services {
 			if s.Name == in.Service {
 				out = append(out, s)
@@ -128,7 +130,7 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		l.log.Info("IPC: shutdown requested", slog.String("from", req.From))
 		// Stop after this handler returned, so the reply goes out first.
 		time.AfterFunc(50*time.Millisecond, func() { _ = l.Shutdown() })
-		return []byte(`{"ok":true}`), nil
+		return json.Marshal(control.ShutdownReply{OK: true})
 	})
 	env := node.EvalEnv()
 	env.Provide("shard_count", func() any { return l.shardCount })

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/megane-go/megane/control"
 )
 
 // ErrUnknownService is returned for a service name or copy the launcher
@@ -11,7 +13,7 @@ import (
 var ErrUnknownService = errors.New("launcher: unknown service")
 
 // AllCopies asks RestartService to restart every copy of a service.
-const AllCopies = -1
+const AllCopies = control.AllCopies
 
 // RestartService restarts copy copyN of service name (every copy, one at a
 // time, with AllCopies): SIGTERM, wait for the exit, respawn at once and

@@ -1,42 +1,19 @@
 package launcher
 
-import "time"
+import "github.com/megane-go/megane/control"
 
-// Status is a snapshot of what the launcher supervises.
-type Status struct {
-	Namespace      string          `json:"namespace"`
-	ShardCount     int             `json:"shard_count"`
-	MaxConcurrency int             `json:"max_concurrency"`
-	AllReady       bool            `json:"all_ready"`
-	StartedAt      time.Time       `json:"started_at"`
-	Clusters       []ClusterStatus `json:"clusters"`
-	Services       []ServiceStatus `json:"services"`
-}
+// Status is a snapshot of what the launcher supervises. It is the reply of
+// control.OpStatus, so it is defined in the light package control.
+type Status = control.Status
 
 // ProcessStatus is the supervision state of one child.
-type ProcessStatus struct {
-	State State `json:"state"`
-	// PID is zero while no process runs (backoff, gave up, stopped).
-	PID int `json:"pid"`
-	// Restarts counts respawns, requested or after a crash.
-	Restarts  int       `json:"restarts"`
-	StartedAt time.Time `json:"started_at,omitzero"`
-	ReadyAt   time.Time `json:"ready_at,omitzero"`
-}
+type ProcessStatus = control.ProcessStatus
 
 // ClusterStatus is the state of one cluster.
-type ClusterStatus struct {
-	ID     int   `json:"id"`
-	Shards []int `json:"shards"`
-	ProcessStatus
-}
+type ClusterStatus = control.ClusterStatus
 
 // ServiceStatus is the state of one copy of a service.
-type ServiceStatus struct {
-	Name string `json:"name"`
-	Copy int    `json:"copy"`
-	ProcessStatus
-}
+type ServiceStatus = control.ServiceStatus
 
 func (p *proc) status() ProcessStatus {
 	p.mu.Lock()

@@ -10,23 +10,25 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/clusterhash"
+	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/lifecycle"
 )
 
-// State is the supervision state of a child process.
-type State string
+// State is the supervision state of a child process (control.State, which
+// the status replies carry).
+type State = control.State
 
 // States of a child, as Status and the Redis hash keyspace.Cluster report them.
 const (
-	StateStarting State = "starting" // spawned, not ready yet
-	StateReady    State = "ready"    // reported ready
-	StateStopping State = "stopping" // asked to exit (restart or shutdown)
-	StateBackoff  State = "backoff"  // crashed; waiting before the respawn
-	StateGaveUp   State = "gave-up"  // crashed too often; waits for RestartCluster
-	StateStopped  State = "stopped"  // the launcher stopped
+	StateStarting = control.StateStarting // spawned, not ready yet
+	StateReady    = control.StateReady    // reported ready
+	StateStopping = control.StateStopping // asked to exit (restart or shutdown)
+	StateBackoff  = control.StateBackoff  // crashed; waiting before the respawn
+	StateGaveUp   = control.StateGaveUp   // crashed too often; waits for RestartCluster
+	StateStopped  = control.StateStopped  // the launcher stopped
 	// StateWaitingRedis: exited while Redis was failing; respawned once
 	// Redis works, without counting a crash.
-	StateWaitingRedis State = "waiting-for-redis"
+	StateWaitingRedis = control.StateWaitingRedis
 )
 
 func defaultClusters() int { return runtime.NumCPU() }

@@ -1,5 +1,7 @@
 // Package redisconn opens the Redis client every Megane process shares, from a
-// URL, and starts an embedded Redis for demos when no URL is given.
+// URL. The embedded Redis that demos start when no URL is given lives in
+// [github.com/megane-go/megane/redisconn/embedded], so that this package does
+// not link miniredis.
 //
 // URL forms (all go-redis options are accepted as query parameters):
 //
@@ -32,7 +34,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -109,28 +110,3 @@ func New(url string) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("%w: unknown scheme %q", ErrBadURL, scheme)
 	}
 }
-
-// Embedded is an in-process Redis (miniredis) listening on loopback. It is
-// for demos and single-machine trials: it keeps everything in memory and
-// dies with the process that started it.
-type Embedded struct {
-	srv *miniredis.Miniredis
-}
-
-// StartEmbedded starts an embedded Redis on 127.0.0.1 at a free port.
-func StartEmbedded() (*Embedded, error) {
-	s := miniredis.NewMiniRedis()
-	if err := s.Start(); err != nil {
-		return nil, fmt.Errorf("redisconn: start embedded redis: %w", err)
-	}
-	return &Embedded{srv: s}, nil
-}
-
-// Addr returns host:port of the embedded server.
-func (e *Embedded) Addr() string { return e.srv.Addr() }
-
-// URL returns the redis:// URL of the embedded server.
-func (e *Embedded) URL() string { return "redis://" + e.srv.Addr() }
-
-// Close stops the server.
-func (e *Embedded) Close() { e.srv.Close() }

@@ -119,24 +119,3 @@ func TestErrorsNeverCarryThePassword(t *testing.T) {
 		}
 	}
 }
-
-func TestEmbeddedAnswersAndOpenReportsDeadRedis(t *testing.T) {
-	ctx := context.Background()
-	e, err := StartEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Open(ctx, e.URL())
-	if err != nil {
-		t.Fatalf("Open(embedded): %v", err)
-	}
-	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Close()
-	addr := e.Addr()
-	e.Close()
-	if _, err := Open(ctx, "redis://"+addr); err == nil {
-		t.Fatal("Open of a stopped Redis succeeded")
-	}
-}

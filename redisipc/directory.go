@@ -111,7 +111,7 @@ func (n *Node) heartbeatLoop() {
 		}
 		ctx, cancel := context.WithTimeout(n.base, n.opts.HeartbeatTTL/3)
 		if err := n.heartbeat(ctx); err != nil && !n.closed.Load() {
-			n.log.Warn("redisipc: heartbeat", "err", err)
+			n.log.Warn("redisipc: heartbeat", "error", err)
 		}
 		n.sweep(ctx)
 		cancel()
@@ -264,7 +264,7 @@ func (n *Node) directoryLoop() {
 		}
 		ctx, cancel := context.WithTimeout(n.base, n.opts.DirectoryRefresh)
 		if _, err := n.dir.refresh(ctx, time.Now().Add(-n.opts.DirectoryRefresh/2)); err != nil && !n.closed.Load() {
-			n.log.Warn("redisipc: refresh directory", "err", err)
+			n.log.Warn("redisipc: refresh directory", "error", err)
 		}
 		cancel()
 	}

@@ -130,7 +130,7 @@ func (n *Node) flush(batch []outMsg) {
 		// batch.
 		for _, c := range all {
 			if c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
-				n.log.Warn("redisipc: write batch failed", "err", c.Err(), "writes", len(batch))
+				n.log.Warn("redisipc: write batch failed", "error", c.Err(), "writes", len(batch))
 				break
 			}
 		}

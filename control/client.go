@@ -1,0 +1,73 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/megane-go/megane/redisipc"
+)
+
+// FetchStatus asks the launcher what it supervises.
+func FetchStatus(ctx context.Context, n *redisipc.Node) (Status, error) {
+	var st Status
+	err := call(ctx, n, OpStatus, nil, &st)
+	return st, err
+}
+
+// RestartCluster restarts cluster id and returns its state once it is ready
+// again. ctx needs a deadline long enough for a restart (minutes).
+func RestartCluster(ctx context.Context, n *redisipc.Node, id int) (ClusterStatus, error) {
+	var cs ClusterStatus
+	err := call(ctx, n, OpRestartCluster, RestartClusterRequest{V: Version, Cluster: id}, &cs)
+	return cs, err
+}
+
+// RestartService restarts copy copyN of the service name, or every copy in
+// turn with AllCopies, and returns the service's copies once the last one is
+// ready again.
+func RestartService(ctx context.Context, n *redisipc.Node, name string, copyN int) ([]ServiceStatus, error) {
+	in := RestartServiceRequest{V: Version, Service: name}
+	if copyN != AllCopies {
+		in.Copy = &copyN
+	}
+	var out []ServiceStatus
+	err := call(ctx, n, OpRestartService, in, &out)
+	return out, err
+}
+
+// RollingRestart restarts every cluster in turn and returns the launcher's
+// status once the last one is ready.
+func RollingRestart(ctx context.Context, n *redisipc.Node) (Status, error) {
+	var st Status
+	err := call(ctx, n, OpRollingRestart, nil, &st)
+	return st, err
+}
+
+// Shutdown asks the launcher to stop gracefully. It returns once the
+// launcher accepted; the stop itself happens afterwards.
+func Shutdown(ctx context.Context, n *redisipc.Node) error {
+	var r ShutdownReply
+	return call(ctx, n, OpShutdown, nil, &r)
+}
+
+// call sends op to the launcher; a nil in sends no payload, as the ops
+// without a request expect. Errors are redisipc's: ErrNoResponders when no
+// launcher runs, ErrTimeout, or a *RemoteError from the launcher.
+func call(ctx context.Context, n *redisipc.Node, op string, in, out any) error {
+	var payload []byte
+	if in != nil {
+		var err error
+		if payload, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	b, err := n.Call(ctx, Addr, op, payload)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("control: %s: bad reply: %w", op, err)
+	}
+	return nil
+}

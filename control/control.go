@@ -1,0 +1,138 @@
+// Package control is the launcher's control protocol: the ops the launcher
+// serves at the IPC address "launcher", and the typed requests and replies
+// they carry. The launcher decodes these types and megane-cli (or any
+// program) sends them, so neither side repeats op names or rebuilds payloads
+// as maps.
+//
+// The package is light on purpose: it imports redisipc and nothing of the
+// launcher, the clusters or disgo, so a program that only controls a running
+// bot does not link the Discord library.
+package control
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/megane-go/megane/redisipc"
+)
+
+// Addr is the IPC address of the launcher.
+const Addr = redisipc.KindLauncher
+
+// Version is the version of the request types this package sends. A request
+// without a version (sent before requests carried one) is version 1.
+const Version = 1
+
+// ErrVersion is returned for a request newer than the launcher understands.
+var ErrVersion = errors.New("control: unsupported request version")
+
+// Ops the launcher serves at Addr.
+const (
+	// OpRestartCluster restarts one cluster. Payload: RestartClusterRequest.
+	// Reply: the cluster's ClusterStatus, once it is ready again. Give the
+	// call a deadline long enough for a restart.
+	OpRestartCluster = "restart-cluster"
+	// OpRollingRestart restarts every cluster in turn. No payload. Reply:
+	// Status, once the last cluster is ready.
+	OpRollingRestart = "rolling-restart"
+	// OpRestartService restarts the copies of a service one at a time,
+	// reviving copies the launcher gave up on. Payload:
+	// RestartServiceRequest. Reply: the service's copies as
+	// []ServiceStatus, once the last one is ready again.
+	OpRestartService = "restart-service"
+	// OpStatus replies with Status. No payload.
+	OpStatus = "status"
+	// OpShutdown stops the launcher gracefully. No payload. Reply:
+	// ShutdownReply, sent before the stop begins.
+	OpShutdown = "shutdown"
+)
+
+// AllCopies, as the copy of RestartService, restarts every copy of a service.
+const AllCopies = -1
+
+// RestartClusterRequest is the payload of OpRestartCluster.
+type RestartClusterRequest struct {
+	// V is the request's version (Version); zero means 1.
+	V int `json:"v,omitempty"`
+	// Cluster is the id of the cluster to restart.
+	Cluster int `json:"cluster"`
+}
+
+// RestartServiceRequest is the payload of OpRestartService.
+type RestartServiceRequest struct {
+	// V is the request's version (Version); zero means 1.
+	V int `json:"v,omitempty"`
+	// Service is the service's name.
+	Service string `json:"service"`
+	// Copy is the copy to restart; nil restarts every copy in turn.
+	Copy *int `json:"copy,omitempty"`
+}
+
+// ShutdownReply is the reply of OpShutdown.
+type ShutdownReply struct {
+	OK bool `json:"ok"`
+}
+
+// CheckVersion fails with ErrVersion when v, a request's V, is newer than
+// Version. The launcher calls it on every request it decodes, so an older
+// launcher refuses a request it might misread instead of guessing.
+func CheckVersion(v int) error {
+	if v > Version {
+		return fmt.Errorf("%w: %d (this launcher speaks up to %d)", ErrVersion, v, Version)
+	}
+	return nil
+}
+
+// State is the supervision state of a child of the launcher.
+type State string
+
+// States of a child, as Status and the Redis hash keyspace.Cluster report them.
+const (
+	StateStarting State = "starting" // spawned, not ready yet
+	StateReady    State = "ready"    // reported ready
+	StateStopping State = "stopping" // asked to exit (restart or shutdown)
+	StateBackoff  State = "backoff"  // crashed; waiting before the respawn
+	StateGaveUp   State = "gave-up"  // crashed too often; waits for a requested restart
+	StateStopped  State = "stopped"  // the launcher stopped
+	// StateWaitingRedis: exited while Redis was failing; respawned once
+	// Redis works, without counting a crash.
+	StateWaitingRedis State = "waiting-for-redis"
+)
+
+// Status is a snapshot of what the launcher supervises: the reply of
+// OpStatus and OpRollingRestart.
+type Status struct {
+	Namespace      string          `json:"namespace"`
+	ShardCount     int             `json:"shard_count"`
+	MaxConcurrency int             `json:"max_concurrency"`
+	AllReady       bool            `json:"all_ready"`
+	StartedAt      time.Time       `json:"started_at"`
+	Clusters       []ClusterStatus `json:"clusters"`
+	Services       []ServiceStatus `json:"services"`
+}
+
+// ProcessStatus is the supervision state of one child.
+type ProcessStatus struct {
+	State State `json:"state"`
+	// PID is zero while no process runs (backoff, gave up, stopped).
+	PID int `json:"pid"`
+	// Restarts counts respawns, requested or after a crash.
+	Restarts  int       `json:"restarts"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	ReadyAt   time.Time `json:"ready_at,omitzero"`
+}
+
+// ClusterStatus is the state of one cluster: the reply of OpRestartCluster.
+type ClusterStatus struct {
+	ID     int   `json:"id"`
+	Shards []int `json:"shards"`
+	ProcessStatus
+}
+
+// ServiceStatus is the state of one copy of a service.
+type ServiceStatus struct {
+	Name string `json:"name"`
+	Copy int    `json:"copy"`
+	ProcessStatus
+}
