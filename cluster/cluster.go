@@ -276,17 +276,6 @@ type openState struct {
 	done     chan struct{}
 }
 
-// loops are the cluster's background goroutines, stopped in two steps: the
-// writer and the status poller before the final save, the heartbeat last.
-type loops struct {
-	workCtx                context.Context
-	cancelWork, cancelBeat context.CancelFunc
-	work, beat             sync.WaitGroup
-}
-
-func (l *loops) stopWork() { l.cancelWork(); l.work.Wait() }
-func (l *loops) stopBeat() { l.cancelBeat(); l.beat.Wait() }
-
 func (r *runner) run(ctx context.Context, w Worker) error {
 	o := r.o
 	client, err := disgo.New(o.Token, r.botOptions()...)
