@@ -44,10 +44,8 @@
 //     shard_count, shard_statuses (a list of {id, status, latency_ms,
 //     guilds}: guilds is the shard's count, from the projection's guild
 //     set when it is on, else counted from events and carried in the saved
-//     session; -1 when unknown), ready, latency_ms (average), uptime (seconds since Run
-//     started), memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys, sys,
-//     num_gc}), guilds, and with the projection on users, channels, roles,
-//     members, unavailable (this cluster's, from the projection) and the
+//     session; -1 when unknown), ready, latency_ms (average), guilds, and
+//     with the projection on users, channels, roles, members, unavailable (this cluster's, from the projection) and the
 //     function total_counts() (the whole bot's). Values and functions set
 //     with IPC.EvalEnv().Set are added to these.
 //   - The cache projection (package cache): a Projector fed with every raw

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"runtime"
 	"time"
 
 	"github.com/megane-go/megane/cache"
@@ -15,7 +14,6 @@ const evalCountTimeout = 2 * time.Second
 // exposeEval adds the cluster's values to its eval environment. See the
 // package documentation for the list.
 func (r *runner) exposeEval(env *redisipc.EvalEnv) {
-	started := time.Now()
 	env.Set("cluster", r.o.ID)
 	env.Set("shards", append([]int(nil), r.ids...))
 	env.Set("shard_ids", append([]int(nil), r.ids...))
@@ -44,15 +42,6 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 		}
 	})
 	env.Provide("latency_ms", func() any { return r.track.averageLatency() })
-	env.Provide("uptime", func() any { return time.Since(started).Seconds() })
-	env.Provide("memory", func() any {
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return map[string]any{
-			"rss_bytes": rssBytes(), "heap_alloc": m.HeapAlloc, "heap_inuse": m.HeapInuse,
-			"heap_sys": m.HeapSys, "sys": m.Sys, "num_gc": m.NumGC,
-		}
-	})
 	env.Provide("guilds", func() any {
 		ctx, cancel := context.WithTimeout(context.Background(), evalCountTimeout)
 		defer cancel()

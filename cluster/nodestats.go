@@ -3,9 +3,6 @@ package cluster
 import (
 	"context"
 	"log/slog"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/megane-go/megane/stats"
 )
@@ -55,21 +52,4 @@ func (r *runner) nodeStats(ctx context.Context) map[string]any {
 			st.Events, st.Written, st.Drops, st.Queued
 	}
 	return out
-}
-
-// rssBytes reads the resident set size from /proc (Linux); 0 elsewhere.
-func rssBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * uint64(os.Getpagesize())
 }
