@@ -21,8 +21,9 @@ import (
 )
 
 // ipcnode is the test program that runs one node per process. It has no
-// disgo in it, so it races along with the tests.
-var ipcnode = &testproc.Binary{Pkg: "./internal/ipcnode", Race: raceEnabled}
+// disgo in it, so it races along with the tests. It lives under services,
+// which it runs, since redisipc must not depend on services.
+var ipcnode = &testproc.Binary{Pkg: "../services/internal/ipcnode", Race: raceEnabled}
 
 func TestMain(m *testing.M) {
 	os.Exit(testproc.Run(m, ipcnode))
