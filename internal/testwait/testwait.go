@@ -10,7 +10,7 @@ import (
 )
 
 // Interval is how often a condition is polled.
-const Interval = 10 * time.Millisecond
+const Interval = 25 * time.Millisecond
 
 // For polls cond until it holds; once timeout has passed without it, it
 // fails t with what, the description of the awaited condition.
