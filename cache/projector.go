@@ -89,8 +89,8 @@ type Stats struct {
 	Bad uint64
 	// Written is the number of events written to Redis.
 	Written uint64
-	// Writes is the number of Redis commands sent (reads included).
-	Writes uint64
+	// Commands is the number of Redis commands sent, reads included.
+	Commands uint64
 	// Batches is the number of batches written.
 	Batches uint64
 	// Retries is the number of failed batch attempts that were retried.
@@ -124,8 +124,8 @@ type Projector struct {
 	abort    context.CancelFunc
 	writeCtx context.Context
 
-	events, ignored, drops, bad, written, writes, batches, retries atomic.Uint64
-	lastBatch, maxBatch, sumBatch                                  atomic.Int64
+	events, ignored, drops, bad, written, commands, batches, retries atomic.Uint64
+	lastBatch, maxBatch, sumBatch                                    atomic.Int64
 
 	schemaWritten bool
 }
@@ -258,7 +258,7 @@ func (p *Projector) Stats() Stats {
 	p.mu.Unlock()
 	s := Stats{
 		Events: p.events.Load(), Ignored: p.ignored.Load(), Drops: p.drops.Load(),
-		Bad: p.bad.Load(), Written: p.written.Load(), Writes: p.writes.Load(),
+		Bad: p.bad.Load(), Written: p.written.Load(), Commands: p.commands.Load(),
 		Batches: p.batches.Load(), Retries: p.retries.Load(), Queued: q,
 		LastBatch: time.Duration(p.lastBatch.Load()),
 		MaxBatch:  time.Duration(p.maxBatch.Load()),
@@ -340,7 +340,7 @@ func (p *Projector) run() {
 			select {
 			case decoded <- evs:
 			case <-p.writeCtx.Done():
-				p.finishBatch(evs, true)
+				p.recordBatch(evs, true)
 				return
 			}
 		}
@@ -377,12 +377,12 @@ func (p *Projector) run() {
 			t.Stop()
 			backoff = min(backoff*2, 5*time.Second)
 		}
-		p.finishBatch(evs, lost)
+		p.recordBatch(evs, lost)
 	}
 }
 
-// finishBatch accounts for a batch written (or lost) and wakes Flush.
-func (p *Projector) finishBatch(evs []event, lost bool) {
+// recordBatch accounts for a batch written (or lost) and wakes Flush.
+func (p *Projector) recordBatch(evs []event, lost bool) {
 	if lost {
 		p.drops.Add(uint64(len(evs)))
 	} else {

@@ -574,7 +574,7 @@ func TestStatsCount(t *testing.T) {
 	h.flush()
 	s := h.p.Stats()
 	eq(t, "written", s.Written, uint64(20))
-	if s.Batches == 0 || s.Writes == 0 || s.MaxBatch <= 0 || s.AvgBatch <= 0 {
+	if s.Batches == 0 || s.Commands == 0 || s.MaxBatch <= 0 || s.AvgBatch <= 0 {
 		t.Errorf("stats not counted: %+v", s)
 	}
 }

@@ -36,10 +36,8 @@
 //     shard_count, shard_statuses (a list of {id, status, latency_ms,
 //     guilds}: guilds is the shard's count, from the projection's guild
 //     set when it is on, else counted from events and carried in the saved
-//     session; -1 when unknown), ready, latency_ms (average), uptime (seconds since Run
-//     started), memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys, sys,
-//     num_gc}), guilds, and with the projection on users, channels, roles,
-//     members, unavailable (this cluster's, from the projection) and the
+//     session; -1 when unknown), ready, latency_ms (average), guilds, and
+//     with the projection on users, channels, roles, members, unavailable (this cluster's, from the projection) and the
 //     function total_counts() (the whole bot's). Values and functions set
 //     with IPC.EvalEnv().Set are added to these.
 //   - The cache projection (package cache): a Projector fed with every raw
@@ -278,17 +276,6 @@ type openState struct {
 	resuming bool
 	done     chan struct{}
 }
-
-// loops are the cluster's background goroutines, stopped in two steps: the
-// writer and the status poller before the final save, the heartbeat last.
-type loops struct {
-	workCtx                context.Context
-	cancelWork, cancelBeat context.CancelFunc
-	work, beat             sync.WaitGroup
-}
-
-func (l *loops) stopWork() { l.cancelWork(); l.work.Wait() }
-func (l *loops) stopBeat() { l.cancelBeat(); l.beat.Wait() }
 
 func (r *runner) run(ctx context.Context, w Worker) error {
 	o := r.o

@@ -16,6 +16,7 @@ import (
 	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
@@ -68,22 +69,6 @@ func (b *bot) startCluster(id int) *proc {
 		"E2E_CLUSTER_ID="+strconv.Itoa(id), "E2E_SHARDS="+clusterShards[id])...)
 	b.clusters[id] = p
 	return p
-}
-
-// waitFor polls cond until it returns no problems or d passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() []string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		problems := cond()
-		if len(problems) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still wrong after %s:\n  %s", what, d, strings.Join(problems, "\n  "))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // projected reports whether every shard holds its guilds and none is still
@@ -159,7 +144,7 @@ func TestCacheEndToEnd(t *testing.T) {
 	b.node = node
 
 	world := srv.World()
-	waitFor(t, "initial projection", 30*time.Second, func() []string { return b.projected(ctx, world) })
+	testwait.Problems(t, 30*time.Second, "initial projection", func() []string { return b.projected(ctx, world) })
 	t.Logf("ready and projected %d guilds in %s", guildCount, time.Since(start).Round(time.Millisecond))
 
 	t.Run("layout", func(t *testing.T) {
@@ -273,7 +258,7 @@ func (b *bot) testStats(ctx context.Context, t *testing.T, w *discordtest.World)
 	for i := range 2 {
 		want := int64(len(guildsOf(w, i)))
 		name := redisipc.ClusterAddr(i)
-		waitFor(t, "stats of cluster "+strconv.Itoa(i), 10*time.Second, func() []string {
+		testwait.Problems(t, 10*time.Second, "stats of cluster "+strconv.Itoa(i), func() []string {
 			st, err := stats.Read(ctx, b.rdb, b.ks, name)
 			f := st.Fields
 			if err != nil || f["guilds"] != want || f["shards"] != int64(4) || f["shards_ready"] != int64(4) ||
@@ -283,7 +268,7 @@ func (b *bot) testStats(ctx context.Context, t *testing.T, w *discordtest.World)
 			return nil
 		})
 	}
-	waitFor(t, "stats of the service", 10*time.Second, func() []string {
+	testwait.Problems(t, 10*time.Second, "stats of the service", func() []string {
 		if st, err := stats.Read(ctx, b.rdb, b.ks, "service:e2e:0"); err != nil || st.Fields["pid"] == nil {
 			return []string{fmt.Sprintf("stats of service:e2e:0: %v %s", err, fmtMap(st.Fields))}
 		}
@@ -486,7 +471,7 @@ func (b *bot) testUpdates(ctx context.Context, t *testing.T) {
 	if _, ok := after.Guild(gl.ID); ok {
 		t.Fatal("the fake still has the guild that was left")
 	}
-	waitFor(t, "updates projected", 15*time.Second, func() []string {
+	testwait.Problems(t, 15*time.Second, "updates projected", func() []string {
 		p := checkProjection(ctx, b.rdb, b.ks, after, shardCount, checkOptions{})
 		p = append(p, goneGuild(ctx, b.rdb, b.ks, *gl)...)
 		c := newChecker(ctx, b.rdb)
@@ -563,7 +548,7 @@ func (b *bot) testReidentify(ctx context.Context, t *testing.T) {
 	}
 
 	after := b.srv.World()
-	waitFor(t, "projection after the re-identify", 15*time.Second, func() []string {
+	testwait.Problems(t, 15*time.Second, "projection after the re-identify", func() []string {
 		if p := b.projected(ctx, after); len(p) > 0 {
 			return p
 		}
@@ -576,7 +561,7 @@ func (b *bot) testReidentify(ctx context.Context, t *testing.T) {
 	t.Logf("re-identified and purged in %s", time.Since(restart).Round(time.Millisecond))
 
 	// Once the killed process's registration lapsed, eval sees the new one.
-	waitFor(t, "one live instance of cluster:1", 10*time.Second, func() []string {
+	testwait.Problems(t, 10*time.Second, "one live instance of cluster:1", func() []string {
 		nodes, err := redisipc.LiveNodes(ctx, b.rdb, b.ks)
 		if err != nil {
 			return []string{err.Error()}

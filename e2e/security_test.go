@@ -25,6 +25,7 @@ import (
 	"github.com/megane-go/megane/internal/testcerts"
 	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisconn"
 )
@@ -192,7 +193,7 @@ func (b *securebot) exercise(botURL string) {
 	if err != nil || strings.Count(out, `"result": 2`) != secClusters {
 		t.Errorf("eval on every cluster = %s, %v", out, err)
 	}
-	waitFor(t, "the service echo answering a ping", 15*time.Second, func() []string {
+	testwait.Problems(t, 15*time.Second, "the service echo answering a ping", func() []string {
 		if out, err := b.cli(botURL, "ping", "service:echo"); err != nil || !strings.Contains(out, "answered") {
 			return []string{fmt.Sprintf("ping service:echo = %q, %v", out, err)}
 		}

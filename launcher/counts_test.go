@@ -12,6 +12,7 @@ import (
 
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/inspect"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/stats"
 )
@@ -56,7 +57,7 @@ func TestGuildCountsAgree(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
+		testwait.For(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
 		// Replayed on RESUME: the new process learns of it from the replay.
 		joinOnShards(t, f, before.Clusters[1].Shards)
 		f.waitNewProcess(t, 1, pid)
@@ -81,7 +82,7 @@ func joinOnShards(t *testing.T, f *fleet, shards []int) {
 
 func (f *fleet) waitNewProcess(t *testing.T, c, oldPID int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "a new process of the cluster, and every cluster ready", func() bool {
+	testwait.For(t, 30*time.Second, "a new process of the cluster, and every cluster ready", func() bool {
 		return f.waitAllReady(30 * time.Second).Clusters[c].PID != oldPID
 	})
 }

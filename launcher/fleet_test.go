@@ -18,6 +18,7 @@ import (
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
@@ -273,22 +274,11 @@ func (f *fleet) status() (Status, error) {
 	return st, err
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // waitAllReady waits until the launcher reports every cluster ready.
 func (f *fleet) waitAllReady(timeout time.Duration) Status {
 	f.t.Helper()
 	var st Status
-	waitFor(f.t, timeout, "every cluster ready", func() bool {
+	testwait.For(f.t, timeout, "every cluster ready", func() bool {
 		if !f.running() {
 			f.t.Fatalf("launcher exited")
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -41,7 +42,7 @@ func TestOnStartHandlesReachTheSharedState(t *testing.T) {
 
 	var out sharedReply
 	var last error
-	waitFor(t, 30*time.Second, "the launcher's OnStart to see the whole bot", func() bool {
+	testwait.For(t, 30*time.Second, "the launcher's OnStart to see the whole bot", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		out = sharedReply{}
@@ -53,7 +54,7 @@ func TestOnStartHandlesReachTheSharedState(t *testing.T) {
 			out.EchoKind == "echo" && out.EchoRatio == 0.5 && out.EchoLaunch == 1.0 && out.Store >= 1 &&
 			out.CacheName == g.Name && out.FetchName == g.Name && out.ServiceEcho == "hi"
 	})
-	waitFor(t, 10*time.Second, "bot_guilds in the launcher's statistics", func() bool {
+	testwait.For(t, 10*time.Second, "bot_guilds in the launcher's statistics", func() bool {
 		rep, err := stats.Read(context.Background(), f.rdb, f.ks, "launcher")
 		n, ok := rep.Int("bot_guilds")
 		return err == nil && ok && n == int64(len(guilds))

@@ -16,6 +16,7 @@ import (
 	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/inspect"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/redisipc"
 )
 
@@ -108,7 +109,7 @@ func (f *fleet) waitWhole(t *testing.T, timeout time.Duration) (Status, time.Dur
 	start := time.Now()
 	var st Status
 	last := ""
-	waitForDetail(t, timeout, "the bot whole again", func() bool {
+	whole := func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if last = f.missing(ctx); last != "" {
@@ -131,7 +132,13 @@ func (f *fleet) waitWhole(t *testing.T, timeout time.Duration) (Status, time.Dur
 			return false
 		}
 		return true
-	}, func() string { return last })
+	}
+	testwait.Problems(t, timeout, "the bot whole again", func() []string {
+		if whole() {
+			return nil
+		}
+		return []string{"still missing " + last}
+	})
 	return st, time.Since(start)
 }
 
@@ -200,7 +207,7 @@ func TestRedisRefusingWritesKillsNothing(t *testing.T) {
 	if err := syscall.Kill(svc, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the service's exit blamed on Redis", func() bool {
+	testwait.For(t, 20*time.Second, "the service's exit blamed on Redis", func() bool {
 		return f.logContains("service echo#0 exited while Redis was failing")
 	})
 	// A copy started now cannot register: it exits with the status that
@@ -209,7 +216,7 @@ func TestRedisRefusingWritesKillsNothing(t *testing.T) {
 		t.Errorf("a service started while Redis refuses writes exited with status %d, want %d", code, ExitRedisUnavailable)
 	}
 	// Long enough that every heartbeat key has expired several TTLs ago.
-	waitFor(t, 20*time.Second, "the heartbeat keys expired and 3 s of outage", func() bool {
+	testwait.For(t, 20*time.Second, "the heartbeat keys expired and 3 s of outage", func() bool {
 		n, err := admin.Exists(ctx, f.ks.ClusterHeartbeat(0), f.ks.ClusterHeartbeat(1)).Result()
 		return err == nil && n == 0 && time.Since(outageStart) > 3*time.Second
 	})
@@ -334,7 +341,7 @@ func TestRestartServiceRevivesAGaveUpService(t *testing.T) {
 		"MEGANE_MAX_RESTARTS=1", "MEGANE_RESTART_BACKOFF=50ms",
 	}})
 	f.start()
-	waitFor(t, 30*time.Second, "the service given up", func() bool {
+	testwait.For(t, 30*time.Second, "the service given up", func() bool {
 		st, err := f.status()
 		return err == nil && len(st.Services) == 1 && st.Services[0].State == StateGaveUp
 	})
@@ -356,7 +363,7 @@ func TestRestartServiceRevivesAGaveUpService(t *testing.T) {
 		t.Errorf("restart of an unknown service: %v", err)
 	}
 
-	waitFor(t, 30*time.Second, "the service given up again", func() bool {
+	testwait.For(t, 30*time.Second, "the service given up again", func() bool {
 		st, err := f.status()
 		return err == nil && st.Services[0].State == StateGaveUp
 	})
@@ -381,17 +388,5 @@ func TestRestartServiceRevivesAGaveUpService(t *testing.T) {
 	}
 	if out[0].PID == old || out[0].State != StateReady {
 		t.Errorf("after the restart: %+v (old pid %d)", out[0], old)
-	}
-}
-
-// waitForDetail is waitFor that says, on timeout, what detail() reports.
-func waitForDetail(t *testing.T, timeout time.Duration, what string, cond func() bool, detail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: still missing %s", timeout, what, detail())
-		}
-		time.Sleep(25 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/disgoorg/snowflake/v2"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
@@ -51,13 +52,13 @@ func TestFleet(t *testing.T) {
 		if err != nil || m["shard_count"] != "12" || m["clusters"] != "3" || m["7"] != "1" {
 			t.Errorf("shard map %v (%v)", m, err)
 		}
-		waitFor(t, 5*time.Second, "the AllClustersReady event", func() bool {
+		testwait.For(t, 5*time.Second, "the AllClustersReady event", func() bool {
 			return countEvents(f.events(), lifecycle.AllClustersReady, -1) > 0
 		})
 		if !f.logContains("all clusters ready") {
 			t.Errorf("the log lacks the line \"all clusters ready\"")
 		}
-		waitFor(t, 10*time.Second, "service echo ready", func() bool {
+		testwait.For(t, 10*time.Second, "service echo ready", func() bool {
 			st, err := f.status()
 			return err == nil && len(st.Services) == 1 && st.Services[0].State == StateReady
 		})
@@ -103,7 +104,7 @@ func TestFleet(t *testing.T) {
 		ids := f.say(f.guildsOf(shards)) // the cluster is down or going down
 		wait()
 		var after Status
-		waitFor(t, 30*time.Second, "a new process of the cluster, and every cluster ready", func() bool {
+		testwait.For(t, 30*time.Second, "a new process of the cluster, and every cluster ready", func() bool {
 			after = f.waitAllReady(30 * time.Second)
 			return after.Clusters[c].PID != oldPID
 		})
@@ -160,7 +161,7 @@ func TestFleet(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Like SIGSTOP, SIGKILL takes effect a little after kill returns.
-			waitFor(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
+			testwait.For(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
 			return func() {}
 		})
 		evs := f.events()
@@ -182,7 +183,7 @@ func TestFleet(t *testing.T) {
 				done <- f.node.CallJSON(ctx, LauncherAddr, OpRestartCluster, RestartClusterRequest{Cluster: 2}, &cs)
 			}()
 			// Dispatch once the old process is on its way out.
-			waitFor(t, 10*time.Second, "cluster 2 to stop", func() bool {
+			testwait.For(t, 10*time.Second, "cluster 2 to stop", func() bool {
 				return syscall.Kill(pid, 0) != nil || f.supervisorState(2) != string(StateReady)
 			})
 			return func() {
@@ -200,9 +201,9 @@ func TestFleet(t *testing.T) {
 			}
 			// kill returns before every thread has stopped; until then the
 			// process may still handle an event.
-			waitFor(t, 5*time.Second, "every thread of the cluster stopped", func() bool { return allThreadsStopped(pid) })
+			testwait.For(t, 5*time.Second, "every thread of the cluster stopped", func() bool { return allThreadsStopped(pid) })
 			return func() {
-				waitFor(t, 15*time.Second, "cluster 0 declared unresponsive", func() bool {
+				testwait.For(t, 15*time.Second, "cluster 0 declared unresponsive", func() bool {
 					return countEvents(f.events(), lifecycle.ClusterUnresponsive, 0) == 1
 				})
 			}
@@ -218,8 +219,8 @@ func TestFleet(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "every thread of the service stopped", func() bool { return allThreadsStopped(pid) })
-		waitFor(t, 20*time.Second, "a new copy of the frozen service ready", func() bool {
+		testwait.For(t, 5*time.Second, "every thread of the service stopped", func() bool { return allThreadsStopped(pid) })
+		testwait.For(t, 20*time.Second, "a new copy of the frozen service ready", func() bool {
 			st, err := f.status()
 			return err == nil && st.Services[0].State == StateReady && st.Services[0].PID != 0 && st.Services[0].PID != pid
 		})
@@ -440,7 +441,7 @@ func TestCrashAtStartGivesUp(t *testing.T) {
 		"TESTBOT_CRASH_CLUSTER=1", "MEGANE_MAX_RESTARTS=2", "MEGANE_RESTART_BACKOFF=200ms", "MEGANE_RESTART_WINDOW=1m",
 	}})
 	f.start()
-	waitFor(t, 30*time.Second, "cluster 1 given up", func() bool {
+	testwait.For(t, 30*time.Second, "cluster 1 given up", func() bool {
 		return countEvents(f.events(), lifecycle.ClusterGaveUp, 1) == 1
 	})
 	evs := f.events()
@@ -471,7 +472,7 @@ func TestCrashAtStartGivesUp(t *testing.T) {
 		t.Errorf("the log does not report the give-up loudly")
 	}
 	var st Status
-	waitFor(t, 20*time.Second, "cluster 0 ready", func() bool {
+	testwait.For(t, 20*time.Second, "cluster 0 ready", func() bool {
 		var err error
 		st, err = f.status()
 		return err == nil && st.Clusters[0].State == StateReady
@@ -571,7 +572,7 @@ func TestKilledLauncherTakesChildrenAlong(t *testing.T) {
 	if err := f.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the orphaned clusters to exit", func() bool {
+	testwait.For(t, 15*time.Second, "the orphaned clusters to exit", func() bool {
 		for _, pid := range children {
 			if f.ours(pid) {
 				return false

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/parser"
+	"github.com/megane-go/megane/internal/procstat"
 )
 
 // Built-in ops every node answers. The "$" prefix is reserved, so user ops
@@ -30,9 +31,9 @@ const (
 
 // EvalEnv is the environment expressions are evaluated against: the
 // values and functions a process exposes. Every node starts with addr,
-// instance, kind, pid, host, started_at, uptime_seconds, goroutines and
-// memory (a map of Go runtime memory figures); a cluster node also gets
-// cluster_id. Clusters add their shard ids and statuses and guild, user and
+// instance, kind, pid, host, started_at, uptime_seconds (also as uptime),
+// goroutines and memory ({rss_bytes, heap_alloc, heap_inuse, heap_sys,
+// sys, num_gc}); a cluster node also gets cluster_id. Clusters add their shard ids and statuses and guild, user and
 // channel counts (by convention shard_ids, shards, guilds, users,
 // channels); users add their own.
 //
@@ -57,13 +58,11 @@ func newEvalEnv(n *Node) *EvalEnv {
 			e.Set("cluster_id", v)
 		}
 	}
-	e.Provide("uptime_seconds", func() any { return time.Since(n.started).Seconds() })
+	uptime := func() any { return time.Since(n.started).Seconds() }
+	e.Provide("uptime_seconds", uptime)
+	e.Provide("uptime", uptime) // the name clusters documented first
 	e.Provide("goroutines", func() any { return runtime.NumGoroutine() })
-	e.Provide("memory", func() any {
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return map[string]any{"heap_alloc": m.HeapAlloc, "heap_sys": m.HeapSys, "sys": m.Sys, "num_gc": m.NumGC}
-	})
+	e.Provide("memory", func() any { return procstat.Memory() })
 	return e
 }
 

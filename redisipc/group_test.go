@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -71,9 +72,9 @@ func TestGroupSharesLoad(t *testing.T) {
 	}
 	// Everything gets acknowledged. An ack travels in the pipeline right
 	// behind its reply, so a caller may see the reply first: wait for it.
-	waitFor(t, 5*time.Second, func() bool {
+	testwait.For(t, 5*time.Second, "every entry to be acknowledged", func() bool {
 		return rdb.XPending(ctx, ks.Inbox("service:work"), ks.InboxGroup()).Val().Count == 0
-	}, "every entry to be acknowledged")
+	})
 }
 
 // A copy that stops acknowledging (it died, or hangs without refreshing its
@@ -142,7 +143,7 @@ func TestExpiredRequestsAreDropped(t *testing.T) {
 	if _, err := cli.Call(ctx, "cluster:0", "x", nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, func() bool { return svc.dropped.Load() == 1 }, "the expired request to be dropped")
+	testwait.For(t, 2*time.Second, "the expired request to be dropped", func() bool { return svc.dropped.Load() == 1 })
 	if ran.Load() != 1 {
 		t.Fatalf("handler ran %d times, want 1 (the live call only)", ran.Load())
 	}
@@ -190,8 +191,7 @@ func TestBadMessages(t *testing.T) {
 				t.Fatalf("oversized: %v, want ErrPayloadTooLarge from the receiver", err)
 			}
 			want := len(bad) + 1
-			waitFor(t, 2*time.Second, func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(want) },
-				fmt.Sprintf("%d dead letters", want))
+			testwait.For(t, 2*time.Second, fmt.Sprintf("%d dead letters", want), func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(want) })
 			dl := rdb.XRange(ctx, ks.DeadLetter(), "-", "+").Val()
 			for _, m := range dl {
 				if m.Values["reason"] == "" || m.Values["stream"] != inbox {
@@ -199,9 +199,9 @@ func TestBadMessages(t *testing.T) {
 				}
 			}
 			if group {
-				waitFor(t, 2*time.Second, func() bool {
+				testwait.For(t, 2*time.Second, "bad entries to be acknowledged", func() bool {
 					return rdb.XPending(ctx, inbox, ks.InboxGroup()).Val().Count == 0
-				}, "bad entries to be acknowledged")
+				})
 			}
 		})
 	}
@@ -230,7 +230,7 @@ func TestCloseFailsWaitingCalls(t *testing.T) {
 		_, err := cli.Call(ctx, "cluster:0", "wait", nil)
 		errc <- err
 	}()
-	waitFor(t, 2*time.Second, func() bool { return len(svc.sem) == 1 }, "the call to arrive")
+	testwait.For(t, 2*time.Second, "the call to arrive", func() bool { return len(svc.sem) == 1 })
 	if err := cli.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestSlowHandlerDoesNotBlockInbox(t *testing.T) {
 			ctx := ctxT(t, 5*time.Second)
 			slowDone := make(chan error, 1)
 			go func() { _, err := cli.Call(ctx, "service:s", "slow", nil); slowDone <- err }()
-			waitFor(t, 2*time.Second, func() bool { return len(svc.sem) == 1 }, "the slow call to start")
+			testwait.For(t, 2*time.Second, "the slow call to start", func() bool { return len(svc.sem) == 1 })
 			for i := range 5 {
 				if out, err := cli.Call(ctx, "service:s", "echo", []byte{byte(i)}); err != nil || out[0] != byte(i) {
 					t.Fatalf("echo behind a slow call: %v, %v", out, err)

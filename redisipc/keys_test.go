@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -72,9 +73,9 @@ func TestCLIStreamsExpireAndGoOnClose(t *testing.T) {
 		}
 		// The heartbeat pushes the TTL back: age the keys, then wait for it.
 		m.FastForward(ttl - time.Second)
-		waitFor(t, 5*time.Second, func() bool {
+		testwait.For(t, 5*time.Second, "the heartbeat to refresh the streams' TTLs", func() bool {
 			return pttl(t, rdb, ks.Inbox(n.Addr())) > ttl/2 && pttl(t, rdb, ks.Replies(n.Instance())) > ttl/2
-		}, "the heartbeat to refresh the streams' TTLs")
+		})
 		if err := n.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -188,8 +189,7 @@ func TestBadReplyToNeverBecomesAKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(len(bad)) },
-		"a dead letter per bad reply-to")
+	testwait.For(t, 5*time.Second, "a dead letter per bad reply-to", func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(len(bad)) })
 	for _, m := range rdb.XRange(ctx, ks.DeadLetter(), "-", "+").Val() {
 		if r, _ := m.Values["reason"].(string); !strings.Contains(r, "bad reply-to") {
 			t.Errorf("dead letter reason %q", r)
@@ -204,8 +204,7 @@ func TestBadReplyToNeverBecomesAKey(t *testing.T) {
 	if err := rdb.Publish(ctx, ks.Broadcast(), env.encode()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(len(bad)+1) },
-		"the bad broadcast's dead letter")
+	testwait.For(t, 5*time.Second, "the bad broadcast's dead letter", func() bool { return rdb.XLen(ctx, ks.DeadLetter()).Val() == int64(len(bad)+1) })
 	if got := keysMatching(t, rdb, ks.Base()+"*replies*"); len(got) != 1 {
 		t.Errorf("reply streams = %q", got)
 	}
@@ -264,7 +263,7 @@ func TestBadBroadcastIsOneBoundedDeadLetter(t *testing.T) {
 	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: ks.Inbox("cluster:0"), Values: []any{fieldMsg, huge}}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "every node to see the bad messages", func() bool {
 		for i, n := range nodes {
 			want := int64(1)
 			if i == 1 {
@@ -275,7 +274,7 @@ func TestBadBroadcastIsOneBoundedDeadLetter(t *testing.T) {
 			}
 		}
 		return true
-	}, "every node to see the bad messages")
+	})
 	for _, n := range nodes {
 		// Close waits for the node's handlers and flushes its writer.
 		if err := n.Close(ctx); err != nil {
@@ -310,12 +309,12 @@ func TestStreamsComeBackAfterFlush(t *testing.T) {
 	cli := newNode(t, fastOpts(rdb, ks, "cli:a"))
 	ctx := ctxT(t, 10*time.Second)
 	m.FlushAll()
-	waitFor(t, 8*time.Second, func() bool {
+	testwait.For(t, 8*time.Second, "calls to work after FLUSHALL", func() bool {
 		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		out, err := cli.Call(ctx, "service:s", "echo", []byte("back"))
 		return err == nil && string(out) == "back"
-	}, "calls to work after FLUSHALL")
+	})
 	for _, key := range []string{ks.Inbox("service:s"), ks.Inbox("cli:a"), ks.Replies(cli.Instance()), ks.Replies(svc.Instance())} {
 		if d := pttl(t, rdb, key); d <= 0 {
 			t.Errorf("%s came back with TTL %v", key, d)

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -103,7 +104,7 @@ func TestCallSendHandle(t *testing.T) {
 	if err := cli.Send(ctx, "cluster:1", "note", nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, func() bool { return sent.Load() == 1 }, "Send to be handled")
+	testwait.For(t, 3*time.Second, "Send to be handled", func() bool { return sent.Load() == 1 })
 
 	// Concurrent calls: every answer reaches its own caller.
 	var wg sync.WaitGroup
@@ -119,17 +120,6 @@ func TestCallSendHandle(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-}
-
-func waitFor(t testing.TB, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestNoRespondersAndTimeout(t *testing.T) {

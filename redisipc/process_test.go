@@ -17,12 +17,14 @@ import (
 
 	"github.com/megane-go/megane/internal/testproc"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
 // ipcnode is the test program that runs one node per process. It has no
-// disgo in it, so it races along with the tests.
-var ipcnode = &testproc.Binary{Pkg: "./internal/ipcnode", Race: raceEnabled}
+// disgo in it, so it races along with the tests. It lives under services,
+// which it runs, since redisipc must not depend on services.
+var ipcnode = &testproc.Binary{Pkg: "../services/internal/ipcnode", Race: raceEnabled}
 
 func TestMain(m *testing.M) {
 	os.Exit(testproc.Run(m, ipcnode))
@@ -149,9 +151,9 @@ func TestProcessesShareLoad(t *testing.T) {
 	}
 	t.Logf("jobs per copy: %v", jobs)
 	// An ack travels right behind its reply: wait for the last ones.
-	waitFor(t, 5*time.Second, func() bool {
+	testwait.For(t, 5*time.Second, "every entry to be acknowledged", func() bool {
 		return rdb.XPending(ctx, ks.Inbox("service:work"), ks.InboxGroup()).Val().Count == 0
-	}, "every entry to be acknowledged")
+	})
 }
 
 func first(errs []error) error {
@@ -185,7 +187,7 @@ func TestProcessKilledMidLoad(t *testing.T) {
 		ok, errs := load(ctx, t, cli, 4000, 64, 8*time.Second, &progress)
 		res <- result{ok, errs}
 	}()
-	waitFor(t, 20*time.Second, func() bool { return progress.Load() >= 1000 }, "1000 answers before the kill")
+	testwait.For(t, 20*time.Second, "1000 answers before the kill", func() bool { return progress.Load() >= 1000 })
 	copies[0].kill(t)
 	held := int64(0)
 	if p, err := rdb.XPending(ctx, ks.Inbox("service:work"), ks.InboxGroup()).Result(); err == nil {
@@ -215,9 +217,9 @@ func TestProcessKilledMidLoad(t *testing.T) {
 		t.Fatalf("%d answered + %d timeouts != 4000", r.ok, timeouts)
 	}
 	// The dead copy's pending entries were taken over, not left behind.
-	waitFor(t, 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "no pending entries", func() bool {
 		return rdb.XPending(ctx, ks.Inbox("service:work"), ks.InboxGroup()).Val().Count == 0
-	}, "no pending entries")
+	})
 }
 
 // Broadcast eval over 4 cluster processes returns 4 answers; with one
@@ -284,7 +286,7 @@ func TestProcessEvalClusters(t *testing.T) {
 
 	// Once its registration lapses, the shard map still names it: reported
 	// missing without waiting for the deadline.
-	waitFor(t, 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "cluster:2's registration to lapse", func() bool {
 		nodes, _ := LiveNodes(ctx, rdb, ks)
 		for _, n := range nodes {
 			if n.Addr == "cluster:2" {
@@ -292,7 +294,7 @@ func TestProcessEvalClusters(t *testing.T) {
 			}
 		}
 		return true
-	}, "cluster:2's registration to lapse")
+	})
 	start = time.Now()
 	g, err = cli.Eval(ctx, TargetClusters, "cluster_id")
 	if err != nil || len(g.Answers) != 3 || fmt.Sprint(g.Missing) != "[cluster:2]" {

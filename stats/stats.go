@@ -42,6 +42,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/internal/procstat"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -143,7 +144,7 @@ func (r *Reporter) Sample(ctx context.Context) map[string]any {
 	out["pid"] = os.Getpid()
 	out["host"] = r.host
 	out["updated_at"] = time.Now().UnixMilli()
-	if rss := rssBytes(); rss > 0 {
+	if rss := procstat.RSSBytes(); rss > 0 {
 		out["rss_bytes"] = rss
 	}
 	r.mu.Lock()
@@ -443,17 +444,4 @@ func (c *cpuSampler) sample() float64 {
 	}
 	c.lastCPU, c.lastWall = cpu, now
 	return pct
-}
-
-// rssBytes reads the resident set size from /proc (Linux); 0 elsewhere.
-func rssBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	var size, resident uint64
-	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
-		return 0
-	}
-	return resident * uint64(os.Getpagesize())
 }

@@ -1,0 +1,55 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/megane-go/megane/stats"
+)
+
+// addStats registers the cluster's figures with its reporter.
+func (r *runner) addStats(rep *stats.Reporter) {
+	add := func(name string, c stats.Collector) {
+		if err := rep.Add(name, c); err != nil {
+			r.log.Warn("cluster: stats collector", slog.String("name", name), slog.Any("error", err))
+		}
+	}
+	add("cluster", func(context.Context) any { return r.o.ID })
+	add("shards", func(context.Context) any { return len(r.ids) })
+	add("shard_count", func(context.Context) any { return r.track.shardCount })
+	add("shards_ready", func(context.Context) any {
+		n := 0
+		for _, s := range r.track.snapshot() {
+			if s.Status == statusReady {
+				n++
+			}
+		}
+		return n
+	})
+	add("guilds", func(ctx context.Context) any { return r.clusterGuilds(ctx) })
+	add("latency_ms", func(context.Context) any { return r.track.averageLatency() })
+	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
+	add("owner_rest", func(context.Context) any { return r.sh.ownerREST.Load() })
+	add("owner_rest_cached", func(context.Context) any { return r.sh.ownerCached.Load() })
+	if p := r.sh.proj; p != nil {
+		add("cache_events", func(context.Context) any { return p.Stats().Events })
+		add("cache_written", func(context.Context) any { return p.Stats().Written })
+		add("cache_drops", func(context.Context) any { return p.Stats().Drops })
+		add("cache_queued", func(context.Context) any { return p.Stats().Queued })
+	}
+}
+
+// nodeStats is merged into the node's "$stats" answer.
+func (r *runner) nodeStats(ctx context.Context) map[string]any {
+	out := map[string]any{
+		"cluster": r.o.ID, "shards": append([]int(nil), r.ids...), "shard_count": r.track.shardCount,
+		"owner_fetches": r.sh.ownerFetches.Load(), "owner_fetch_errors": r.sh.ownerErrors.Load(),
+		"owner_rest": r.sh.ownerREST.Load(), "owner_rest_cached": r.sh.ownerCached.Load(),
+	}
+	if p := r.sh.proj; p != nil {
+		st := p.Stats()
+		out["cache_events"], out["cache_written"], out["cache_drops"], out["cache_queued"] =
+			st.Events, st.Written, st.Drops, st.Queued
+	}
+	return out
+}
