@@ -413,6 +413,17 @@ func (t *traffic) send() error {
 	return nil
 }
 
+// startTraffic dispatches a message every interval until the returned stop
+// is called (or ctx ends); stop waits for the sender to finish and may be
+// called more than once.
+func startTraffic(ctx context.Context, srv *discordtest.Server, interval time.Duration) (*traffic, func()) {
+	t := newTraffic(srv)
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); t.run(tctx, interval) }()
+	return t, func() { cancel(); <-done }
+}
+
 // run sends a message every interval until ctx ends.
 func (t *traffic) run(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)

@@ -107,12 +107,8 @@ func killStorm(ctx context.Context, e *env) ([]figure, error) {
 	identBase := f.srv.Stats().Identifies
 	resumesBase := okResumes(f)
 
-	tr := newTraffic(f.srv)
-	tctx, stopTraffic := context.WithCancel(ctx)
+	tr, stopTraffic := startTraffic(ctx, f.srv, e.p.messageInterval)
 	defer stopTraffic()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); tr.run(tctx, e.p.messageInterval) }()
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var kills []kill
@@ -149,7 +145,6 @@ func killStorm(ctx context.Context, e *env) ([]figure, error) {
 		return n == f.opts.clusters && f.srv.ShardsReady(f.opts.shards)
 	})
 	stopTraffic()
-	wg.Wait()
 	res, err2 := tr.waitAnswered(ctx, 30*time.Second)
 	err = errors.Join(err, err2)
 
@@ -207,10 +202,8 @@ func redisOutages(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	defer f.close()
-	tr := newTraffic(f.srv)
-	tctx, stopTraffic := context.WithCancel(ctx)
+	tr, stopTraffic := startTraffic(ctx, f.srv, 50*time.Millisecond)
 	defer stopTraffic()
-	go tr.run(tctx, 50*time.Millisecond)
 
 	faults := []redisFault{
 		{"SIGSTOP " + e.p.redisPause.String(), func(ctx context.Context, f *fleet) error {
@@ -453,12 +446,8 @@ func gatewayFaults(ctx context.Context, e *env) ([]figure, error) {
 		return nil, err
 	}
 	defer f.close()
-	tr := newTraffic(f.srv)
-	tctx, stopTraffic := context.WithCancel(ctx)
+	tr, stopTraffic := startTraffic(ctx, f.srv, e.p.messageInterval)
 	defer stopTraffic()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); tr.run(tctx, e.p.messageInterval) }()
 	identBase := f.srv.Stats().Identifies
 	before := f.bot.pids()
 	var errs []error
@@ -490,7 +479,6 @@ func gatewayFaults(ctx context.Context, e *env) ([]figure, error) {
 	}))
 	allReady("every shard back after the stall")
 	stopTraffic()
-	wg.Wait()
 	res, err := tr.waitAnswered(ctx, 30*time.Second)
 	errs = append(errs, err)
 	identifies := f.srv.Stats().Identifies - identBase
