@@ -1,0 +1,67 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/megane-go/megane/lifecycle"
+)
+
+// AllReady is closed the first time every cluster is ready.
+func (l *Launcher) AllReady() <-chan struct{} { return l.readyCh }
+
+// clusterReady is called by a cluster that became ready; the first time all
+// are ready, AllClustersReady fires.
+func (l *Launcher) clusterReady() {
+	for _, p := range l.clusters {
+		if p.currentState() != StateReady {
+			return
+		}
+	}
+	l.mu.Lock()
+	first := !l.allReady
+	if first {
+		l.allReady, l.allReadyAt = true, time.Now()
+	}
+	at := l.allReadyAt
+	l.mu.Unlock()
+	if !first {
+		return
+	}
+	close(l.readyCh)
+	l.log.Info("all clusters ready",
+		slog.Int("clusters", len(l.clusters)), slog.Int("shards", l.shardCount),
+		slog.Duration("elapsed", time.Since(l.startedAt).Round(time.Millisecond)))
+	l.sink.event(lifecycle.Event{Type: lifecycle.AllClustersReady, Cluster: -1, Shard: -1,
+		Detail: fmt.Sprintf("%d clusters, %d shards", len(l.clusters), l.shardCount)})
+	l.sink.do(func(ctx context.Context) error {
+		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", at.UnixMilli()).Err()
+	})
+}
+
+func (l *Launcher) setLauncherStatus(status string) {
+	if l.sink == nil {
+		return
+	}
+	fields := l.launcherFields(status)
+	l.sink.do(func(ctx context.Context) error {
+		return l.rdb.HSet(ctx, l.ks.Launcher(), fields...).Err()
+	})
+}
+
+// launcherFields is the launcher's hash (keyspace.Launcher) with status.
+func (l *Launcher) launcherFields(status string) []any {
+	host, _ := os.Hostname()
+	fields := []any{"status", status, "pid", os.Getpid(), "host", host,
+		"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
+		"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency}
+	l.mu.Lock()
+	if !l.allReadyAt.IsZero() {
+		fields = append(fields, "all_ready_at", l.allReadyAt.UnixMilli())
+	}
+	l.mu.Unlock()
+	return fields
+}
