@@ -217,6 +217,12 @@ func TestPingAndEvalReachALiveNode(t *testing.T) {
 	if _, err := run(t, addr, "eval", "guilds +"); err == nil {
 		t.Error("an expression that does not compile succeeded")
 	}
+	// Every answer an error (an unknown name): the errors are shown and the
+	// command fails, so a script sees it.
+	out, err = run(t, addr, "eval", "--target", "cluster:0", "no_such_name")
+	if err == nil || !strings.Contains(out, "cluster:0") || !strings.Contains(out, "error") {
+		t.Errorf("eval of an unknown name = %q, %v; want the error shown and a failure", out, err)
+	}
 }
 
 // A launcher start that failed early (a wrong token, no session starts

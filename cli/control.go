@@ -86,9 +86,24 @@ var cmdEval = withEnv(func(c *ucli.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		return e.printGathered(g)
+		if err := e.printGathered(g); err != nil {
+			return err
+		}
+		return noneAnswered(g)
 	})
 })
+
+// noneAnswered fails a gather in which no target gave a result (every
+// answer an error, or no answer at all), so that scripts see a non-zero
+// exit status; the answers were printed already.
+func noneAnswered(g *redisipc.Gathered) error {
+	for _, a := range g.Answers {
+		if a.Err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("no target answered with a result (%d errors, %d silent)", len(g.Answers), len(g.Missing))
+}
 
 func (e *env) printGathered(g *redisipc.Gathered) error {
 	if e.json {
