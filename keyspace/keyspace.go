@@ -148,6 +148,28 @@ func (k Keyspace) StatsIndex() string { return k.base + "stats-index" }
 // Launcher is the launcher's state. HASH
 func (k Keyspace) Launcher() string { return k.base + launcherName }
 
+// Lease is the lease of name (a cluster, "cluster:3", or a service copy,
+// "service:stats#0") among cooperating launchers: owner, host, pid, the
+// fencing token and the expiry in Redis server time; package leases writes
+// and parses it. It never expires itself: the token must only grow. HASH
+func (k Keyspace) Lease(name string) string { return k.base + "lease:" + name }
+
+// LauncherRecord is launcher id's record among cooperating launchers (host,
+// pid, capacity, clusters owned); it expires when the launcher stops
+// renewing it. HASH
+func (k Keyspace) LauncherRecord(launcherID string) string {
+	return k.base + "launchers:" + launcherID
+}
+
+// Launchers indexes the LauncherRecord hashes: member = launcher id, score
+// = unix ms its record expires. ZSET
+func (k Keyspace) Launchers() string { return k.base + "launchers" }
+
+// PlanLock is held (SET NX PX) by the launcher writing the bot's plan (the
+// shard map), so two launchers starting at once do not write two plans.
+// STRING
+func (k Keyspace) PlanLock() string { return k.base + "plan-lock" }
+
 // Names of the keys that show a namespace a launcher ran in.
 const (
 	launcherName = "launcher"

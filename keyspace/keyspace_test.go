@@ -115,6 +115,10 @@ var schema = []struct{ builder, pattern, typ string }{
 	{"ShardCounts", "shard:<shard>:counts", "HASH"},
 	{"ShardProjected", "shard:<shard>:projected", "STRING"},
 	{"CacheSchema", "cache:schema", "HASH"},
+	{"Lease", "lease:<name>", "HASH"},
+	{"LauncherRecord", "launchers:<id>", "HASH"},
+	{"Launchers", "launchers", "ZSET"},
+	{"PlanLock", "plan-lock", "STRING"},
 }
 
 // notKeys are the methods of Keyspace that build no key.

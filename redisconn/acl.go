@@ -13,8 +13,9 @@ import (
 // README's ACL; the end-to-end ACL test (e2e) catches it through ACL LOG.
 var botCommands = [][]string{
 	// Connection: PING (Open, pub/sub health), SELECT for a /db in the
-	// URL, CLUSTER SLOTS for redis+cluster://. AUTH and HELLO are always allowed.
-	{"+ping", "+select", "+cluster|slots"},
+	// URL, CLUSTER SLOTS for redis+cluster://, TIME (the lease scripts judge
+	// expiry by Redis's clock). AUTH and HELLO are always allowed.
+	{"+ping", "+select", "+cluster|slots", "+time"},
 	// Strings and key lifetimes: identify locks, heartbeats, store TTLs.
 	{"+get", "+set", "+del", "+exists", "+pexpire", "+pttl"},
 	// Hashes: gateway, shard map, sessions, status, store, cache, stats.

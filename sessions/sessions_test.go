@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -153,4 +154,66 @@ func TestGuildCountMovesWithTheSequence(t *testing.T) {
 			t.Fatalf("%s: Guilds %d, want %d (hash field %q)", st.name, got.Guilds, st.want, m.HGet(ks.ShardSession(0), "guilds"))
 		}
 	}
+}
+
+// TestFencing covers the stale owner: once a newer owner raised the fence,
+// the older token's saves fail with ErrFenced and leave the session alone,
+// on miniredis and on a real Redis.
+func TestFencing(t *testing.T) {
+	_, mini := setup(t)
+	real, rks := testredis.Real(t)
+	for _, b := range []struct {
+		name string
+		rdb  redis.UniversalClient
+		ks   keyspace.Keyspace
+	}{{"miniredis", mini, ks}, {"redis-server", real, rks}} {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			rdb, ks := b.rdb, b.ks
+			old := State{SessionID: "a", Sequence: 10, ResumeURL: "ws://r", Fence: 1}
+			if err := Save(ctx, rdb, ks, 0, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := Fence(ctx, rdb, ks, []int{0, 1}, 2); err != nil {
+				t.Fatal(err)
+			}
+			old.Sequence = 11
+			if err := Save(ctx, rdb, ks, 0, old); !IsFenced(err) || !errors.Is(err, ErrFenced) {
+				t.Fatalf("stale Save: %v, want ErrFenced", err)
+			}
+			if err := SaveAll(ctx, rdb, ks, map[int]State{0: old}); !IsFenced(err) {
+				t.Fatalf("stale SaveAll: %v, want fenced", err)
+			}
+			if err := Fence(ctx, rdb, ks, []int{0}, 1); !errors.Is(err, ErrFenced) {
+				t.Fatalf("lowering the fence: %v, want ErrFenced", err)
+			}
+			got, ok := load1ks(t, rdb, ks, 0)
+			if !ok || got.Sequence != 10 || got.Fence != 2 {
+				t.Fatalf("after stale writes: %+v", got)
+			}
+			// The new owner saves, also a new session, and the fence stays.
+			if err := Save(ctx, rdb, ks, 0, State{SessionID: "b", Sequence: 1, ResumeURL: "ws://r", Fence: 2}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := load1ks(t, rdb, ks, 0); got.SessionID != "b" || got.Fence != 2 {
+				t.Fatalf("new owner's session: %+v", got)
+			}
+			if err := ClearFences(ctx, rdb, ks, []int{0, 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := Save(ctx, rdb, ks, 0, State{SessionID: "b", Sequence: 2, ResumeURL: "ws://r"}); err != nil {
+				t.Fatalf("unfenced save after ClearFences: %v", err)
+			}
+		})
+	}
+}
+
+func load1ks(t *testing.T, rdb redis.UniversalClient, ks keyspace.Keyspace, shard int) (State, bool) {
+	t.Helper()
+	m, err := Load(context.Background(), rdb, ks, []int{shard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := m[shard]
+	return s, ok
 }
