@@ -244,7 +244,10 @@ type runner struct {
 	ids     []int
 
 	fatal chan error
-	opens map[int]*openState
+	// fenced is set once a session write was refused for a newer owner's
+	// fence.
+	fenced atomic.Bool
+	opens  map[int]*openState
 
 	reopen    *reopener
 	startedAt time.Time
@@ -281,6 +284,11 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	}
 	r.ids = ids
 
+	if o.Fence > 0 {
+		if err := sessions.Fence(ctx, r.rdb, r.ks, ids, o.Fence); err != nil {
+			return fmt.Errorf("cluster %d: %w", o.ID, err)
+		}
+	}
 	states, err := sessions.Load(ctx, r.rdb, r.ks, ids)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

@@ -109,6 +109,13 @@ type Options struct {
 	// refuses to start (identify.ErrSessionStartLimit) when its IDENTIFYs
 	// would eat into them. Default 0.
 	IdentifyReserve int
+	// Fence is the fencing token of the lease under which this process
+	// runs its shards (package leases), zero without leases. Run raises
+	// the shards' session fences to it before opening them and saves
+	// sessions with it; once a newer owner raised a fence, the writes fail
+	// with sessions.ErrFenced and Run stops the shards and returns it,
+	// leaving the records of the new owner alone.
+	Fence uint64
 
 	// HeartbeatInterval is how often keyspace.ClusterHeartbeat(ID) is
 	// refreshed; its TTL is three intervals. Default

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -69,6 +70,7 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 	now := time.Now().UnixMilli()
 	pipe := r.rdb.Pipeline()
 	for id, s := range b.sessions {
+		s.Fence = r.o.Fence
 		sessions.SavePipe(ctx, pipe, r.ks, id, s)
 	}
 	for id, st := range b.statuses {
@@ -80,6 +82,10 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		r.track.failed(b)
+		if sessions.IsFenced(err) {
+			r.fenced.Store(true)
+			r.fail(fmt.Errorf("%w: %w", sessions.ErrFenced, err))
+		}
 		return err
 	}
 	r.track.done(b)

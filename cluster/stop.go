@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/megane-go/megane/clusterhash"
+	"github.com/megane-go/megane/sessions"
 )
 
 // stop closes the cluster resumably: no shard is closed with 1000, and each
@@ -110,7 +111,7 @@ func (r *runner) finish(ctx context.Context, bg *loops, status string) {
 	defer cancel()
 	var err error
 	for attempt := range 3 {
-		if err = r.flush(fctx, true); err == nil {
+		if err = r.flush(fctx, true); err == nil || r.fenced.Load() {
 			break
 		}
 		r.log.Warn("cluster: final save failed", slog.Int("attempt", attempt+1), slog.Any("error", err))
@@ -120,6 +121,10 @@ func (r *runner) finish(ctx context.Context, bg *loops, status string) {
 		}
 	}
 	bg.stopBeat()
+	if r.superseded(fctx) {
+		r.log.Warn("cluster: another process owns these shards now; leaving its records alone")
+		return
+	}
 	pipe := r.rdb.Pipeline()
 	clusterhash.SetStopped(fctx, pipe, r.ks, r.o.ID, status, time.Now())
 	pipe.Del(fctx, r.ks.ClusterHeartbeat(r.o.ID))
@@ -154,4 +159,21 @@ func waitClosed(ch <-chan struct{}, d time.Duration) bool {
 	case <-t.C:
 		return false
 	}
+}
+
+// superseded reports whether a process with a newer fencing token took
+// this cluster's shards over: then the cluster hash and the heartbeat are
+// the new owner's, and a stopping stale owner must not mark them stopped.
+func (r *runner) superseded(ctx context.Context) bool {
+	if r.o.Fence == 0 {
+		return false
+	}
+	if r.fenced.Load() {
+		return true
+	}
+	if len(r.ids) == 0 {
+		return false
+	}
+	states, err := sessions.Fences(ctx, r.rdb, r.ks, r.ids[:1])
+	return err == nil && states[r.ids[0]] > r.o.Fence
 }

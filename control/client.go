@@ -8,53 +8,67 @@ import (
 	"github.com/megane-go/megane/redisipc"
 )
 
+// CallOption changes where or how a control request is sent.
+type CallOption func(*callConfig)
+
+type callConfig struct{ addr string }
+
+// At sends the request to the launcher at addr (AddrOf(id), or a
+// LauncherInfo's Addr) instead of Addr: with several launchers per bot,
+// each serves its own clusters.
+func At(addr string) CallOption { return func(c *callConfig) { c.addr = addr } }
+
 // FetchStatus asks the launcher what it supervises.
-func FetchStatus(ctx context.Context, n *redisipc.Node) (Status, error) {
+func FetchStatus(ctx context.Context, n *redisipc.Node, opts ...CallOption) (Status, error) {
 	var st Status
-	err := call(ctx, n, OpStatus, nil, &st)
+	err := call(ctx, n, OpStatus, nil, &st, opts)
 	return st, err
 }
 
 // RestartCluster restarts cluster id and returns its state once it is ready
 // again. ctx needs a deadline long enough for a restart (minutes).
-func RestartCluster(ctx context.Context, n *redisipc.Node, id int) (ClusterStatus, error) {
+func RestartCluster(ctx context.Context, n *redisipc.Node, id int, opts ...CallOption) (ClusterStatus, error) {
 	var cs ClusterStatus
-	err := call(ctx, n, OpRestartCluster, RestartClusterRequest{V: Version, Cluster: id}, &cs)
+	err := call(ctx, n, OpRestartCluster, RestartClusterRequest{V: Version, Cluster: id}, &cs, opts)
 	return cs, err
 }
 
 // RestartService restarts copy copyN of the service name, or every copy in
 // turn with AllCopies, and returns the service's copies once the last one is
 // ready again.
-func RestartService(ctx context.Context, n *redisipc.Node, name string, copyN int) ([]ServiceStatus, error) {
+func RestartService(ctx context.Context, n *redisipc.Node, name string, copyN int, opts ...CallOption) ([]ServiceStatus, error) {
 	in := RestartServiceRequest{V: Version, Service: name}
 	if copyN != AllCopies {
 		in.Copy = &copyN
 	}
 	var out []ServiceStatus
-	err := call(ctx, n, OpRestartService, in, &out)
+	err := call(ctx, n, OpRestartService, in, &out, opts)
 	return out, err
 }
 
 // RollingRestart restarts every cluster in turn and returns the launcher's
 // status once the last one is ready.
-func RollingRestart(ctx context.Context, n *redisipc.Node) (Status, error) {
+func RollingRestart(ctx context.Context, n *redisipc.Node, opts ...CallOption) (Status, error) {
 	var st Status
-	err := call(ctx, n, OpRollingRestart, nil, &st)
+	err := call(ctx, n, OpRollingRestart, nil, &st, opts)
 	return st, err
 }
 
 // Shutdown asks the launcher to stop gracefully. It returns once the
 // launcher accepted; the stop itself happens afterwards.
-func Shutdown(ctx context.Context, n *redisipc.Node) error {
+func Shutdown(ctx context.Context, n *redisipc.Node, opts ...CallOption) error {
 	var r ShutdownReply
-	return call(ctx, n, OpShutdown, nil, &r)
+	return call(ctx, n, OpShutdown, nil, &r, opts)
 }
 
 // call sends op to the launcher; a nil in sends no payload, as the ops
 // without a request expect. Errors are redisipc's: ErrNoResponders when no
 // launcher runs, ErrTimeout, or a *RemoteError from the launcher.
-func call(ctx context.Context, n *redisipc.Node, op string, in, out any) error {
+func call(ctx context.Context, n *redisipc.Node, op string, in, out any, opts []CallOption) error {
+	cfg := callConfig{addr: Addr}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	var payload []byte
 	if in != nil {
 		var err error
@@ -62,7 +76,7 @@ func call(ctx context.Context, n *redisipc.Node, op string, in, out any) error {
 			return err
 		}
 	}
-	b, err := n.Call(ctx, Addr, op, payload)
+	b, err := n.Call(ctx, cfg.addr, op, payload)
 	if err != nil {
 		return err
 	}

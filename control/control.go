@@ -17,8 +17,12 @@ import (
 	"github.com/megane-go/megane/redisipc"
 )
 
-// Addr is the IPC address of the launcher.
+// Addr is the IPC address of the launcher of a bot that one launcher
+// runs. With several (MEGANE_TOTAL_CLUSTERS), each serves at AddrOf(id).
 const Addr = redisipc.KindLauncher
+
+// AddrOf is the IPC address of launcher id of a bot several launchers run.
+func AddrOf(id string) string { return redisipc.KindLauncher + ":" + id }
 
 // Version is the version of the request types this package sends. A request
 // without a version (sent before requests carried one) is version 1.
@@ -98,6 +102,9 @@ const (
 	// StateWaitingRedis: exited while Redis was failing; respawned once
 	// Redis works, without counting a crash.
 	StateWaitingRedis State = "waiting-for-redis"
+	// StateNotOwned: another launcher holds the lease (several launchers
+	// per bot), or nobody does yet.
+	StateNotOwned State = "not-owned"
 )
 
 // Status is a snapshot of what the launcher supervises: the reply of
@@ -110,6 +117,23 @@ type Status struct {
 	StartedAt      time.Time       `json:"started_at"`
 	Clusters       []ClusterStatus `json:"clusters"`
 	Services       []ServiceStatus `json:"services"`
+	// Launcher describes the launcher when several run the bot
+	// (MEGANE_TOTAL_CLUSTERS); Clusters and Services then list only what
+	// it owns. Nil with one launcher per bot.
+	Launcher *LauncherInfo `json:"launcher,omitempty"`
+}
+
+// LauncherInfo is one of several launchers of a bot.
+type LauncherInfo struct {
+	ID   string `json:"id"`
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
+	// Addr is its IPC address (AddrOf(ID)).
+	Addr string `json:"addr"`
+	// Capacity is how many clusters it runs at most.
+	Capacity int `json:"capacity"`
+	// TotalClusters is the bot's cluster count.
+	TotalClusters int `json:"total_clusters"`
 }
 
 // ProcessStatus is the supervision state of one child.

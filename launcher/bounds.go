@@ -98,6 +98,7 @@ func shortDuration(d time.Duration) string {
 func (c *Config) intFields() []intField {
 	return []intField{
 		{"Clusters", envClusters, c.Clusters, 1, maxClusters, false},
+		{"TotalClusters", envTotalClusters, c.TotalClusters, 1, maxClusters, false},
 		{"Shards", envShards, c.Shards, 1, maxShards, false},
 		{"GuildsPerShard", envGuildsPerShard, c.GuildsPerShard, minGuildsPerShard, maxGuildsPerShard, false},
 		{"MaxConcurrency", envMaxConcurrency, c.MaxConcurrency, 1, maxMaxConcurrency, false},
@@ -113,6 +114,7 @@ func (c *Config) durationFields() []durationField {
 	fields := []durationField{
 		{"IdentifyWindow", envIdentifyWindow, c.IdentifyWindow, 10 * time.Millisecond, time.Minute},
 		{"HeartbeatInterval", envHeartbeatInterval, c.HeartbeatInterval, 100 * time.Millisecond, time.Minute},
+		{"LeaseTTL", envLeaseTTL, c.LeaseTTL, time.Second, 5 * time.Minute},
 		{"ReadyTimeout", envReadyTimeout, c.ReadyTimeout, time.Second, time.Hour},
 		{"ReadyTimeoutPerShard", envReadyTimeoutPerShard, c.ReadyTimeoutPerShard, 100 * time.Millisecond, 10 * time.Minute},
 		{"RestartBackoff", envRestartBackoff, c.RestartBackoff, 10 * time.Millisecond, 5 * time.Minute},

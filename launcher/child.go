@@ -12,13 +12,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/disgoorg/disgo/gateway"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -31,6 +34,11 @@ const ExitRedisUnavailable = 75
 // childExit ends a child whose run failed because Redis was failing with
 // ExitRedisUnavailable, and returns any other result to Run's caller.
 func (l *Launcher) childExit(err error) error {
+	if errors.Is(err, errLeaseLost) {
+		l.log.Error("stopped: the lease is no longer this process's", slog.String("role", string(l.role)),
+			slog.Int("exit_status", ExitLeaseLost), slog.Any("error", err))
+		os.Exit(ExitLeaseLost)
+	}
 	if err == nil || !redisconn.IsOutage(err) {
 		return err
 	}
@@ -147,6 +155,10 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 		return err
 	}
 	defer closeRedis()
+	ctx, guard, err := guardLease(ctx, rdb, ks, leases.ClusterName(id), log)
+	if err != nil {
+		return err
+	}
 
 	ready := readyNotifier(log)
 	opts := cluster.Options{
@@ -167,6 +179,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 		OnReady:           ready,
 		Stats:             stats.Options{Interval: l.cfg.StatsInterval},
 		IPC:               redisipc.Options{Eval: l.cfg.evalLimits(RoleCluster)},
+		Fence:             guard.Token(),
 	}
 	if l.cfg.ClusterOptions != nil {
 		l.cfg.ClusterOptions(&opts)
@@ -176,9 +189,15 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 			opts.OnReady = ready
 		}
 	}
+	if guard != nil {
+		opts.GatewayOptions = append(opts.GatewayOptions, gateway.WithDialer(guard.dialer()))
+	}
 	log.Info("cluster process starting", slog.Int("cluster_id", id), slog.String("shards", formatShards(shards)),
 		slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
 	err = cluster.Run(ctx, opts, l.cfg.Worker)
+	if guard.Lost() || sessions.IsFenced(err) {
+		return fmt.Errorf("launcher: cluster %d: %w", id, errors.Join(errLeaseLost, err))
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("launcher: cluster %d: %w", id, err)
 	}
@@ -186,7 +205,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 }
 
 // runService is Run in a service process.
-func (l *Launcher) runService(ctx context.Context) error {
+func (l *Launcher) runService(ctx context.Context) (err error) {
 	name := os.Getenv(envService)
 	spec, ok := l.cfg.Services[name]
 	if !ok {
@@ -204,6 +223,15 @@ func (l *Launcher) runService(ctx context.Context) error {
 		return err
 	}
 	defer closeRedis()
+	ctx, guard, err := guardLease(ctx, rdb, ks, leases.ServiceName(name, copyN), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if guard.Lost() {
+			err = fmt.Errorf("launcher: service %s#%d: %w", name, copyN, errLeaseLost)
+		}
+	}()
 	timeout := spec.ReadyTimeout
 	if timeout == 0 {
 		timeout = DefaultServiceReadyTimeout

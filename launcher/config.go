@@ -34,6 +34,8 @@ var ErrInvalidConfig = errors.New("launcher: invalid config")
 const (
 	DefaultRESTURL              = "https://discord.com/api/v10"
 	DefaultHeartbeatInterval    = cluster.DefaultHeartbeatInterval
+	// DefaultLeaseTTL is Config.LeaseTTL's default.
+	DefaultLeaseTTL = 15 * time.Second
 	DefaultReadyTimeout         = 60 * time.Second
 	DefaultReadyTimeoutPerShard = 15 * time.Second
 	DefaultRestartBackoff       = time.Second
@@ -99,9 +101,28 @@ type Config struct {
 
 	// Clusters is the number of cluster processes. Env MEGANE_CLUSTERS.
 	// Default: runtime.NumCPU(), capped by the shard count. Shards are split
-	// into contiguous ranges whose sizes differ by at most one.
-	// Range 1..1024.
+	// into contiguous ranges whose sizes differ by at most one. With
+	// TotalClusters set, it is how many of the bot's clusters this launcher
+	// runs at most (its capacity). Range 1..1024.
 	Clusters int
+
+	// TotalClusters, when set, makes this launcher one of several that run
+	// the bot together (on one or many hosts, same Redis and namespace):
+	// the bot has TotalClusters clusters, and each launcher claims up to
+	// Clusters of them through leases in Redis, taking over those of a
+	// launcher that died (its processes RESUME the saved sessions). Every
+	// launcher of a bot must give the same value. Env
+	// MEGANE_TOTAL_CLUSTERS. Default 0: this launcher runs the whole bot.
+	// Range 1..1024.
+	TotalClusters int
+
+	// LeaseTTL is how long a cluster's lease lasts without renewal (with
+	// TotalClusters). A launcher renews its leases every third of it; when
+	// it dies, its clusters are taken over after at most LeaseTTL, and a
+	// cluster process that cannot confirm its lease (its launcher frozen,
+	// its host cut off from Redis) stops its shards before that. Env
+	// MEGANE_LEASE_TTL. Default DefaultLeaseTTL. Range 1s..5m.
+	LeaseTTL time.Duration
 
 	// Shards is the total shard count. Env MEGANE_SHARDS. Default: the
 	// shards Discord recommends in GET /gateway/bot, adjusted by
@@ -358,6 +379,8 @@ func (c *Config) applyEnv(r *envReader) {
 	r.str(envRedisURL, &c.RedisURL)
 	r.str(envNamespace, &c.Namespace)
 	r.int(envClusters, &c.Clusters)
+	r.int(envTotalClusters, &c.TotalClusters)
+	r.dur(envLeaseTTL, &c.LeaseTTL)
 	r.int(envShards, &c.Shards)
 	r.int(envGuildsPerShard, &c.GuildsPerShard)
 	r.bool(envLargeBotSharding, &c.LargeBotSharding)
@@ -393,6 +416,7 @@ func (c *Config) setDefaults() {
 		c.RESTURL = DefaultRESTURL
 	}
 	setDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDur(&c.LeaseTTL, DefaultLeaseTTL)
 	setDur(&c.ReadyTimeout, DefaultReadyTimeout)
 	setDur(&c.ReadyTimeoutPerShard, DefaultReadyTimeoutPerShard)
 	setDur(&c.RestartBackoff, DefaultRestartBackoff)
@@ -463,6 +487,12 @@ func (c *Config) validate(earlier ...error) error {
 		if err := notify.ValidateURL(c.StatusWebhook); err != nil {
 			bad("%s: %w", envStatusWebhook, err)
 		}
+	}
+	if c.TotalClusters > 0 && c.Shards > 0 && c.TotalClusters > c.Shards {
+		bad("%s=%d is more than %s=%d: a cluster needs at least one shard", envTotalClusters, c.TotalClusters, envShards, c.Shards)
+	}
+	if c.TotalClusters > 0 && c.Clusters > c.TotalClusters {
+		bad("%s=%d is more than %s=%d: a launcher cannot run more clusters than the bot has", envClusters, c.Clusters, envTotalClusters, c.TotalClusters)
 	}
 	if c.Shards > 0 && c.Clusters > c.Shards {
 		bad("%s=%d is more than %s=%d: a cluster needs at least one shard", envClusters, c.Clusters, envShards, c.Shards)

@@ -63,7 +63,7 @@ func (l *Launcher) ensureRecords(ctx context.Context) {
 		}
 	}
 	for i, p := range l.clusters {
-		if !clusters[i].Val() {
+		if owned, _, _ := p.own.get(); owned && !clusters[i].Val() {
 			p.recordState()
 			rewrote = append(rewrote, p.name())
 		}

@@ -59,6 +59,9 @@ type fleet struct {
 
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// primary is the fleet whose bot a peer launcher joins (peer); nil
+	// for the first launcher.
+	primary *fleet
 }
 
 func newFleet(t *testing.T, o fleetOptions) *fleet {
@@ -168,6 +171,12 @@ func (f *fleet) cleanup() {
 			_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
 			<-f.exited
 		}
+	}
+	if f.primary != nil {
+		if f.t.Failed() {
+			f.dumpLog()
+		}
+		return // the primary checks every child
 	}
 	for _, pid := range f.childPIDs() {
 		if f.ours(pid) {

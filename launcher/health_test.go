@@ -272,7 +272,7 @@ func TestEnsureRecordsRewritesWhatIsMissing(t *testing.T) {
 	f := newWatchdogFixture(t)
 	ctx := context.Background()
 	l := f.l
-	l.cfg.Clusters, l.shardCount, l.maxConcurrency = 2, 4, 1
+	l.cfg.Clusters, l.totalClusters, l.shardCount, l.maxConcurrency = 2, 2, 4, 1
 	l.gateway = identify.GatewayInfo{URL: "wss://gw", Shards: 4, MaxConcurrency: 1, Total: 1000, Remaining: 900}
 	p1 := newProc(l, kindCluster)
 	p1.id = 1

@@ -48,9 +48,13 @@ type RestartServiceRequest = control.RestartServiceRequest
 
 // startIPC registers the launcher as the IPC node "launcher".
 func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
+	addr := LauncherAddr
+	if l.coop != nil {
+		addr = l.coop.addr
+	}
 	node, err := redisipc.New(ctx, redisipc.Options{
-		Redis: l.rdb, Keys: l.ks, Addr: LauncherAddr, Eval: l.cfg.evalLimits(RoleLauncher),
-		Logger: l.log.With(slog.String("ipc", LauncherAddr)),
+		Redis: l.rdb, Keys: l.ks, Addr: addr, Eval: l.cfg.evalLimits(RoleLauncher),
+		Logger: l.log.With(slog.String("ipc", addr)),
 	})
 	if err != nil {
 		return fmt.Errorf("launcher: IPC node: %w", err)

@@ -53,14 +53,16 @@ type Launcher struct {
 	redisURL       string
 	shardCount     int
 	maxConcurrency int
+	totalClusters  int // the plan's clusters (all launchers')
 	clusters       []*proc
 	services       []*proc
 	sink           *sink
 	startedAt      time.Time
-	gateway        identify.GatewayInfo // as saved by planShards, for rewriting it
+	gateway        identify.GatewayInfo // as saved by settlePlan, for rewriting it
 	health         *redisHealth
 	node           *redisipc.Node
 	handles        *Handles
+	coop           *coop // nil when one launcher runs the bot
 
 	ran        atomic.Bool
 	mu         sync.Mutex
@@ -185,6 +187,9 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	}
 	waitOnStart := l.runOnStart(ctx)
 	l.health.start(&wg)
+	if l.coop != nil {
+		wg.Go(func() { l.coop.run(ctx) })
+	}
 	wg.Go(func() { l.watchHeartbeats(ctx) })
 	wg.Go(func() { l.forwardShardEvents(ctx, from) })
 	go func() {
@@ -206,6 +211,11 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	// The probe rewrites the launcher's hash as running: stop it first.
 	l.health.shutdown()
 	wg.Wait()
+	if l.coop != nil {
+		// Every child has exited and saved its sessions: the others may
+		// take the clusters over now, and resume them.
+		l.coop.releaseAll()
+	}
 	waitOnStart()
 	l.setLauncherStatus("stopped")
 	l.log.Info("stopped")

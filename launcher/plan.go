@@ -9,12 +9,13 @@ import (
 
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
 )
 
 // planShards settles shard count, max_concurrency and cluster count from the
-// config and GET /gateway/bot, and saves the gateway info for the clusters.
+// config and GET /gateway/bot.
 func (l *Launcher) planShards(ctx context.Context) error {
 	cfg := &l.cfg
 	gb, err := fetchGatewayBot(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
@@ -39,13 +40,23 @@ func (l *Launcher) planShards(ctx context.Context) error {
 		}
 	}
 	clusters := cfg.Clusters
-	if clusters == 0 {
-		clusters = min(defaultClusters(), l.shardCount)
+	if cfg.TotalClusters > 0 {
+		// Several launchers: the plan has TotalClusters; Clusters is this
+		// launcher's capacity (settlePlan checks the shard count).
+		clusters = cfg.TotalClusters
+		if cfg.Clusters == 0 {
+			cfg.Clusters = min(defaultClusters(), clusters)
+		}
+	} else {
+		if clusters == 0 {
+			clusters = min(defaultClusters(), l.shardCount)
+		}
+		if clusters > l.shardCount {
+			return fmt.Errorf("%w: %d clusters for %d shards: a cluster needs at least one shard", ErrInvalidConfig, clusters, l.shardCount)
+		}
+		cfg.Clusters = clusters
 	}
-	if clusters > l.shardCount {
-		return fmt.Errorf("%w: %d clusters for %d shards: a cluster needs at least one shard", ErrInvalidConfig, clusters, l.shardCount)
-	}
-	cfg.Clusters = clusters
+	l.totalClusters = clusters
 
 	info := identify.GatewayInfo{
 		URL:                    gb.URL,
@@ -56,10 +67,7 @@ func (l *Launcher) planShards(ctx context.Context) error {
 		Remaining:              gb.SessionStartLimit.Remaining,
 		ResetAt:                time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
 	}
-	if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, info); err != nil {
-		return fmt.Errorf("launcher: save gateway info: %w", err)
-	}
-	l.gateway = info
+	l.gateway = info // saved once the plan is settled (settlePlan)
 	l.log.Info("gateway",
 		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
 		slog.Int("clusters", clusters),
@@ -70,6 +78,21 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	return nil
 }
 
+func (l *Launcher) saveGateway(ctx context.Context) error {
+	if err := identify.SaveGatewayInfo(ctx, l.rdb, l.ks, l.gateway); err != nil {
+		return fmt.Errorf("launcher: save gateway info: %w", err)
+	}
+	return nil
+}
+
+func (l *Launcher) loadShardMap(ctx context.Context) (shardmap.Map, error) {
+	m, err := shardmap.Load(ctx, l.rdb, l.ks)
+	if err != nil {
+		return m, fmt.Errorf("launcher: read shard map: %w", err)
+	}
+	return m, nil
+}
+
 // writeShardMap records which cluster owns which shard, replacing any older
 // map in one transaction so routers never see a mix.
 //
@@ -77,9 +100,9 @@ func (l *Launcher) planShards(ctx context.Context) error {
 // shard count no saved session may be resumed, so all are dropped and every
 // shard identifies.
 func (l *Launcher) writeShardMap(ctx context.Context) error {
-	stored, err := shardmap.Load(ctx, l.rdb, l.ks)
+	stored, err := l.loadShardMap(ctx)
 	if err != nil {
-		return fmt.Errorf("launcher: read shard map: %w", err)
+		return err
 	}
 	old := stored.ShardCount
 	if old > 0 && old != l.shardCount {
@@ -116,7 +139,7 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 // plannedShardMap is the whole shard map of the plan: every shard's
 // cluster, the shard count and the cluster count.
 func (l *Launcher) plannedShardMap() shardmap.Map {
-	ranges := splitShards(l.shardCount, l.cfg.Clusters)
+	ranges := splitShards(l.shardCount, l.totalClusters)
 	m := shardmap.Map{ShardCount: l.shardCount, Clusters: len(ranges), Owners: map[int]int{}}
 	for c, shards := range ranges {
 		for _, s := range shards {
@@ -150,4 +173,34 @@ func allShards(n int) []int {
 		s[i] = i
 	}
 	return s
+}
+
+// settlePlan writes the bot's plan (the shard map). With several launchers
+// (TotalClusters) it checks it against the running bot's first; a single
+// launcher refuses to start beside cooperating ones, and clears the
+// session fences they left, which its unfenced writes would trip over.
+func (l *Launcher) settlePlan(ctx context.Context) error {
+	if l.cfg.TotalClusters > 0 {
+		l.coop = newCoop(l)
+		return l.coop.settlePlan(ctx)
+	}
+	// One launcher runs the bot.
+	others, err := leases.Launchers(ctx, l.rdb, l.ks)
+	if err != nil {
+		return fmt.Errorf("launcher: %w", err)
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("%w: launchers %s run this bot together (%s); start this one with %s too",
+			ErrPlanConflict, launcherNames(others), envTotalClusters, envTotalClusters)
+	}
+	if err := l.saveGateway(ctx); err != nil {
+		return err
+	}
+	if err := l.writeShardMap(ctx); err != nil {
+		return err
+	}
+	if err := sessions.ClearFences(ctx, l.rdb, l.ks, allShards(l.shardCount)); err != nil {
+		return fmt.Errorf("launcher: %w", err)
+	}
+	return nil
 }

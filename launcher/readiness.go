@@ -17,6 +17,9 @@ func (l *Launcher) AllReady() <-chan struct{} { return l.readyCh }
 // are ready, AllClustersReady fires.
 func (l *Launcher) clusterReady() {
 	for _, p := range l.clusters {
+		if owned, _, _ := p.own.get(); !owned {
+			continue // another launcher's (several per bot)
+		}
 		if p.currentState() != StateReady {
 			return
 		}

@@ -5,20 +5,33 @@ import (
 	"fmt"
 )
 
-func (l *Launcher) cluster(id int) (*proc, error) {
+// checkRunning fails with ErrNotLauncher in a child and ErrNotRunning
+// while the launcher does not run.
+func (l *Launcher) checkRunning() error {
 	if l.role != RoleLauncher {
-		return nil, ErrNotLauncher
+		return ErrNotLauncher
 	}
 	l.mu.Lock()
 	running := l.running
 	l.mu.Unlock()
 	if !running {
-		return nil, ErrNotRunning
+		return ErrNotRunning
+	}
+	return nil
+}
+
+func (l *Launcher) cluster(id int) (*proc, error) {
+	if err := l.checkRunning(); err != nil {
+		return nil, err
 	}
 	if id < 0 || id >= len(l.clusters) {
 		return nil, fmt.Errorf("%w: %d (have 0..%d)", ErrUnknownCluster, id, len(l.clusters)-1)
 	}
-	return l.clusters[id], nil
+	p := l.clusters[id]
+	if owned, _, _ := p.own.get(); !owned {
+		return nil, fmt.Errorf("%w: cluster %d", ErrNotOwned, id)
+	}
+	return p, nil
 }
 
 // RestartCluster restarts cluster id: SIGTERM (its shards save their
@@ -39,7 +52,7 @@ func (l *Launcher) RestartCluster(ctx context.Context, id int) error {
 // once the previous one is ready again, so at most one cluster is down at a
 // time. It stops at the first failure.
 func (l *Launcher) RollingRestart(ctx context.Context) error {
-	if _, err := l.cluster(0); err != nil {
+	if err := l.checkRunning(); err != nil {
 		return err
 	}
 	if !l.rolling.TryLock() {
@@ -47,6 +60,9 @@ func (l *Launcher) RollingRestart(ctx context.Context) error {
 	}
 	defer l.rolling.Unlock()
 	for _, p := range l.clusters {
+		if owned, _, _ := p.own.get(); !owned {
+			continue // another launcher's
+		}
 		if err := p.restart(ctx); err != nil {
 			return fmt.Errorf("launcher: rolling restart stopped at cluster %d: %w", p.id, err)
 		}

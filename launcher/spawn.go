@@ -128,6 +128,22 @@ func (c *child) stop(timeout time.Duration, log *slog.Logger) {
 	<-c.exited
 }
 
+// exitCode is the child's exit status, or -1 while it runs or when a
+// signal ended it.
+func (c *child) exitCode() int {
+	if c.alive() {
+		return -1
+	}
+	if c.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(c.err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
 // describeExit says how the child ended, for logs and event details.
 func (c *child) describeExit() string {
 	if c.alive() {
@@ -168,6 +184,12 @@ func (l *Launcher) childEnv(p *proc) []string {
 	}
 	if l.redisURL != "" {
 		env = append(env, envRedisURL+"="+l.redisURL)
+	}
+	p.mu.Lock()
+	token := p.token
+	p.mu.Unlock()
+	if token > 0 {
+		env = append(env, envLeaseToken+"="+strconv.FormatUint(token, 10), envLeaseTTL+"="+cfg.LeaseTTL.String())
 	}
 	if p.kind == kindCluster {
 		env = append(env,

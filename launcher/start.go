@@ -66,7 +66,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	if err := l.planShards(ctx); err != nil {
 		return err
 	}
-	if err := l.writeShardMap(ctx); err != nil {
+	if err := l.settlePlan(ctx); err != nil {
 		return err
 	}
 
@@ -140,7 +140,7 @@ func (l *Launcher) dropFailedStart() {
 }
 
 func (l *Launcher) buildProcs(identifies int) {
-	for id, shards := range splitShards(l.shardCount, l.cfg.Clusters) {
+	for id, shards := range splitShards(l.shardCount, l.totalClusters) {
 		p := newProc(l, kindCluster)
 		p.id, p.shards, p.queued = id, shards, identifies
 		l.clusters = append(l.clusters, p)

@@ -24,7 +24,7 @@ func (p *proc) status() ProcessStatus {
 // Status returns what the launcher supervises. It fails with ErrNotLauncher
 // in a child and ErrNotRunning before Run started the children.
 func (l *Launcher) Status() (Status, error) {
-	if _, err := l.cluster(0); err != nil {
+	if err := l.checkRunning(); err != nil {
 		return Status{}, err
 	}
 	l.mu.Lock()
@@ -32,11 +32,21 @@ func (l *Launcher) Status() (Status, error) {
 		Namespace: l.cfg.Namespace, ShardCount: l.shardCount, MaxConcurrency: l.maxConcurrency,
 		AllReady: l.allReady, StartedAt: l.startedAt,
 	}
+	if l.coop != nil {
+		st.Launcher = &control.LauncherInfo{ID: l.coop.holder.ID, Host: l.coop.holder.Host, PID: l.coop.holder.PID,
+			Addr: l.coop.addr, Capacity: l.coop.capacity, TotalClusters: len(l.clusters)}
+	}
 	l.mu.Unlock()
 	for _, p := range l.clusters {
+		if owned, _, _ := p.own.get(); !owned && l.coop != nil {
+			continue // another launcher's, or nobody's: see the leases
+		}
 		st.Clusters = append(st.Clusters, ClusterStatus{ID: p.id, Shards: p.shards, ProcessStatus: p.status()})
 	}
 	for _, p := range l.services {
+		if owned, _, _ := p.own.get(); !owned && l.coop != nil {
+			continue
+		}
 		st.Services = append(st.Services, ServiceStatus{Name: p.service, Copy: p.copy, ProcessStatus: p.status()})
 	}
 	return st, nil

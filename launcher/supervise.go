@@ -29,6 +29,8 @@ const (
 	// StateWaitingRedis: exited while Redis was failing; respawned once
 	// Redis works, without counting a crash.
 	StateWaitingRedis = control.StateWaitingRedis
+	// StateNotOwned: another launcher runs it (several launchers per bot).
+	StateNotOwned = control.StateNotOwned
 )
 
 func defaultClusters() int { return runtime.NumCPU() }
@@ -48,6 +50,7 @@ const (
 	exitUnresponsive                   // killed: heartbeat expired or not ready in time
 	exitRestart                        // stopped on request, to be respawned at once
 	exitShutdown                       // stopped because the launcher stops
+	exitLeaseLost                      // stopped or exited: the lease is no longer this launcher's
 )
 
 // restartReq is a RestartCluster call waiting for the new process to be ready.
@@ -66,6 +69,8 @@ type proc struct {
 	service string
 	copy    int
 
+	own       *ownership // whether this launcher may run it (leases)
+	token     uint64     // the lease token of the current spawn
 	restartCh chan *restartReq
 	staleCh   chan uint64   // generation whose heartbeat expired
 	done      chan struct{} // closed when run returns
@@ -82,7 +87,8 @@ type proc struct {
 }
 
 func newProc(l *Launcher, kind procKind) *proc {
-	return &proc{l: l, kind: kind, restartCh: make(chan *restartReq), staleCh: make(chan uint64, 1),
+	return &proc{l: l, kind: kind, own: newOwnership(l.coop == nil),
+		restartCh: make(chan *restartReq), staleCh: make(chan uint64, 1),
 		done: make(chan struct{}), state: StateStarting}
 }
 
@@ -149,6 +155,14 @@ func (p *proc) run(ctx context.Context) {
 			p.setState(StateStopped)
 			return
 		}
+		token, ok := p.waitOwned(ctx, &pending)
+		if !ok {
+			p.setState(StateStopped)
+			return
+		}
+		p.mu.Lock()
+		p.token = token
+		p.mu.Unlock()
 		c, err := p.l.spawn(p)
 		var reason exitReason
 		detail := ""
@@ -173,6 +187,17 @@ func (p *proc) run(ctx context.Context) {
 			return
 		case exitRestart:
 			p.bumpRestarts()
+			continue
+		case exitLeaseLost:
+			p.fail(pending, fmt.Errorf("%w: %s lost its lease", ErrNotOwned, p.name()))
+			pending = nil
+			continue
+		}
+		if c != nil && c.exitCode() == ExitLeaseLost {
+			// The child could not confirm its lease: the coop loop renews
+			// or reclaims it (a new token), or it went to another launcher.
+			p.l.log.Warn(p.name()+" stopped: it could not confirm its lease", p.logAttrs()...)
+			p.own.set(false, 0)
 			continue
 		}
 
@@ -251,8 +276,17 @@ func (p *proc) watch(ctx context.Context, c *child, pending *[]*restartReq, rest
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	ready := c.ready
+	_, _, ownChanged := p.own.get()
 	for {
 		select {
+		case <-ownChanged:
+			// Lost, or reclaimed with a new token the child does not hold:
+			// either way this child must not keep the shards.
+			p.l.log.Warn("stopping "+p.name()+": its lease is no longer this process's", append(p.logAttrs(), slog.Int("pid", c.pid))...)
+			p.setState(StateStopping)
+			c.stop(p.l.cfg.ShutdownTimeout, p.l.log)
+			return exitLeaseLost, nil
+
 		case <-ready:
 			ready = nil
 			deadline.Stop()
@@ -486,6 +520,9 @@ func pruneBefore(ts []time.Time, cutoff time.Time) []time.Time {
 func (p *proc) recordState() {
 	if p.kind != kindCluster {
 		return
+	}
+	if owned, _, _ := p.own.get(); !owned {
+		return // the hash is the owner's
 	}
 	p.mu.Lock()
 	sup := clusterhash.Supervision{State: string(p.state), Restarts: p.restarts, Running: p.pid != 0}

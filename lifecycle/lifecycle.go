@@ -38,6 +38,15 @@ const (
 	ClusterGaveUp Type = "cluster_gave_up"
 	// ClusterUnresponsive: a cluster's heartbeat went stale.
 	ClusterUnresponsive Type = "cluster_unresponsive"
+	// ClusterClaimed: a launcher took a cluster's lease (several launchers
+	// per bot); the detail names the launcher and the token.
+	ClusterClaimed Type = "cluster_claimed"
+	// ClusterLeaseLost: a launcher lost a cluster's lease (it expired, or
+	// another launcher claimed it) and stopped its process.
+	ClusterLeaseLost Type = "cluster_lease_lost"
+	// ClusterUnowned: no launcher holds a cluster's lease and none has the
+	// capacity to take it: its shards are offline.
+	ClusterUnowned Type = "cluster_unowned"
 	// AllClustersReady: every cluster of the launcher is ready.
 	AllClustersReady Type = "all_clusters_ready"
 	// ShardReady: a shard received READY (it IDENTIFYed).

@@ -38,6 +38,7 @@ var ErrBadURL = errors.New("notify: bad webhook URL")
 var DefaultTypes = []lifecycle.Type{
 	lifecycle.AllClustersReady, lifecycle.ClusterExited, lifecycle.ClusterRestarted,
 	lifecycle.ClusterGaveUp, lifecycle.ClusterUnresponsive, lifecycle.ServiceExited,
+	lifecycle.ClusterLeaseLost, lifecycle.ClusterUnowned,
 }
 
 // maxContent is Discord's limit on a message's content.
@@ -166,7 +167,7 @@ func Format(ev lifecycle.Event) string {
 		icon = "🔄"
 	case lifecycle.ClusterExited, lifecycle.ServiceExited, lifecycle.ShardDisconnected:
 		icon = "⚠️"
-	case lifecycle.ClusterGaveUp, lifecycle.ClusterUnresponsive:
+	case lifecycle.ClusterGaveUp, lifecycle.ClusterUnresponsive, lifecycle.ClusterUnowned, lifecycle.ClusterLeaseLost:
 		icon = "🚨"
 	}
 	var b strings.Builder

@@ -294,7 +294,7 @@ func TestLiveNodesAndHold(t *testing.T) {
 func TestOptionsValidation(t *testing.T) {
 	_, rdb := testredis.Mini(t)
 	ks := keyspace.MustNew("unit")
-	for _, addr := range []string{"", "cluster:", "service", "launcher:1", "foo:1", "cluster:1 2", "{x}"} {
+	for _, addr := range []string{"", "cluster:", "service", "launcher:", "foo:1", "cluster:1 2", "{x}"} {
 		if _, err := New(context.Background(), Options{Redis: rdb, Keys: ks, Addr: addr}); !errors.Is(err, ErrBadAddress) {
 			t.Errorf("New(%q) = %v, want ErrBadAddress", addr, err)
 		}

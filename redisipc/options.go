@@ -186,7 +186,8 @@ func checkAddr(addr string) error {
 	k, rest, hasColon := strings.Cut(addr, ":")
 	switch k {
 	case KindLauncher:
-		if !hasColon {
+		// "launcher", or "launcher:<id>" when several launchers run a bot.
+		if !hasColon || rest != "" {
 			return nil
 		}
 	case KindCluster, KindService, KindCLI:
@@ -194,7 +195,7 @@ func checkAddr(addr string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q (want launcher, cluster:<id>, service:<name> or cli:<id>)", ErrBadAddress, addr)
+	return fmt.Errorf("%w: %q (want launcher, launcher:<id>, cluster:<id>, service:<name> or cli:<id>)", ErrBadAddress, addr)
 }
 
 func randomHex(n int) string {

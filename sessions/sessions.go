@@ -162,6 +162,23 @@ func Fence(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace,
 	return nil
 }
 
+// Fences returns the fence of shards' sessions (zero where none is set).
+func Fences(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, shards []int) (map[int]uint64, error) {
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(shards))
+	for i, shard := range shards {
+		cmds[i] = pipe.HGet(ctx, ks.ShardSession(shard), fieldFence)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("sessions: read fences: %w", err)
+	}
+	out := make(map[int]uint64, len(shards))
+	for i, shard := range shards {
+		out[shard], _ = strconv.ParseUint(cmds[i].Val(), 10, 64)
+	}
+	return out, nil
+}
+
 // ClearFences removes the fences of shards' sessions, for a bot that runs
 // without leases again (one launcher): its unfenced writes would
 // otherwise be refused.
