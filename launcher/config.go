@@ -32,10 +32,10 @@ var ErrInvalidConfig = errors.New("launcher: invalid config")
 
 // Defaults of the Config fields that have a fixed default.
 const (
-	DefaultRESTURL              = "https://discord.com/api/v10"
-	DefaultHeartbeatInterval    = cluster.DefaultHeartbeatInterval
+	DefaultRESTURL           = "https://discord.com/api/v10"
+	DefaultHeartbeatInterval = cluster.DefaultHeartbeatInterval
 	// DefaultLeaseTTL is Config.LeaseTTL's default.
-	DefaultLeaseTTL = 15 * time.Second
+	DefaultLeaseTTL             = 15 * time.Second
 	DefaultReadyTimeout         = 60 * time.Second
 	DefaultReadyTimeoutPerShard = 15 * time.Second
 	DefaultRestartBackoff       = time.Second

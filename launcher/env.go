@@ -11,15 +11,15 @@ import (
 // second is set by the launcher for its children, and lets an operator start
 // a cluster by hand on another host.
 const (
-	envToken                = "DISCORD_TOKEN"
-	envRedisURL             = "REDIS_URL"
-	envNamespace            = "MEGANE_NAMESPACE"
-	envClusters             = "MEGANE_CLUSTERS"
-	envTotalClusters        = "MEGANE_TOTAL_CLUSTERS"
-	envLeaseTTL             = "MEGANE_LEASE_TTL"
+	envToken         = "DISCORD_TOKEN"
+	envRedisURL      = "REDIS_URL"
+	envNamespace     = "MEGANE_NAMESPACE"
+	envClusters      = "MEGANE_CLUSTERS"
+	envTotalClusters = "MEGANE_TOTAL_CLUSTERS"
+	envLeaseTTL      = "MEGANE_LEASE_TTL"
 	// envLeaseToken is the fencing token of the lease a child runs under
 	// (launcher to child only).
-	envLeaseToken = "MEGANE_LEASE_TOKEN"
+	envLeaseToken           = "MEGANE_LEASE_TOKEN"
 	envShards               = "MEGANE_SHARDS"
 	envGuildsPerShard       = "MEGANE_GUILDS_PER_SHARD"
 	envLargeBotSharding     = "MEGANE_LARGE_BOT_SHARDING"
