@@ -54,7 +54,9 @@ func App(out io.Writer) *ucli.App {
 					&ucli.IntFlag{Name: "copy", Aliases: []string{"c"}, Value: -1, Usage: "restart only this copy (default: every copy, in turn)"},
 				}, Before: checkRestartService, Action: cmdRestartService},
 			{Name: "rolling-restart", Usage: "restart every cluster in turn", Before: noArgs("rolling-restart"), Action: cmdRolling},
-			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved)", Before: noArgs("shutdown"), Action: cmdShutdown},
+			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved); with several launchers, all of them or --launcher ID",
+				Before: noArgs("shutdown"), Action: cmdShutdown,
+				Flags: []ucli.Flag{&ucli.StringFlag{Name: "launcher", Usage: "stop only this launcher (several per bot; ids in megane-cli status); its clusters move to the others"}}},
 			{Name: "eval", Usage: "evaluate an expression on clusters/services/the launcher", ArgsUsage: "<expression>",
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "target", Aliases: []string{"t"}, Value: redisipc.TargetClusters, Usage: "clusters, services, all, launcher, cluster:<id> or service:<name>"},

@@ -11,15 +11,16 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/megane-go/megane/control"
+	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/redisipc"
 )
 
 // callLauncher runs fn, a call of the control protocol, with the command's
 // deadline, and prints its reply.
-func callLauncher(c *ucli.Context, timeout time.Duration, fn func(ctx context.Context, n *redisipc.Node) (any, error)) error {
+func callLauncher(c *ucli.Context, timeout time.Duration, fn func(ctx context.Context, e *env, n *redisipc.Node) (any, error)) error {
 	return withEnv(func(c *ucli.Context, e *env) error {
 		return e.withNode(c.Context, timeout, func(ctx context.Context, n *redisipc.Node) error {
-			out, err := fn(ctx, n)
+			out, err := fn(ctx, e, n)
 			if errors.Is(err, redisipc.ErrNoResponders) {
 				return fmt.Errorf("no launcher is running in namespace %s: %w", e.ks.Namespace(), err)
 			}
@@ -51,8 +52,12 @@ func cmdRestart(c *ucli.Context) error {
 		return err
 	}
 	// A restart waits for the cluster to be ready again.
-	return callLauncher(c, max(c.Duration("timeout"), 2*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
-		return control.RestartCluster(ctx, n, id)
+	return callLauncher(c, max(c.Duration("timeout"), 2*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		at, err := e.ownerOf(ctx, leases.ClusterName(id))
+		if err != nil {
+			return nil, err
+		}
+		return control.RestartCluster(ctx, n, id, at...)
 	})
 }
 
@@ -62,20 +67,100 @@ func cmdRestartService(c *ucli.Context) error {
 		copyN = n
 	}
 	// Each copy is restarted once the previous one is ready again.
-	return callLauncher(c, max(c.Duration("timeout"), 5*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
-		return control.RestartService(ctx, n, name, copyN)
+	return callLauncher(c, max(c.Duration("timeout"), 5*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
+		if err != nil || len(ls) == 0 {
+			if err != nil {
+				return nil, err
+			}
+			return control.RestartService(ctx, n, name, copyN)
+		}
+		if copyN != control.AllCopies {
+			at, err := e.ownerOf(ctx, leases.ServiceName(name, copyN))
+			if err != nil {
+				return nil, err
+			}
+			return control.RestartService(ctx, n, name, copyN, at...)
+		}
+		// Several launchers: each restarts the copies it owns, one
+		// launcher after the other.
+		var out []control.ServiceStatus
+		for _, l := range ls {
+			st, err := control.FetchStatus(ctx, n, control.At(l.Addr))
+			if err != nil {
+				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+			}
+			for _, s := range st.Services {
+				if s.Name != name {
+					continue
+				}
+				fmt.Fprintf(e.errOut(), "restarting %s#%d on launcher %s\n", name, s.Copy, l.ID)
+				got, err := control.RestartService(ctx, n, name, s.Copy, control.At(l.Addr))
+				if err != nil {
+					return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+				}
+				out = append(out, got...)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("no launcher runs a service %q", name)
+		}
+		return out, nil
 	})
 }
 
 func cmdRolling(c *ucli.Context) error {
-	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, n *redisipc.Node) (any, error) {
-		return control.RollingRestart(ctx, n)
+	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
+		if err != nil {
+			return nil, err
+		}
+		if len(ls) == 0 {
+			return control.RollingRestart(ctx, n)
+		}
+		// Several launchers: each rolls its own clusters, one launcher
+		// after the other.
+		var out []control.Status
+		for _, l := range ls {
+			fmt.Fprintf(e.errOut(), "rolling restart on launcher %s (clusters %s)\n", l.ID, ranges(l.Owned))
+			st, err := control.RollingRestart(ctx, n, control.At(l.Addr))
+			if err != nil {
+				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+			}
+			out = append(out, st)
+		}
+		return out, nil
 	})
 }
 
 func cmdShutdown(c *ucli.Context) error {
-	return callLauncher(c, c.Duration("timeout"), func(ctx context.Context, n *redisipc.Node) (any, error) {
-		return control.ShutdownReply{OK: true}, control.Shutdown(ctx, n)
+	only := c.String("launcher")
+	return callLauncher(c, c.Duration("timeout"), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
+		if err != nil {
+			return nil, err
+		}
+		if len(ls) == 0 {
+			if only != "" {
+				return nil, fmt.Errorf("--launcher %s: one launcher runs this bot; shut it down without --launcher", only)
+			}
+			return control.ShutdownReply{OK: true}, control.Shutdown(ctx, n)
+		}
+		stopped := 0
+		for _, l := range ls {
+			if only != "" && l.ID != only {
+				continue
+			}
+			if err := control.Shutdown(ctx, n, control.At(l.Addr)); err != nil {
+				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+			}
+			fmt.Fprintf(e.errOut(), "launcher %s is stopping (its clusters: %s)\n", l.ID, ranges(l.Owned))
+			stopped++
+		}
+		if stopped == 0 {
+			return nil, fmt.Errorf("no live launcher %q (running: %s)", only, launcherIDs(ls))
+		}
+		return control.ShutdownReply{OK: true}, nil
 	})
 }
 
@@ -155,3 +240,34 @@ var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
 		return nil
 	})
 })
+
+// ownerOf returns where to send a control request about lease name: the
+// launcher holding it when several run the bot, the one launcher (no
+// option) otherwise.
+func (e *env) ownerOf(ctx context.Context, name string) ([]control.CallOption, error) {
+	ls, err := leases.Launchers(ctx, e.rdb, e.ks)
+	if err != nil || len(ls) == 0 {
+		return nil, err
+	}
+	held, err := leases.Read(ctx, e.rdb, e.ks, []string{name})
+	if err != nil {
+		return nil, err
+	}
+	if !held[0].Held() {
+		return nil, fmt.Errorf("%s has no launcher: none holds its lease, so its shards are offline (launchers: %s)", name, launcherIDs(ls))
+	}
+	for _, l := range ls {
+		if l.ID == held[0].Owner {
+			return []control.CallOption{control.At(l.Addr)}, nil
+		}
+	}
+	return nil, fmt.Errorf("%s is owned by launcher %s, which has no live record", name, held[0].Owner)
+}
+
+func launcherIDs(ls []leases.Launcher) string {
+	ids := make([]string, len(ls))
+	for i, l := range ls {
+		ids[i] = l.ID
+	}
+	return strings.Join(ids, ", ")
+}

@@ -28,6 +28,7 @@ type env struct {
 	json    bool
 	timeout time.Duration
 	out     io.Writer
+	errw    io.Writer // progress lines, so stdout stays the command's answer
 }
 
 func open(c *ucli.Context) (*env, error) {
@@ -69,7 +70,15 @@ func open(c *ucli.Context) (*env, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
-	return &env{rdb: rdb, ks: ks, json: c.Bool("json"), timeout: c.Duration("timeout"), out: c.App.Writer}, nil
+	return &env{rdb: rdb, ks: ks, json: c.Bool("json"), timeout: c.Duration("timeout"), out: c.App.Writer, errw: c.App.ErrWriter}, nil
+}
+
+// errOut is where progress lines go.
+func (e *env) errOut() io.Writer {
+	if e.errw == nil {
+		return io.Discard
+	}
+	return e.errw
 }
 
 func (e *env) close() { _ = e.rdb.Close() }

@@ -51,18 +51,46 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 		fmt.Fprintf(e.out, " (reset in %s)", time.Until(ov.Gateway.ResetAt).Round(time.Second))
 	}
 	fmt.Fprintln(e.out)
-	if ov.Launcher != nil {
+	coop := len(ov.Launchers) > 0
+	if ov.Launcher != nil && !coop {
 		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n",
 			orDash(ov.Launcher["pid"]), orDash(ov.Launcher["host"]), orDash(ov.Launcher["status"]), inspect.Age(ov.Launcher, "started_at", now))
 	}
+	if coop {
+		fmt.Fprintln(e.out)
+		w := e.table()
+		fmt.Fprintln(w, "LAUNCHER\tHOST\tPID\tCAPACITY\tOWNS\tUP")
+		for _, l := range ov.Launchers {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", l.ID, orDash(l.Host), l.PID, l.Capacity, ranges(l.Owned),
+				now.Sub(l.StartedAt).Round(time.Second))
+		}
+		_ = w.Flush()
+	}
 	fmt.Fprintln(e.out)
 	w := e.table()
-	fmt.Fprintln(w, "CLUSTER\tSTATUS\tALIVE\tPID\tSHARDS\tRESTARTS\tUP")
+	header := "CLUSTER\tSTATUS\tALIVE\tPID\tSHARDS\tRESTARTS\tUP"
+	if coop {
+		header += "\tOWNER"
+	}
+	fmt.Fprintln(w, header)
+	var unowned []string
 	for _, cl := range ov.Clusters {
-		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s\n", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields["pid"]),
+		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields["pid"]),
 			ranges(cl.Shards), orDash(cl.Fields["restarts"]), inspect.Age(cl.Fields, "started_at", now))
+		switch {
+		case cl.Unowned:
+			fmt.Fprint(w, "\tNONE (unowned)")
+			unowned = append(unowned, strconv.Itoa(cl.ID))
+		case coop:
+			fmt.Fprint(w, "\t", cl.Owner)
+		}
+		fmt.Fprintln(w)
 	}
 	_ = w.Flush()
+	if len(unowned) > 0 {
+		fmt.Fprintf(e.out, "\nWARNING: clusters %s have no launcher: their shards are offline. Start another launcher or raise MEGANE_CLUSTERS.\n",
+			strings.Join(unowned, ", "))
+	}
 	fmt.Fprintln(e.out)
 	w = e.table()
 	fmt.Fprintln(w, "SHARD\tCLUSTER\tSTATUS\tGUILDS\tLATENCY\tSESSION\tSEQ\tSAVED")

@@ -18,6 +18,7 @@ import (
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
@@ -48,6 +49,9 @@ type Overview struct {
 	Clusters   []ClusterInfo       `json:"clusters"`
 	Shards     []ShardInfo         `json:"shards"`
 	Nodes      []redisipc.NodeInfo `json:"nodes"`
+	// Launchers are the live launchers when several run the bot
+	// (MEGANE_TOTAL_CLUSTERS); empty when one does.
+	Launchers []leases.Launcher `json:"launchers,omitempty"`
 }
 
 // ClusterInfo is one cluster's state.
@@ -59,6 +63,13 @@ type ClusterInfo struct {
 	Alive  bool              `json:"alive"`
 	Shards []int             `json:"shards"`
 	Fields map[string]string `json:"fields,omitempty"`
+	// Owner is the launcher holding the cluster's lease when several run
+	// the bot; "" when none does (the cluster is unowned) or one launcher
+	// runs the bot.
+	Owner string `json:"owner,omitempty"`
+	// Unowned is set when several launchers run the bot and none holds
+	// the cluster's lease: its shards are offline.
+	Unowned bool `json:"unowned,omitempty"`
 }
 
 // ShardInfo is one shard's state and saved session.
@@ -109,12 +120,33 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("inspect: clusters: %w", err)
 	}
+	if ov.Launchers, err = leases.Launchers(ctx, i.rdb, i.ks); err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	var owners []leases.Lease
+	if len(ov.Launchers) > 0 {
+		names := make([]string, len(clusterIDs))
+		for n, c := range clusterIDs {
+			names[n] = leases.ClusterName(c)
+		}
+		if owners, err = leases.Read(ctx, i.rdb, i.ks, names); err != nil {
+			return nil, fmt.Errorf("inspect: %w", err)
+		}
+	}
 	for n, c := range clusterIDs {
 		shards := sm.ClusterShards(c)
 		fields := hashes[n].Val()
-		ov.Clusters = append(ov.Clusters, ClusterInfo{
+		ci := ClusterInfo{
 			ID: c, Status: fields[clusterhash.FieldStatus], Alive: beats[n].Val() == 1, Shards: shards, Fields: fields,
-		})
+		}
+		if owners != nil {
+			if l := owners[n]; l.Held() {
+				ci.Owner = l.Owner
+			} else {
+				ci.Unowned = true
+			}
+		}
+		ov.Clusters = append(ov.Clusters, ci)
 	}
 
 	shardIDs := sm.Shards()

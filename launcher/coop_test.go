@@ -1,14 +1,17 @@
 package launcher
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/megane-go/megane/cli"
 	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/identify"
@@ -175,6 +178,33 @@ func TestCooperatingLaunchersShareAndTakeOver(t *testing.T) {
 		t.Fatalf("gateway info after the refused launchers: %+v, %v", info, err)
 	}
 
+	// megane-cli shows both launchers and each cluster's owner, and a
+	// restart reaches the launcher owning the cluster.
+	out := a.cli("status")
+	for _, w := range []string{recA.ID, recB.ID, "OWNER"} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("megane-cli status does not show %q:\n%s", w, out)
+		}
+	}
+	_, resumesBefore := a.shardActivity()
+	for _, id := range []int{0, 3} {
+		if out := a.cli("restart", strconv.Itoa(id)); !strings.Contains(out, `"state": "ready"`) {
+			t.Fatalf("megane-cli restart %d:\n%s", id, out)
+		}
+	}
+	if st, _ := a.coopStatus(); st.Clusters[0].Restarts != 1 {
+		t.Fatalf("cluster 0 (launcher a) after the CLI restart: %+v", st.Clusters[0])
+	}
+	if st, _ := b.coopStatus(); st.Clusters[1].ID != 3 || st.Clusters[1].Restarts != 1 {
+		t.Fatalf("cluster 3 (launcher b) after the CLI restart: %+v", st.Clusters)
+	}
+	_, resumesAfter := a.shardActivity()
+	for _, s := range append(slices.Clone(stOf(a).Clusters[0].Shards), stOf(b).Clusters[1].Shards...) {
+		if resumesAfter[s] != resumesBefore[s]+1 {
+			t.Errorf("shard %d: resumes %d → %d after its cluster's restart", s, resumesBefore[s], resumesAfter[s])
+		}
+	}
+
 	// Kill a's whole tree; b (capacity 4) takes its clusters over.
 	stA, _ := a.coopStatus()
 	var moved []int
@@ -276,6 +306,19 @@ func TestFrozenLauncherTreeGivesUpItsShards(t *testing.T) {
 	if !a.running() {
 		t.Fatal("the woken launcher exited; it should stay and wait for free clusters")
 	}
+	// shutdown --launcher stops one launcher and leaves the other.
+	recA, _ := a.launcherRecord()
+	if out := a.cli("shutdown", "--launcher", recA.ID); !strings.Contains(out, "ok") {
+		t.Fatalf("megane-cli shutdown --launcher:\n%s", out)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("launcher a did not stop after shutdown --launcher")
+	}
+	if _, ok := b.coopStatus(); !ok {
+		t.Fatal("launcher b stopped too")
+	}
 	if !a.logContains("lost the lease of cluster") {
 		t.Error("the woken launcher did not report its lost leases")
 	}
@@ -293,4 +336,24 @@ func TestFrozenLauncherTreeGivesUpItsShards(t *testing.T) {
 			}
 		}
 	}
+}
+
+func stOf(f *fleet) Status {
+	st, _ := f.coopStatus()
+	return st
+}
+
+// cli runs megane-cli against f's bot and returns its output.
+func (f *fleet) cli(args ...string) string {
+	f.t.Helper()
+	var out bytes.Buffer
+	app := cli.App(&out)
+	app.ErrWriter = &out
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	argv := append([]string{"megane-cli", "--redis", f.redisURL(), "--namespace", f.ks.Namespace()}, args...)
+	if err := app.RunContext(ctx, argv); err != nil {
+		f.t.Fatalf("megane-cli %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
 }

@@ -88,7 +88,12 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(st.Clusters[in.Cluster])
+		for _, c := range st.Clusters {
+			if c.ID == in.Cluster {
+				return json.Marshal(c)
+			}
+		}
+		return nil, fmt.Errorf("%w: cluster %d", ErrNotOwned, in.Cluster)
 	})
 	node.Handle(OpRestartService, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		var in control.RestartServiceRequest
