@@ -28,6 +28,20 @@
 // Clusters default to one per CPU, capped by the shard count, each with a
 // contiguous range of shards.
 //
+// # Several launchers
+//
+// With Config.TotalClusters (MEGANE_TOTAL_CLUSTERS) several launchers, on
+// one host or many, run one bot on the same Redis and namespace. The first
+// writes the plan under a lock and a contradicting one refuses
+// (ErrPlanConflict); each claims free clusters up to Config.Clusters, and
+// every service copy nobody runs, through leases (package leases) renewed
+// every third of Config.LeaseTTL, and takes over the clusters of a launcher
+// that died: the new processes RESUME the saved sessions. A child that
+// cannot confirm its lease stops its shards, dials no gateway socket, and
+// exits with ExitLeaseLost; its session writes carry the lease's fencing
+// token, which a newer owner's fence refuses (sessions.ErrFenced). Each
+// launcher serves the control ops at control.AddrOf(its id).
+//
 // Without DISCORD_TOKEN the launcher runs in demo mode: it starts the
 // in-repo fake Discord (discordtest) with a generated world, and without
 // REDIS_URL an embedded Redis, prints how to look inside with redis-cli, and
