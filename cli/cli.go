@@ -53,7 +53,11 @@ func App(out io.Writer) *ucli.App {
 				Flags: []ucli.Flag{
 					&ucli.IntFlag{Name: "copy", Aliases: []string{"c"}, Value: -1, Usage: "restart only this copy (default: every copy, in turn)"},
 				}, Before: checkRestartService, Action: cmdRestartService},
-			{Name: "rolling-restart", Usage: "restart every cluster in turn", Before: noArgs("rolling-restart"), Action: cmdRolling},
+			{Name: "rolling-restart", Usage: "restart every cluster in turn, then the services, from the launcher's binary (deploys a replaced build); one line per step, then a summary",
+				Flags: []ucli.Flag{
+					&ucli.IntFlag{Name: "parallel", Aliases: []string{"k"}, Value: 1, Usage: "processes restarted at once (1..1024)"},
+					&ucli.BoolFlag{Name: "skip-services", Usage: "restart only the clusters"},
+				}, Before: noArgs("rolling-restart [--parallel k] [--skip-services]"), Action: cmdRolling},
 			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved); with several launchers, all of them or --launcher ID",
 				Before: noArgs("shutdown"), Action: cmdShutdown,
 				Flags: []ucli.Flag{&ucli.StringFlag{Name: "launcher", Usage: "stop only this launcher (several per bot; ids in megane-cli status); its clusters move to the others"}}},

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/leases"
+	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
 )
 
@@ -110,27 +112,117 @@ func cmdRestartService(c *ucli.Context) error {
 }
 
 func cmdRolling(c *ucli.Context) error {
+	req := control.RollingRestartRequest{Parallel: c.Int("parallel"), SkipServices: c.Bool("skip-services")}
+	if req.Parallel < 1 || req.Parallel > 1024 {
+		return usageErr("--parallel %d is outside 1..1024", req.Parallel)
+	}
 	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
 		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
 		if err != nil {
 			return nil, err
 		}
-		if len(ls) == 0 {
-			return control.RollingRestart(ctx, n)
-		}
-		// Several launchers: each rolls its own clusters, one launcher
-		// after the other.
-		var out []control.Status
-		for _, l := range ls {
-			fmt.Fprintf(e.errOut(), "rolling restart on launcher %s (clusters %s)\n", l.ID, ranges(l.Owned))
-			st, err := control.RollingRestart(ctx, n, control.At(l.Addr))
-			if err != nil {
-				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+		targets := [][]control.CallOption{nil}
+		if len(ls) > 0 {
+			// Several launchers: each rolls its own, one after the other.
+			targets = targets[:0]
+			for _, l := range ls {
+				targets = append(targets, []control.CallOption{control.At(l.Addr)})
 			}
-			out = append(out, st)
 		}
-		return out, nil
+		steps := e.followSteps(ctx)
+		defer steps.stop()
+		var reps []control.RollingRestartReply
+		var total control.RollingRestartReply
+		for i, at := range targets {
+			if len(ls) > 0 {
+				fmt.Fprintf(e.errOut(), "rolling restart on launcher %s (clusters %s)\n", ls[i].ID, ranges(ls[i].Owned))
+			}
+			rep, err := control.RollingRestart(ctx, n, req, at...)
+			steps.flush(rep.Steps)
+			if err != nil {
+				fmt.Fprintf(e.errOut(), "rolling restart FAILED: %v\n", err)
+				return nil, err
+			}
+			reps = append(reps, rep)
+			total.Steps = append(total.Steps, rep.Steps...)
+			total.Took += rep.Took
+			total.Resumed += rep.Resumed
+			total.Identified += rep.Identified
+			total.Replayed += rep.Replayed
+		}
+		fmt.Fprintf(e.errOut(), "rolled %d steps in %s: %d shards resumed, %d identified, %d events replayed\n",
+			len(total.Steps), total.Took.Round(time.Millisecond), total.Resumed, total.Identified, total.Replayed)
+		if len(reps) == 1 {
+			return reps[0], nil
+		}
+		return reps, nil
 	})
+}
+
+// stepPrinter prints a rolling restart's steps as the launcher publishes
+// them (lifecycle.RollStep), and the ones a reply carries that it did not
+// see yet.
+type stepPrinter struct {
+	e       *env
+	mu      sync.Mutex
+	printed int
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (e *env) followSteps(ctx context.Context) *stepPrinter {
+	from := "0-0"
+	if msgs, err := e.rdb.XRevRangeN(ctx, e.ks.Events(), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
+		from = msgs[0].ID
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &stepPrinter{e: e, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for ctx.Err() == nil {
+			evs, next, err := lifecycle.Follow(ctx, e.rdb, e.ks, from, 100, time.Second)
+			if err != nil {
+				return
+			}
+			from = next
+			for _, ev := range evs {
+				if ev.Type == lifecycle.RollStep {
+					p.print(ev.Detail)
+				}
+			}
+		}
+	}()
+	return p
+}
+
+func (p *stepPrinter) print(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.printed++
+	fmt.Fprintf(p.e.errOut(), "step %d: %s\n", p.printed, line)
+}
+
+// flush prints the steps of a reply beyond those printed already.
+func (p *stepPrinter) flush(steps []control.RollStep) {
+	p.mu.Lock()
+	n := p.printed
+	p.mu.Unlock()
+	for _, s := range steps[min(n, len(steps)):] {
+		p.print(fmt.Sprintf("%s: %s, resumed %d, identified %d, replayed %d%s", strings.Join(s.Processes, ", "),
+			s.Duration.Round(time.Millisecond), s.Resumed, s.Identified, s.Replayed, stepError(s)))
+	}
+}
+
+func stepError(s control.RollStep) string {
+	if s.Error == "" {
+		return ""
+	}
+	return "; FAILED: " + s.Error
+}
+
+func (p *stepPrinter) stop() {
+	p.cancel()
+	<-p.done
 }
 
 func cmdShutdown(c *ucli.Context) error {

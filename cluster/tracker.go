@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -37,6 +38,9 @@ type shardTrack struct {
 	// listener of n has returned; this covers event types disgo does not
 	// decode, which never reach a typed handler.
 	received int
+	// resumeFrom is the saved sequence a start resumes from, until its
+	// RESUMED (the replay's count is reported then); 0 otherwise.
+	resumeFrom int
 
 	version uint64 // bumped on every session change
 	saved   uint64 // version last written to Redis
@@ -93,6 +97,7 @@ func newTracker(cluster, shardCount int, ids []int, states map[int]sessions.Stat
 		if s, ok := states[id]; ok {
 			// What Redis had is already saved: saved == version.
 			st.sessionID, st.resumeURL, st.handled, st.received = s.SessionID, s.ResumeURL, s.Sequence, s.Sequence
+			st.resumeFrom = s.Sequence
 			st.status = statusResuming
 			st.guilds = max(s.Guilds, -1)
 		}
@@ -232,7 +237,7 @@ func (t *tracker) readyEvent(shard, seq int, sessionID, resumeURL string, guilds
 	for _, g := range guilds {
 		st.unavailable[g] = struct{}{}
 	}
-	t.connectedLocked(shard, st, lifecycle.ShardReady)
+	t.connectedLocked(shard, st, lifecycle.ShardReady, "")
 	t.mu.Unlock()
 	t.poke()
 }
@@ -245,15 +250,22 @@ func (t *tracker) resumedEvent(shard int) {
 		t.mu.Unlock()
 		return
 	}
-	t.connectedLocked(shard, st, lifecycle.ShardResumed)
+	detail := ""
+	if st.resumeFrom > 0 {
+		// The raw path saw RESUMED's own sequence already: what came
+		// between it and the saved sequence was replayed.
+		detail = "replayed " + strconv.Itoa(max(st.received-st.resumeFrom-1, 0))
+		st.resumeFrom = 0
+	}
+	t.connectedLocked(shard, st, lifecycle.ShardResumed, detail)
 	t.mu.Unlock()
 	t.poke()
 }
 
-func (t *tracker) connectedLocked(shard int, st *shardTrack, typ lifecycle.Type) {
+func (t *tracker) connectedLocked(shard int, st *shardTrack, typ lifecycle.Type, detail string) {
 	st.connected = true
 	st.status, st.statusDirty = statusReady, true
-	t.queueLocked(lifecycle.ShardEvent(typ, t.cluster, shard, ""))
+	t.queueLocked(lifecycle.ShardEvent(typ, t.cluster, shard, detail))
 	if !st.everReady {
 		st.everReady = true
 		t.notReady--

@@ -46,12 +46,16 @@ func RestartService(ctx context.Context, n *redisipc.Node, name string, copyN in
 	return out, err
 }
 
-// RollingRestart restarts every cluster in turn and returns the launcher's
-// status once the last one is ready.
-func RollingRestart(ctx context.Context, n *redisipc.Node, opts ...CallOption) (Status, error) {
-	var st Status
-	err := call(ctx, n, OpRollingRestart, nil, &st, opts)
-	return st, err
+// RollingRestart restarts every cluster in turn, then the services, and
+// returns the steps and the launcher's status once the last one is ready.
+// The children start from the launcher's configured binary, so a build
+// replaced on disk is deployed this way. ctx needs a deadline long enough
+// for the whole roll.
+func RollingRestart(ctx context.Context, n *redisipc.Node, req RollingRestartRequest, opts ...CallOption) (RollingRestartReply, error) {
+	var r RollingRestartReply
+	req.V = Version
+	err := call(ctx, n, OpRollingRestart, req, &r, opts)
+	return r, err
 }
 
 // Shutdown asks the launcher to stop gracefully. It returns once the

@@ -37,8 +37,10 @@ const (
 	// Reply: the cluster's ClusterStatus, once it is ready again. Give the
 	// call a deadline long enough for a restart.
 	OpRestartCluster = "restart-cluster"
-	// OpRollingRestart restarts every cluster in turn. No payload. Reply:
-	// Status, once the last cluster is ready.
+	// OpRollingRestart restarts every cluster in turn, then the services,
+	// from the launcher's configured binary. Payload (optional):
+	// RollingRestartRequest. Reply: RollingRestartReply, once the last one is
+	// ready; the launcher publishes a lifecycle event per step meanwhile.
 	OpRollingRestart = "rolling-restart"
 	// OpRestartService restarts the copies of a service one at a time,
 	// reviving copies the launcher gave up on. Payload:
@@ -71,6 +73,48 @@ type RestartServiceRequest struct {
 	Service string `json:"service"`
 	// Copy is the copy to restart; nil restarts every copy in turn.
 	Copy *int `json:"copy,omitempty"`
+}
+
+// RollingRestartRequest is the optional payload of OpRollingRestart.
+type RollingRestartRequest struct {
+	// V is the request's version (Version); zero means 1.
+	V int `json:"v,omitempty"`
+	// Parallel is how many processes restart at once; zero means 1.
+	Parallel int `json:"parallel,omitempty"`
+	// SkipServices leaves the services alone (by default they follow the
+	// clusters).
+	SkipServices bool `json:"skip_services,omitempty"`
+}
+
+// RollStep is one step of a rolling restart: the processes restarted
+// together, and what it cost.
+type RollStep struct {
+	// Processes names them: "cluster 2", "service stats#0".
+	Processes []string `json:"processes"`
+	// Duration is from the stop of the old processes to the new ones
+	// ready.
+	Duration time.Duration `json:"duration_ns"`
+	// Resumed and Identified count the shards that resumed and identified.
+	Resumed    int `json:"resumed"`
+	Identified int `json:"identified"`
+	// Replayed counts the dispatches Discord replayed on the resumes.
+	Replayed int `json:"replayed"`
+	// Error says why the step failed; the roll stops there, and the failed
+	// process was started again from the launcher's own build (RolledBack).
+	Error      string `json:"error,omitempty"`
+	RolledBack bool   `json:"rolled_back,omitempty"`
+}
+
+// RollingRestartReply is the reply of OpRollingRestart: the launcher's
+// Status once the roll ended (as before steps were reported, so older
+// clients still decode it), every step, and the totals.
+type RollingRestartReply struct {
+	Status
+	Steps      []RollStep    `json:"steps"`
+	Took       time.Duration `json:"took_ns"`
+	Resumed    int           `json:"resumed"`
+	Identified int           `json:"identified"`
+	Replayed   int           `json:"replayed"`
 }
 
 // ShutdownReply is the reply of OpShutdown.

@@ -33,9 +33,13 @@ func fakeLauncher(t *testing.T) (caller *redisipc.Node, got chan any) {
 		got <- nil
 		return json.Marshal(st)
 	})
-	l.Handle(control.OpRollingRestart, func(context.Context, *redisipc.Request) ([]byte, error) {
-		got <- nil
-		return json.Marshal(st)
+	l.Handle(control.OpRollingRestart, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
+		var in control.RollingRestartRequest
+		if err := req.Decode(&in); err != nil {
+			return nil, err
+		}
+		got <- in
+		return json.Marshal(control.RollingRestartReply{Status: st, Steps: []control.RollStep{{Processes: []string{"cluster 0"}, Resumed: 4}}})
 	})
 	l.Handle(control.OpRestartCluster, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
 		var in control.RestartClusterRequest
@@ -110,10 +114,16 @@ func TestClientSendsTypedRequests(t *testing.T) {
 		})
 	}
 
-	if _, err := control.RollingRestart(ctx, n); err != nil {
+	rep, err := control.RollingRestart(ctx, n, control.RollingRestartRequest{Parallel: 2})
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-got
+	if in := (<-got).(control.RollingRestartRequest); in.V != control.Version || in.Parallel != 2 {
+		t.Errorf("launcher decoded %+v", in)
+	}
+	if len(rep.Steps) != 1 || rep.Steps[0].Resumed != 4 || rep.Namespace != st.Namespace {
+		t.Errorf("rolling restart reply %+v", rep)
+	}
 	if err := control.Shutdown(ctx, n); err != nil {
 		t.Fatal(err)
 	}

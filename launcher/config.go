@@ -106,6 +106,14 @@ type Config struct {
 	// runs at most (its capacity). Range 1..1024.
 	Clusters int
 
+	// Binary is the program the launcher starts its children from. Env
+	// MEGANE_BINARY. Default: the path this program was started from, which
+	// the launcher execs again at every spawn, so a build replaced at that
+	// path is what restarted children run (a rolling restart deploys it).
+	// A child that fails to start from it during a rolling restart is
+	// started from the launcher's own running image instead.
+	Binary string
+
 	// TotalClusters, when set, makes this launcher one of several that run
 	// the bot together (on one or many hosts, same Redis and namespace):
 	// the bot has TotalClusters clusters, and each launcher claims up to
@@ -380,6 +388,7 @@ func (c *Config) applyEnv(r *envReader) {
 	r.str(envNamespace, &c.Namespace)
 	r.int(envClusters, &c.Clusters)
 	r.int(envTotalClusters, &c.TotalClusters)
+	r.str(envBinary, &c.Binary)
 	r.dur(envLeaseTTL, &c.LeaseTTL)
 	r.int(envShards, &c.Shards)
 	r.int(envGuildsPerShard, &c.GuildsPerShard)
@@ -481,6 +490,13 @@ func (c *Config) validate(earlier ...error) error {
 	for _, f := range c.intFields() {
 		if err := f.check(); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.Binary != "" {
+		if fi, err := os.Stat(c.Binary); err != nil {
+			bad("%s: %w", envBinary, err)
+		} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			bad("%s=%q is not an executable file", envBinary, c.Binary)
 		}
 	}
 	if c.StatusWebhook != "" {

@@ -16,6 +16,7 @@ const (
 	envNamespace     = "MEGANE_NAMESPACE"
 	envClusters      = "MEGANE_CLUSTERS"
 	envTotalClusters = "MEGANE_TOTAL_CLUSTERS"
+	envBinary        = "MEGANE_BINARY"
 	envLeaseTTL      = "MEGANE_LEASE_TTL"
 	// envLeaseToken is the fencing token of the lease a child runs under
 	// (launcher to child only).

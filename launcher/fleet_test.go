@@ -30,7 +30,7 @@ import (
 var testbot = &testproc.Binary{Pkg: "./internal/testbot"}
 
 func TestMain(m *testing.M) {
-	os.Exit(testproc.Run(m, testbot))
+	os.Exit(testproc.Run(m, testbot, testbotV2, testbotCrash))
 }
 
 // fleetOptions shapes one bot run by a fleet.

@@ -22,8 +22,9 @@ const (
 	// RestartClusterRequest. Reply: the cluster's ClusterStatus, once it is
 	// ready again. Give the call a deadline long enough for a restart.
 	OpRestartCluster = control.OpRestartCluster
-	// OpRollingRestart restarts every cluster in turn (RollingRestart).
-	// Reply: Status, once the last cluster is ready.
+	// OpRollingRestart restarts every cluster in turn, then the services
+	// (Roll). Payload (optional): control.RollingRestartRequest. Reply:
+	// RollReport, once the last process is ready.
 	OpRollingRestart = control.OpRollingRestart
 	// OpRestartService restarts the copies of a service one at a time
 	// (RestartService), reviving copies the launcher gave up on. Payload:
@@ -125,15 +126,24 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		return json.Marshal(out)
 	})
 	node.Handle(OpRollingRestart, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
-		l.log.Info("IPC: rolling restart requested", slog.String("from", req.From))
-		if err := l.RollingRestart(ctx); err != nil {
-			return nil, err
+		var in control.RollingRestartRequest
+		if len(req.Payload) > 0 {
+			if err := req.Decode(&in); err != nil {
+				return nil, fmt.Errorf("launcher: %s wants {\"parallel\": <n>, \"skip_services\": <bool>} or nothing: %w", OpRollingRestart, err)
+			}
+			if err := control.CheckVersion(in.V); err != nil {
+				return nil, err
+			}
 		}
-		st, err := l.Status()
+		if in.Parallel < 0 || in.Parallel > maxClusters {
+			return nil, fmt.Errorf("launcher: %s: parallel %d is outside 0..%d", OpRollingRestart, in.Parallel, maxClusters)
+		}
+		l.log.Info("IPC: rolling restart requested", slog.String("from", req.From), slog.Int("parallel", in.Parallel))
+		rep, err := l.Roll(ctx, RollOptions{Parallel: in.Parallel, SkipServices: in.SkipServices})
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(st)
+		return json.Marshal(rep)
 	})
 	node.Handle(OpShutdown, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
 		l.log.Info("IPC: shutdown requested", slog.String("from", req.From))

@@ -62,7 +62,8 @@ type Launcher struct {
 	health         *redisHealth
 	node           *redisipc.Node
 	handles        *Handles
-	coop           *coop // nil when one launcher runs the bot
+	coop           *coop  // nil when one launcher runs the bot
+	images         images // builds kept for rolling back a deploy
 
 	ran        atomic.Bool
 	mu         sync.Mutex
@@ -119,8 +120,10 @@ func newFromEnv(cfg Config, lookup func(string) (string, bool)) (*Launcher, erro
 	}
 	l := &Launcher{cfg: cfg, role: role, log: cfg.Logger, readyCh: make(chan struct{})}
 	if role == RoleLauncher {
-		if l.exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("launcher: find own executable to spawn children: %w", err)
+		if l.exe = cfg.Binary; l.exe == "" {
+			if l.exe, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("launcher: find own executable to spawn children: %w", err)
+			}
 		}
 	}
 	return l, nil
@@ -217,6 +220,7 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 		l.coop.releaseAll()
 	}
 	waitOnStart()
+	l.images.remove()
 	l.setLauncherStatus("stopped")
 	l.log.Info("stopped")
 	return nil

@@ -47,25 +47,3 @@ func (l *Launcher) RestartCluster(ctx context.Context, id int) error {
 	}
 	return p.restart(ctx)
 }
-
-// RollingRestart restarts every cluster in turn with RestartCluster, each
-// once the previous one is ready again, so at most one cluster is down at a
-// time. It stops at the first failure.
-func (l *Launcher) RollingRestart(ctx context.Context) error {
-	if err := l.checkRunning(); err != nil {
-		return err
-	}
-	if !l.rolling.TryLock() {
-		return ErrBusy
-	}
-	defer l.rolling.Unlock()
-	for _, p := range l.clusters {
-		if owned, _, _ := p.own.get(); !owned {
-			continue // another launcher's
-		}
-		if err := p.restart(ctx); err != nil {
-			return fmt.Errorf("launcher: rolling restart stopped at cluster %d: %w", p.id, err)
-		}
-	}
-	return nil
-}

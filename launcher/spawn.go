@@ -13,6 +13,14 @@ import (
 	"time"
 )
 
+// setExe makes p's next spawns start exe; "" goes back to the configured
+// binary.
+func (p *proc) setExe(exe string) {
+	p.mu.Lock()
+	p.exeOver = exe
+	p.mu.Unlock()
+}
+
 // readyLine is what a child writes on its ready pipe once it is ready.
 const readyLine = "ready"
 
@@ -40,7 +48,13 @@ func (l *Launcher) spawn(p *proc) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ready pipe: %w", err)
 	}
-	cmd := exec.Command(l.exe, os.Args[1:]...)
+	exe := l.exe
+	p.mu.Lock()
+	if p.exeOver != "" {
+		exe = p.exeOver
+	}
+	p.mu.Unlock()
+	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), l.childEnv(p)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -50,7 +64,7 @@ func (l *Launcher) spawn(p *proc) (*child, error) {
 	_ = w.Close() // the child holds the only write end now
 	if err != nil {
 		_ = r.Close()
-		return nil, fmt.Errorf("start %s: %w", l.exe, err)
+		return nil, fmt.Errorf("start %s: %w", exe, err)
 	}
 	c := &child{cmd: cmd, pid: cmd.Process.Pid, ready: make(chan struct{}), exited: make(chan struct{})}
 	go c.readReady(r)

@@ -71,6 +71,7 @@ type proc struct {
 
 	own       *ownership // whether this launcher may run it (leases)
 	token     uint64     // the lease token of the current spawn
+	exeOver   string     // spawn from this program instead (a rolled-back deploy); "" for the configured one
 	restartCh chan *restartReq
 	staleCh   chan uint64   // generation whose heartbeat expired
 	done      chan struct{} // closed when run returns

@@ -47,11 +47,17 @@ const (
 	// ClusterUnowned: no launcher holds a cluster's lease and none has the
 	// capacity to take it: its shards are offline.
 	ClusterUnowned Type = "cluster_unowned"
+	// RollStep: one step of a rolling restart is done; the detail names the
+	// processes and what the step cost (duration, resumed, identified,
+	// replayed, or the error).
+	RollStep Type = "roll_step"
 	// AllClustersReady: every cluster of the launcher is ready.
 	AllClustersReady Type = "all_clusters_ready"
 	// ShardReady: a shard received READY (it IDENTIFYed).
 	ShardReady Type = "shard_ready"
-	// ShardResumed: a shard received RESUMED.
+	// ShardResumed: a shard received RESUMED. The first after a process
+	// started from a saved session says "replayed N": the dispatches Discord
+	// replayed before RESUMED.
 	ShardResumed Type = "shard_resumed"
 	// ShardDisconnected: a shard lost its connection or was stopped.
 	ShardDisconnected Type = "shard_disconnected"

@@ -64,6 +64,9 @@ type Binary struct {
 	// Race builds with -race. Off by default, and never right for
 	// programs that run disgo.
 	Race bool
+	// LDFlags are passed to go build as -ldflags (e.g. "-X main.version=2"),
+	// to build a second version of a program.
+	LDFlags string
 
 	once sync.Once
 	dir  string
@@ -83,6 +86,9 @@ func (b *Binary) Build() (string, error) {
 		args := []string{"build", "-buildvcs=false", "-o", b.path}
 		if b.Race {
 			args = append(args, "-race")
+		}
+		if b.LDFlags != "" {
+			args = append(args, "-ldflags", b.LDFlags)
 		}
 		cmd := exec.Command(goTool(), append(args, b.Pkg)...)
 		if flags, ok := os.LookupEnv("GOFLAGS"); ok {

@@ -40,10 +40,18 @@ import (
 
 type worker struct{}
 
+// version is the build's version (-ldflags "-X main.version=…"); every
+// cluster answers the op "testbot:version" with it. crash, set the same
+// way, makes every cluster of the build fail at start.
+var version, crash = "v1", ""
+
 func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
-	if v := os.Getenv("TESTBOT_CRASH_CLUSTER"); v != "" && v == strconv.Itoa(c.ID) {
+	if v := os.Getenv("TESTBOT_CRASH_CLUSTER"); (v != "" && v == strconv.Itoa(c.ID)) || crash != "" {
 		return errors.New("testbot: crashing at start on purpose")
 	}
+	c.IPC.Handle("testbot:version", func(context.Context, *redisipc.Request) ([]byte, error) {
+		return json.Marshal(version)
+	})
 	c.Client.AddEventListeners(bot.NewListenerFunc(func(e *events.MessageCreate) {
 		if e.Message.Author.Bot {
 			return
