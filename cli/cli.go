@@ -60,7 +60,10 @@ func App(out io.Writer) *ucli.App {
 				}, Before: noArgs("rolling-restart [--parallel k] [--skip-services]"), Action: cmdRolling},
 			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved); with several launchers, all of them or --launcher ID",
 				Before: noArgs("shutdown"), Action: cmdShutdown,
-				Flags: []ucli.Flag{&ucli.StringFlag{Name: "launcher", Usage: "stop only this launcher (several per bot; ids in megane-cli status); its clusters move to the others"}}},
+				Flags: []ucli.Flag{
+					&ucli.StringFlag{Name: "launcher", Usage: "stop only this launcher (several per bot; ids in megane-cli status); its clusters move to the others"},
+					&ucli.BoolFlag{Name: "drain", Usage: "with --launcher: hand its clusters over one at a time (each resumed elsewhere) before it stops"},
+				}},
 			{Name: "eval", Usage: "evaluate an expression on clusters/services/the launcher", ArgsUsage: "<expression>",
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "target", Aliases: []string{"t"}, Value: redisipc.TargetClusters, Usage: "clusters, services, all, launcher, cluster:<id> or service:<name>"},

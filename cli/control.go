@@ -226,8 +226,15 @@ func (p *stepPrinter) stop() {
 }
 
 func cmdShutdown(c *ucli.Context) error {
-	only := c.String("launcher")
-	return callLauncher(c, c.Duration("timeout"), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+	only, drain := c.String("launcher"), c.Bool("drain")
+	if drain && only == "" {
+		return usageErr("--drain needs --launcher ID: the launcher whose clusters move to the others")
+	}
+	timeout := c.Duration("timeout")
+	if drain {
+		timeout = max(timeout, 30*time.Minute)
+	}
+	return callLauncher(c, timeout, func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
 		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
 		if err != nil {
 			return nil, err
@@ -243,7 +250,12 @@ func cmdShutdown(c *ucli.Context) error {
 			if only != "" && l.ID != only {
 				continue
 			}
-			if err := control.Shutdown(ctx, n, control.At(l.Addr)); err != nil {
+			if drain {
+				fmt.Fprintf(e.errOut(), "draining launcher %s: its clusters (%s) move to the others one at a time\n", l.ID, ranges(l.Owned))
+				if err := control.Drain(ctx, n, control.At(l.Addr)); err != nil {
+					return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
+				}
+			} else if err := control.Shutdown(ctx, n, control.At(l.Addr)); err != nil {
 				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
 			}
 			fmt.Fprintf(e.errOut(), "launcher %s is stopping (its clusters: %s)\n", l.ID, ranges(l.Owned))

@@ -65,6 +65,14 @@ func Shutdown(ctx context.Context, n *redisipc.Node, opts ...CallOption) error {
 	return call(ctx, n, OpShutdown, nil, &r, opts)
 }
 
+// Drain asks a launcher (several per bot; use At) to hand its clusters to
+// the others one at a time and stop. It returns once every cluster runs
+// elsewhere.
+func Drain(ctx context.Context, n *redisipc.Node, opts ...CallOption) error {
+	var r ShutdownReply
+	return call(ctx, n, OpDrain, nil, &r, opts)
+}
+
 // call sends op to the launcher; a nil in sends no payload, as the ops
 // without a request expect. Errors are redisipc's: ErrNoResponders when no
 // launcher runs, ErrTimeout, or a *RemoteError from the launcher.

@@ -52,6 +52,11 @@ const (
 	// OpShutdown stops the launcher gracefully. No payload. Reply:
 	// ShutdownReply, sent before the stop begins.
 	OpShutdown = "shutdown"
+	// OpDrain hands the launcher's clusters, one at a time, to the other
+	// launchers of the bot (several per bot), then stops it. No payload.
+	// Reply: ShutdownReply, once every cluster runs elsewhere. Give the call
+	// a deadline long enough for every cluster's move.
+	OpDrain = "drain"
 )
 
 // AllCopies, as the copy of RestartService, restarts every copy of a service.

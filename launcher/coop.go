@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
@@ -79,7 +80,7 @@ func (c *coop) record() leases.Launcher {
 			owned = append(owned, p.id)
 		}
 	}
-	return leases.Launcher{ID: c.holder.ID, Host: c.holder.Host, PID: c.holder.PID, Capacity: c.capacity,
+	return leases.Launcher{ID: c.holder.ID, Host: c.holder.Host, PID: c.holder.PID, Capacity: c.getCapacity(),
 		Owned: owned, StartedAt: c.l.startedAt, Addr: c.addr}
 }
 
@@ -132,7 +133,7 @@ func (c *coop) settlePlan(ctx context.Context) error {
 	if err := l.writeShardMap(ctx); err != nil {
 		return err
 	}
-	if err := leases.Register(ctx, l.rdb, l.ks, c.record(), c.ttl); err != nil {
+	if err := leases.Register(ctx, l.rdb, l.ks, c.record(), c.recordTTL()); err != nil {
 		return fmt.Errorf("launcher: %w", err)
 	}
 	return nil
@@ -145,6 +146,10 @@ func launcherNames(ls []leases.Launcher) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// recordTTL is the lifetime of the launcher's record: longer than a lease,
+// so a late renewal never hides a live launcher from megane-cli.
+func (c *coop) recordTTL() time.Duration { return 3 * c.ttl }
 
 // interval is how often leases are renewed and free ones claimed.
 func (c *coop) interval() time.Duration { return c.ttl / 3 }
@@ -169,7 +174,7 @@ func (c *coop) tick(ctx context.Context) {
 	defer cancel()
 	c.renew(rctx)
 	c.claim(rctx)
-	if err := leases.Register(rctx, c.l.rdb, c.l.ks, c.record(), c.ttl); err != nil && ctx.Err() == nil {
+	if err := leases.Register(rctx, c.l.rdb, c.l.ks, c.record(), c.recordTTL()); err != nil && ctx.Err() == nil {
 		c.l.log.Warn("could not renew the launcher's record", slog.Any("error", err))
 	}
 }
@@ -233,7 +238,11 @@ func (c *coop) claim(ctx context.Context) {
 		if ok, _, _ := p.own.get(); ok {
 			continue
 		}
-		if p.kind == kindCluster && owned >= c.capacity {
+		capacity := c.getCapacity()
+		if capacity == 0 {
+			continue // draining: take nothing
+		}
+		if p.kind == kindCluster && owned >= capacity {
 			c.noteUnowned(ctx, p)
 			continue
 		}
@@ -264,7 +273,7 @@ func (c *coop) noteUnowned(ctx context.Context, p *proc) {
 	}
 	if first {
 		c.l.log.Error(p.name()+" has no launcher: every launcher is at capacity; its shards are offline",
-			append(p.logAttrs(), slog.Int("capacity", c.capacity))...)
+			append(p.logAttrs(), slog.Int("capacity", c.getCapacity()))...)
 		c.l.sink.event(lifecycle.ClusterEvent(lifecycle.ClusterUnowned, p.id,
 			"no launcher has capacity for it; start another launcher or raise "+envClusters))
 	}
@@ -284,5 +293,100 @@ func (c *coop) releaseAll() {
 	}
 	if err := leases.Deregister(ctx, c.l.rdb, c.l.ks, c.holder.ID); err != nil {
 		c.l.log.Warn("could not remove the launcher's record", slog.Any("error", err))
+	}
+}
+
+// ErrNotCooperating is returned by Drain with one launcher per bot: there
+// is nobody to hand the clusters to.
+var ErrNotCooperating = errors.New("launcher: one launcher runs this bot (no MEGANE_TOTAL_CLUSTERS); nobody to hand clusters to")
+
+// Drain hands this launcher's clusters to the other launchers of the bot,
+// one at a time, and then stops it: the way to replace a launcher (a new
+// build, a host going down) without stopping the bot. Each cluster is
+// stopped (its sessions saved), its lease released, and the next one waits
+// until another launcher runs the first ready, its shards resumed; service
+// copies are handed over last. It fails, keeping the rest of its clusters,
+// when no other launcher takes one within timeout.
+func (l *Launcher) Drain(ctx context.Context, timeout time.Duration) error {
+	if err := l.checkRunning(); err != nil {
+		return err
+	}
+	if l.coop == nil {
+		return ErrNotCooperating
+	}
+	c := l.coop
+	c.setCapacity(0)
+	for _, p := range l.all() {
+		if owned, _, _ := p.own.get(); !owned {
+			continue
+		}
+		if err := c.handOver(ctx, p, timeout); err != nil {
+			c.setCapacity(l.cfg.Clusters)
+			return err
+		}
+	}
+	l.log.Info("drained: every cluster runs on another launcher; stopping")
+	return l.Shutdown()
+}
+
+func (c *coop) setCapacity(n int) {
+	c.mu.Lock()
+	c.capacity = n
+	c.mu.Unlock()
+}
+
+func (c *coop) getCapacity() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.capacity
+}
+
+// handOver stops p here, releases its lease and waits until another
+// launcher holds it and, for a cluster, runs it ready.
+func (c *coop) handOver(ctx context.Context, p *proc, timeout time.Duration) error {
+	l := c.l
+	_, token, _ := p.own.get()
+	l.log.Info("handing "+p.name()+" over to another launcher", p.logAttrs()...)
+	p.own.set(false, 0) // the supervisor stops the child, which saves its sessions
+	deadline := time.Now().Add(timeout)
+	for p.currentState() != StateNotOwned || p.status().PID != 0 {
+		if err := sleepUntil(ctx, deadline, p.name()+" to stop"); err != nil {
+			return err
+		}
+	}
+	if err := leases.Release(ctx, l.rdb, l.ks, p.leaseName(), c.holder.ID, token); err != nil {
+		return fmt.Errorf("launcher: hand %s over: %w", p.name(), err)
+	}
+	for {
+		ls, err := leases.Read(ctx, l.rdb, l.ks, []string{p.leaseName()})
+		if err == nil && ls[0].Held() && ls[0].Owner != c.holder.ID && (p.kind != kindCluster || c.runsReady(ctx, p.id)) {
+			l.log.Info(p.name()+" runs on launcher "+ls[0].Owner, p.logAttrs()...)
+			return nil
+		}
+		if err := sleepUntil(ctx, deadline, "another launcher to run "+p.name()); err != nil {
+			// Take it back rather than leave it unowned.
+			if t, cerr := leases.Claim(context.WithoutCancel(ctx), l.rdb, l.ks, p.leaseName(), c.holder, c.ttl); cerr == nil {
+				p.own.set(true, t)
+			}
+			return err
+		}
+	}
+}
+
+// runsReady reports whether cluster id's process records itself ready.
+func (c *coop) runsReady(ctx context.Context, id int) bool {
+	st, err := c.l.rdb.HGet(ctx, c.l.ks.Cluster(id), clusterhash.FieldStatus).Result()
+	return err == nil && st == clusterhash.StatusReady
+}
+
+func sleepUntil(ctx context.Context, deadline time.Time, what string) error {
+	if time.Now().After(deadline) {
+		return fmt.Errorf("launcher: drain: timed out waiting for %s", what)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(50 * time.Millisecond):
+		return nil
 	}
 }

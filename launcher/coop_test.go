@@ -17,12 +17,14 @@ import (
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/leases"
+	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
 )
 
 // coopLeaseTTL is the lease TTL of the cooperation tests: short, so a
-// takeover fits a test, and above the limits a loaded machine needs.
-const coopLeaseTTL = 3 * time.Second
+// takeover fits a test, and long enough that renewals every 2 s never
+// miss on a loaded machine.
+const coopLeaseTTL = 6 * time.Second
 
 // peer is a second launcher process on f's bot: the same fake Discord,
 // Redis and namespace. Its cleanup only stops it; f's checks for children
@@ -56,7 +58,7 @@ func (f *fleet) coopStatus() (Status, bool) {
 	if !ok {
 		return Status{}, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	st, err := control.FetchStatus(ctx, f.node, control.At(rec.Addr))
 	return st, err == nil
@@ -316,9 +318,10 @@ func TestFrozenLauncherTreeGivesUpItsShards(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("launcher a did not stop after shutdown --launcher")
 	}
-	if _, ok := b.coopStatus(); !ok {
+	if !b.running() {
 		t.Fatal("launcher b stopped too")
 	}
+	b.waitOwnsReady(4, 10*time.Second)
 	if !a.logContains("lost the lease of cluster") {
 		t.Error("the woken launcher did not report its lost leases")
 	}
@@ -356,4 +359,58 @@ func (f *fleet) cli(args ...string) string {
 		f.t.Fatalf("megane-cli %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
 	return out.String()
+}
+
+// TestDrainHandsClustersOver replaces a launcher the way a deploy of the
+// launcher itself does: `megane-cli shutdown --launcher A --drain` moves
+// A's clusters to the other launcher one at a time, each by RESUME, while
+// messages flow; then A stops.
+func TestDrainHandsClustersOver(t *testing.T) {
+	a, b := coopFleet(t)
+	stA, _ := a.coopStatus()
+	recA, _ := a.launcherRecord()
+	var moved []int
+	for _, c := range stA.Clusters {
+		moved = append(moved, c.Shards...)
+	}
+	identBefore, resBefore := a.shardActivity()
+	from := len(a.events())
+	stop := a.traffic(20 * time.Millisecond)
+	start := time.Now()
+	out, err := a.cliErr("shutdown", "--launcher", recA.ID, "--drain")
+	took := time.Since(start)
+	ids := stop()
+	if err != nil {
+		t.Fatalf("megane-cli shutdown --drain: %v\n%s", err, out)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drained launcher did not stop")
+	}
+	b.waitOwnsReady(4, 10*time.Second)
+	identAfter, resAfter := b.shardActivity()
+	for _, s := range moved {
+		if identAfter[s] != identBefore[s] || resAfter[s] != resBefore[s]+1 {
+			t.Errorf("moved shard %d: %d identifies and %d resumes, want 0 and 1", s,
+				identAfter[s]-identBefore[s], resAfter[s]-resBefore[s])
+		}
+	}
+	// One cluster at a time: each exit follows the previous one's ready.
+	down := -1
+	for _, ev := range b.events()[from:] {
+		switch ev.Type {
+		case lifecycle.ClusterExited:
+			if down >= 0 {
+				t.Errorf("cluster %d went down while cluster %d was moving", ev.Cluster, down)
+			}
+			down = ev.Cluster
+		case lifecycle.ClusterReady:
+			if ev.Cluster == down {
+				down = -1
+			}
+		}
+	}
+	b.waitSeen(ids, 30*time.Second)
+	t.Logf("drain of 2 clusters × 4 shards: %s, %d messages meanwhile, none lost", took.Round(10*time.Millisecond), len(ids))
 }

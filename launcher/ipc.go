@@ -145,6 +145,14 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		}
 		return json.Marshal(rep)
 	})
+	node.Handle(control.OpDrain, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		l.log.Info("IPC: drain requested", slog.String("from", req.From))
+		timeout := l.cfg.ReadyTimeout + 3*l.cfg.LeaseTTL
+		if err := l.Drain(ctx, timeout); err != nil {
+			return nil, err
+		}
+		return json.Marshal(control.ShutdownReply{OK: true})
+	})
 	node.Handle(OpShutdown, func(_ context.Context, req *redisipc.Request) ([]byte, error) {
 		l.log.Info("IPC: shutdown requested", slog.String("from", req.From))
 		// Stop after this handler returned, so the reply goes out first.

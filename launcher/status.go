@@ -34,7 +34,7 @@ func (l *Launcher) Status() (Status, error) {
 	}
 	if l.coop != nil {
 		st.Launcher = &control.LauncherInfo{ID: l.coop.holder.ID, Host: l.coop.holder.Host, PID: l.coop.holder.PID,
-			Addr: l.coop.addr, Capacity: l.coop.capacity, TotalClusters: len(l.clusters)}
+			Addr: l.coop.addr, Capacity: l.coop.getCapacity(), TotalClusters: len(l.clusters)}
 	}
 	l.mu.Unlock()
 	for _, p := range l.clusters {
