@@ -135,12 +135,12 @@ func cmdRolling(c *ucli.Context) error {
 		var total control.RollingRestartReply
 		for i, at := range targets {
 			if len(ls) > 0 {
-				fmt.Fprintf(e.errOut(), "rolling restart on launcher %s (clusters %s)\n", ls[i].ID, ranges(ls[i].Owned))
+				steps.say("rolling restart on launcher %s (clusters %s)\n", ls[i].ID, ranges(ls[i].Owned))
 			}
 			rep, err := control.RollingRestart(ctx, n, req, at...)
 			steps.flush(rep.Steps)
 			if err != nil {
-				fmt.Fprintf(e.errOut(), "rolling restart FAILED: %v\n", err)
+				steps.say("rolling restart FAILED: %v\n", err)
 				return nil, err
 			}
 			reps = append(reps, rep)
@@ -150,7 +150,7 @@ func cmdRolling(c *ucli.Context) error {
 			total.Identified += rep.Identified
 			total.Replayed += rep.Replayed
 		}
-		fmt.Fprintf(e.errOut(), "rolled %d steps in %s: %d shards resumed, %d identified, %d events replayed\n",
+		steps.say("rolled %d steps in %s: %d shards resumed, %d identified, %d events replayed\n",
 			len(total.Steps), total.Took.Round(time.Millisecond), total.Resumed, total.Identified, total.Replayed)
 		if len(reps) == 1 {
 			return reps[0], nil
@@ -193,6 +193,13 @@ func (e *env) followSteps(ctx context.Context) *stepPrinter {
 		}
 	}()
 	return p
+}
+
+// say prints a line of the command's own, never interleaved with a step.
+func (p *stepPrinter) say(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.e.errOut(), format, args...)
 }
 
 func (p *stepPrinter) print(line string) {
