@@ -10,6 +10,7 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/inspect"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
@@ -52,9 +53,15 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	}
 	fmt.Fprintln(e.out)
 	coop := len(ov.Launchers) > 0
-	if ov.Launcher != nil && !coop {
-		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n",
-			orDash(ov.Launcher["pid"]), orDash(ov.Launcher["host"]), orDash(ov.Launcher["status"]), inspect.Age(ov.Launcher, "started_at", now))
+	if l := ov.Launcher; l != nil && !coop {
+		pid, up := "-", "-"
+		if l.PID > 0 {
+			pid = strconv.Itoa(l.PID)
+		}
+		if !l.StartedAt.IsZero() {
+			up = now.Sub(l.StartedAt).Round(time.Second).String()
+		}
+		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n", pid, orDash(l.Host), orDash(l.Status), up)
 	}
 	if coop {
 		fmt.Fprintln(e.out)
@@ -75,8 +82,8 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	fmt.Fprintln(w, header)
 	var unowned []string
 	for _, cl := range ov.Clusters {
-		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields["pid"]),
-			ranges(cl.Shards), orDash(cl.Fields["restarts"]), inspect.Age(cl.Fields, "started_at", now))
+		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields[clusterhash.FieldPID]),
+			ranges(cl.Shards), orDash(cl.Fields[clusterhash.FieldRestarts]), inspect.Age(cl.Fields, clusterhash.FieldStartedAt, now))
 		switch {
 		case cl.Unowned:
 			fmt.Fprint(w, "\tNONE (unowned)")

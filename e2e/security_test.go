@@ -27,6 +27,7 @@ import (
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/redisconn"
 )
 
@@ -112,8 +113,8 @@ func (b *securebot) notReady(url string) []string {
 		return []string{"status: " + err.Error()}
 	}
 	var problems []string
-	if ov.Launcher["status"] != "running" {
-		problems = append(problems, "launcher "+ov.Launcher["status"])
+	if ov.Launcher == nil || ov.Launcher.Status != launcherhash.StatusRunning {
+		problems = append(problems, fmt.Sprintf("launcher %+v", ov.Launcher))
 	}
 	if len(ov.Clusters) != secClusters || len(ov.Shards) != secShards {
 		problems = append(problems, fmt.Sprintf("%d clusters, %d shards", len(ov.Clusters), len(ov.Shards)))

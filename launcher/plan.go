@@ -12,6 +12,7 @@ import (
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // planShards settles shard count, max_concurrency and cluster count from the
@@ -127,7 +128,7 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			clusterhash.Delete(ctx, pipe, l.ks, c)
 		}
 		for s := l.shardCount; s < old; s++ {
-			pipe.Del(ctx, l.ks.ShardStatus(s))
+			shardstatus.Delete(ctx, pipe, l.ks, s)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("launcher: drop records of clusters and shards no longer planned: %w", err)
