@@ -163,17 +163,6 @@ func TestClearErrors(t *testing.T) {
 	}
 }
 
-func TestRanges(t *testing.T) {
-	for _, tt := range []struct {
-		in   []int
-		want string
-	}{{nil, "-"}, {[]int{0}, "0"}, {[]int{0, 1, 2, 5, 7, 8}, "0-2,5,7-8"}} {
-		if got := ranges(tt.in); got != tt.want {
-			t.Errorf("ranges(%v) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestStatsTable(t *testing.T) {
 	m, rdb := testredis.Mini(t)
 	ks := keyspace.MustNew("bot1")

@@ -15,6 +15,7 @@ import (
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/shardmap"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -68,7 +69,7 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 		w := e.table()
 		fmt.Fprintln(w, "LAUNCHER\tHOST\tPID\tCAPACITY\tOWNS\tUP")
 		for _, l := range ov.Launchers {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", l.ID, orDash(l.Host), l.PID, l.Capacity, ranges(l.Owned),
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", l.ID, orDash(l.Host), l.PID, l.Capacity, orDash(shardmap.FormatRanges(l.Owned)),
 				now.Sub(l.StartedAt).Round(time.Second))
 		}
 		_ = w.Flush()
@@ -83,7 +84,7 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	var unowned []string
 	for _, cl := range ov.Clusters {
 		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields[clusterhash.FieldPID]),
-			ranges(cl.Shards), orDash(cl.Fields[clusterhash.FieldRestarts]), inspect.Age(cl.Fields, clusterhash.FieldStartedAt, now))
+			orDash(shardmap.FormatRanges(cl.Shards)), orDash(cl.Fields[clusterhash.FieldRestarts]), inspect.Age(cl.Fields, clusterhash.FieldStartedAt, now))
 		switch {
 		case cl.Unowned:
 			fmt.Fprint(w, "\tNONE (unowned)")
@@ -284,30 +285,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// ranges renders sorted shard ids compactly: 0-3,8.
-func ranges(ids []int) string {
-	if len(ids) == 0 {
-		return "-"
-	}
-	var parts []string
-	start, prev := ids[0], ids[0]
-	flush := func() {
-		if start == prev {
-			parts = append(parts, strconv.Itoa(start))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", start, prev))
-		}
-	}
-	for _, id := range ids[1:] {
-		if id == prev+1 {
-			prev = id
-			continue
-		}
-		flush()
-		start, prev = id, id
-	}
-	flush()
-	return strings.Join(parts, ",")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/shardmap"
 )
 
 type nopWorker struct{}
@@ -115,24 +116,10 @@ func TestSplitShards(t *testing.T) {
 	for _, tt := range tests {
 		var parts []string
 		for _, r := range splitShards(tt.shards, tt.clusters) {
-			parts = append(parts, formatShards(r))
+			parts = append(parts, shardmap.FormatRanges(r))
 		}
 		if got := strings.Join(parts, "|"); got != tt.want {
 			t.Errorf("splitShards(%d, %d) = %s, want %s", tt.shards, tt.clusters, got, tt.want)
-		}
-	}
-}
-
-func TestShardListRoundTrip(t *testing.T) {
-	for _, in := range []string{"0", "0-3", "0-3,8,10-11"} {
-		s, err := parseShards(in)
-		if err != nil || formatShards(s) != in {
-			t.Errorf("%q → %v (%v) → %q", in, s, err, formatShards(s))
-		}
-	}
-	for _, bad := range []string{"", "a", "3-1", "-1", "1,,2"} {
-		if _, err := parseShards(bad); err == nil {
-			t.Errorf("parseShards(%q) accepted", bad)
 		}
 	}
 }
