@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
@@ -19,11 +18,11 @@ import (
 // config and GET /gateway/bot.
 func (l *Launcher) planShards(ctx context.Context) error {
 	cfg := &l.cfg
-	gb, err := fetchGatewayBot(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
+	gb, err := identify.FetchGatewayInfo(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
 	if err != nil {
-		return err
+		return fmt.Errorf("launcher: %w", err)
 	}
-	discordMC := gb.SessionStartLimit.MaxConcurrency
+	discordMC := gb.MaxConcurrency
 	l.maxConcurrency = discordMC
 	if cfg.MaxConcurrency > 0 {
 		if cfg.MaxConcurrency > discordMC {
@@ -59,22 +58,16 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	}
 	l.totalClusters = clusters
 
-	info := identify.GatewayInfo{
-		URL:                    gb.URL,
-		Shards:                 l.shardCount,
-		MaxConcurrency:         l.maxConcurrency,
-		MaxConcurrencyOverride: l.maxConcurrency != discordMC,
-		Total:                  gb.SessionStartLimit.Total,
-		Remaining:              gb.SessionStartLimit.Remaining,
-		ResetAt:                time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
-	}
+	info := gb
+	info.Shards, info.MaxConcurrency = l.shardCount, l.maxConcurrency
+	info.MaxConcurrencyOverride = l.maxConcurrency != discordMC
 	l.gateway = info // saved once the plan is settled (settlePlan)
 	l.log.Info("gateway",
 		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
 		slog.Int("clusters", clusters),
 		slog.Int("max_concurrency", l.maxConcurrency), slog.Int("discord_max_concurrency", discordMC),
-		slog.Int("session_starts_remaining", gb.SessionStartLimit.Remaining),
-		slog.Int("session_starts_total", gb.SessionStartLimit.Total),
+		slog.Int("session_starts_remaining", gb.Remaining),
+		slog.Int("session_starts_total", gb.Total),
 		slog.String("namespace", cfg.Namespace))
 	return nil
 }
