@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 const (
@@ -550,13 +552,7 @@ func TestRedisOutageIsRetried(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.RetryBackoff = time.Millisecond })
 	h.m.Close()
 	h.send(0, "GUILD_CREATE", guildCreate(typicalGuild(g1)))
-	deadline := time.Now().Add(5 * time.Second)
-	for h.p.Stats().Retries == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no retry seen")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "a retry", func() bool { return h.p.Stats().Retries > 0 })
 	if err := h.m.Restart(); err != nil {
 		t.Fatal(err)
 	}

@@ -136,22 +136,17 @@ func (b *securebot) notReady(url string) []string {
 // and shard ready, failing early when the launcher exited.
 func (b *securebot) waitReady(url string, d time.Duration) {
 	b.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	testwait.Problems(b.t, d, "the bot ready", func() []string {
 		problems := b.notReady(url)
-		if len(problems) == 0 {
-			return
+		if len(problems) > 0 {
+			select {
+			case <-b.launcher.Exited():
+				b.t.Fatalf("the launcher exited (%v) before the bot was ready: %v", b.launcher.Err(), problems)
+			default:
+			}
 		}
-		select {
-		case <-b.launcher.Exited():
-			b.t.Fatalf("the launcher exited (%v) before the bot was ready: %v", b.launcher.Err(), problems)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("bot not ready after %s: %v", d, problems)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return problems
+	})
 }
 
 // exercise runs what a bot does beyond starting, as the user of botURL:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
@@ -150,13 +151,7 @@ func TestRunCallStatsShutdown(t *testing.T) {
 	// Every copy publishes its statistics under its own name.
 	for i := range workers {
 		key := ks.Stats(fmt.Sprintf("service:math:%d", i))
-		deadline := time.Now().Add(5 * time.Second)
-		for rdb.HGet(ctx, key, "pid").Val() == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("no statistics in %s", key)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testwait.For(t, 5*time.Second, "statistics in "+key, func() bool { return rdb.HGet(ctx, key, "pid").Val() != "" })
 	}
 
 	cancel()
@@ -243,8 +238,7 @@ func TestLaunchContextLivesUntilStop(t *testing.T) {
 	}
 	// Well past the ready timeout, the loop still ticks.
 	past := time.Now().Add(150 * time.Millisecond)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Problems(t, 5*time.Second, "10 ticks and 150ms of the copy's loop", func() []string {
 		n := w.ticks.Load()
 		select {
 		case <-w.stopped:
@@ -252,13 +246,10 @@ func TestLaunchContextLivesUntilStop(t *testing.T) {
 		default:
 		}
 		if time.Now().After(past) && n >= 10 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d ticks", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return []string{fmt.Sprintf("%d ticks", n)}
+	})
 	cancel()
 	select {
 	case <-w.stopped:
@@ -309,23 +300,19 @@ func TestStatserAndAddShowEverywhere(t *testing.T) {
 	}
 	want := map[string]any{"lookups": int64(12), "hit_ratio": 0.75, "region": "eu", "queue_depth": int64(3),
 		"service": "lookup", "copy": int64(1)}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Problems(t, 5*time.Second, "the published statistics", func() []string {
 		rep, err := stats.Read(ctx, rdb, ks, "service:lookup:1")
-		missing := ""
+		if err != nil {
+			return []string{err.Error()}
+		}
+		var missing []string
 		for k, v := range want {
 			if rep.Fields[k] != v {
-				missing += fmt.Sprintf(" %s=%#v (want %#v)", k, rep.Fields[k], v)
+				missing = append(missing, fmt.Sprintf("%s=%#v (want %#v)", k, rep.Fields[k], v))
 			}
 		}
-		if err == nil && missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("published statistics: %v;%s", err, missing)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return missing
+	})
 
 	cli, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cli:t",
 		BlockTimeout: 100 * time.Millisecond, DirectoryRefresh: 100 * time.Millisecond})
