@@ -523,8 +523,8 @@ func TestConfigErrors(t *testing.T) {
 		"bad field ent": {Redis: rdb, Keys: testKeys, Fields: map[Entity][]string{"bogus": nil}},
 		"tiny values":   {Redis: rdb, Keys: testKeys, MaxValueBytes: 10},
 	} {
-		if _, err := NewProjector(c); !errors.Is(err, ErrConfig) {
-			t.Errorf("%s: %v, want ErrConfig", name, err)
+		if _, err := NewProjector(c); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
 	}
 }

@@ -66,7 +66,7 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 		}
 		p, err := cache.NewProjector(cfg)
 		if err != nil {
-			if errors.Is(err, cache.ErrConfig) {
+			if errors.Is(err, cache.ErrInvalidConfig) {
 				return fmt.Errorf("%w: Cache: %w", ErrInvalidOptions, err)
 			}
 			return fmt.Errorf("cluster: cache projector: %w", err)

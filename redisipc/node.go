@@ -108,7 +108,7 @@ type Node struct {
 // inbox. Close it when done.
 func New(ctx context.Context, opts Options) (*Node, error) {
 	if err := opts.setDefaults(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	host, _ := os.Hostname()
 	n := &Node{

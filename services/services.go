@@ -66,8 +66,8 @@ import (
 // Options.ReadyTimeout.
 var ErrReadyTimeout = errors.New("services: ready timeout")
 
-// ErrBadOptions means Run was given unusable options.
-var ErrBadOptions = errors.New("services: bad options")
+// ErrInvalidOptions is returned (wrapped) by Run for unusable Options.
+var ErrInvalidOptions = errors.New("services: invalid options")
 
 // Worker is what a service implements.
 //
@@ -188,7 +188,7 @@ type Options struct {
 // Shutdown. It returns nil after a clean stop.
 func Run(ctx context.Context, opts Options, w Worker) error {
 	if opts.Name == "" || opts.Redis == nil || opts.Keys.Namespace() == "" || w == nil {
-		return fmt.Errorf("%w: Name, Redis, Keys and a Worker are required", ErrBadOptions)
+		return fmt.Errorf("%w: Name, Redis, Keys and a Worker are required", ErrInvalidOptions)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -183,8 +183,8 @@ func TestReadyTimeout(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
-	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrBadOptions) {
-		t.Fatalf("Run = %v, want ErrBadOptions", err)
+	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrInvalidOptions) {
+		t.Fatalf("Run = %v, want ErrInvalidOptions", err)
 	}
 }
 
