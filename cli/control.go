@@ -337,11 +337,11 @@ var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
 	to := c.Args().First()
 	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
 		start := time.Now()
-		out, err := n.Call(ctx, to, redisipc.OpPing, nil)
+		pong, err := n.Ping(ctx, to)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.out, "%s answered in %s: %s\n", to, time.Since(start).Round(time.Microsecond), out)
+		fmt.Fprintf(e.out, "%s answered in %s: instance %s\n", to, time.Since(start).Round(time.Microsecond), pong.Instance)
 		return nil
 	})
 })

@@ -2,7 +2,6 @@ package services_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -135,14 +134,12 @@ func TestRunCallStatsShutdown(t *testing.T) {
 	}
 	var total int64
 	for _, a := range g.Answers {
-		var st struct {
-			Service     string `json:"service"`
-			HandledHere int64  `json:"handled_here"`
-		}
-		if err := a.Decode(&st); err != nil || st.Service != "math" {
+		var st redisipc.StatsReply
+		if err := a.Decode(&st); err != nil || st.Version != redisipc.StatsVersion || st.Fields["service"] != "math" || st.Cluster != nil {
 			t.Fatalf("stats answer %s: %+v, %v", a.Instance, st, err)
 		}
-		total += st.HandledHere
+		handled, _ := st.Fields["handled_here"].(float64)
+		total += int64(handled)
 	}
 	if total != 33 {
 		t.Fatalf("copies handled %d commands in all, want 33", total)
@@ -322,17 +319,16 @@ func TestStatserAndAddShowEverywhere(t *testing.T) {
 	defer cli.Close(context.Background())
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
-	out, err := cli.Call(cctx, "service:lookup", redisipc.OpStats, nil)
+	answer, err := cli.StatsOf(cctx, "service:lookup")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answer map[string]any
-	if err := json.Unmarshal(out, &answer); err != nil {
-		t.Fatal(err)
+	if answer.Version != redisipc.StatsVersion || answer.Addr != "service:lookup" {
+		t.Errorf("$stats = %+v", answer)
 	}
 	for k, v := range map[string]any{"lookups": 12.0, "hit_ratio": 0.75, "region": "eu", "queue_depth": 3.0, "service": "lookup", "copy": 1.0} {
-		if answer[k] != v {
-			t.Errorf("$stats %s = %#v, want %#v", k, answer[k], v)
+		if answer.Fields[k] != v {
+			t.Errorf("$stats %s = %#v, want %#v", k, answer.Fields[k], v)
 		}
 	}
 	cancel()
