@@ -131,8 +131,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ErrConfig is returned by NewProjector for an unusable Config.
-var ErrConfig = errors.New("cache: bad config")
+// ErrInvalidConfig is returned (wrapped) by NewProjector for an unusable
+// Config, and by NewFetcher for an unusable FetcherConfig.
+var ErrInvalidConfig = errors.New("cache: invalid config")
 
 // plan is the resolved Config.
 type plan struct {
@@ -142,16 +143,16 @@ type plan struct {
 
 func (c *Config) resolve() (plan, error) {
 	if c.Redis == nil {
-		return plan{}, fmt.Errorf("%w: Redis is nil", ErrConfig)
+		return plan{}, fmt.Errorf("%w: Redis is nil", ErrInvalidConfig)
 	}
 	if c.Keys.Namespace() == "" {
-		return plan{}, fmt.Errorf("%w: Keys is the zero Keyspace", ErrConfig)
+		return plan{}, fmt.Errorf("%w: Keys is the zero Keyspace", ErrInvalidConfig)
 	}
 	if c.MaxValueBytes == 0 {
 		c.MaxValueBytes = 64
 	}
 	if c.MaxValueBytes > 0 && c.MaxValueBytes < 24 {
-		return plan{}, fmt.Errorf("%w: MaxValueBytes %d is shorter than a snowflake", ErrConfig, c.MaxValueBytes)
+		return plan{}, fmt.Errorf("%w: MaxValueBytes %d is shorter than a snowflake", ErrInvalidConfig, c.MaxValueBytes)
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 16384
@@ -178,13 +179,13 @@ func (c *Config) resolve() (plan, error) {
 	p := plan{entities: map[Entity]bool{EntityGuild: true}, fields: map[Entity]*fieldSet{}}
 	for _, e := range ents {
 		if !slices.Contains(AllEntities, e) {
-			return plan{}, fmt.Errorf("%w: unknown entity %q", ErrConfig, e)
+			return plan{}, fmt.Errorf("%w: unknown entity %q", ErrInvalidConfig, e)
 		}
 		p.entities[e] = true
 	}
 	for e := range c.Fields {
 		if !slices.Contains(AllEntities, e) {
-			return plan{}, fmt.Errorf("%w: Fields names unknown entity %q", ErrConfig, e)
+			return plan{}, fmt.Errorf("%w: Fields names unknown entity %q", ErrInvalidConfig, e)
 		}
 	}
 	for _, e := range AllEntities {

@@ -53,7 +53,7 @@ type Fetcher struct {
 // NewFetcher returns a Fetcher.
 func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	if cfg.Redis == nil || cfg.Keys.Namespace() == "" {
-		return nil, fmt.Errorf("%w: Fetcher needs Redis and Keys", ErrConfig)
+		return nil, fmt.Errorf("%w: Fetcher needs Redis and Keys", ErrInvalidConfig)
 	}
 	if cfg.SchemaTTL <= 0 {
 		cfg.SchemaTTL = 30 * time.Second

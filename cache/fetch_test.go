@@ -321,14 +321,14 @@ func TestCounts(t *testing.T) {
 		}
 		want := Counts{}
 		if cl[s1] == cluster {
-			want.add(c1)
+			want.Add(c1)
 		}
 		if cl[s2] == cluster {
 			c2, _ := h.r.ShardCounts(h.ctx, s2)
-			want.add(c2)
+			want.Add(c2)
 		}
 		eq(t, fmt.Sprintf("cluster %d", cluster), c, want)
-		sum.add(c)
+		sum.Add(c)
 	}
 	eq(t, "clusters sum to shards", sum.Channels, total.Channels)
 	if _, err := h.r.ClusterCounts(h.ctx, 9); !errors.Is(err, ErrNotFound) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 const (
@@ -521,8 +523,8 @@ func TestConfigErrors(t *testing.T) {
 		"bad field ent": {Redis: rdb, Keys: testKeys, Fields: map[Entity][]string{"bogus": nil}},
 		"tiny values":   {Redis: rdb, Keys: testKeys, MaxValueBytes: 10},
 	} {
-		if _, err := NewProjector(c); !errors.Is(err, ErrConfig) {
-			t.Errorf("%s: %v, want ErrConfig", name, err)
+		if _, err := NewProjector(c); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
 	}
 }
@@ -550,13 +552,7 @@ func TestRedisOutageIsRetried(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.RetryBackoff = time.Millisecond })
 	h.m.Close()
 	h.send(0, "GUILD_CREATE", guildCreate(typicalGuild(g1)))
-	deadline := time.Now().Add(5 * time.Second)
-	for h.p.Stats().Retries == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no retry seen")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "a retry", func() bool { return h.p.Stats().Retries > 0 })
 	if err := h.m.Restart(); err != nil {
 		t.Fatal(err)
 	}

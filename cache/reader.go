@@ -280,7 +280,9 @@ type Counts struct {
 	Users int64
 }
 
-func (c *Counts) add(o Counts) {
+// Add adds o to c, field by field: the counts of two shards, or of two
+// clusters, make their sum.
+func (c *Counts) Add(o Counts) {
 	c.Guilds += o.Guilds
 	c.Unavailable += o.Unavailable
 	c.Channels += o.Channels
@@ -294,7 +296,7 @@ func (r *Reader) shardCounts(ctx context.Context, shards []int) (Counts, error) 
 	by, err := r.CountsByShard(ctx, shards)
 	var c Counts
 	for _, n := range by {
-		c.add(n)
+		c.Add(n)
 	}
 	return c, err
 }

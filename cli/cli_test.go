@@ -13,6 +13,7 @@ import (
 
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
@@ -160,17 +161,6 @@ func TestClearErrors(t *testing.T) {
 	}
 	if _, err := run(t, "127.0.0.1:1", "status"); err == nil {
 		t.Error("status against a dead Redis succeeded")
-	}
-}
-
-func TestRanges(t *testing.T) {
-	for _, tt := range []struct {
-		in   []int
-		want string
-	}{{nil, "-"}, {[]int{0}, "0"}, {[]int{0, 1, 2, 5, 7, 8}, "0-2,5,7-8"}} {
-		if got := ranges(tt.in); got != tt.want {
-			t.Errorf("ranges(%v) = %q, want %q", tt.in, got, tt.want)
-		}
 	}
 }
 
@@ -342,8 +332,7 @@ func TestStatsJSONShowsServiceFiguresTyped(t *testing.T) {
 		}
 	}()
 	want := map[string]any{"lookups": 12.0, "hit_ratio": 0.75, "region": "eu", "queue_depth": 3.0, "service": "lookup", "copy": 0.0}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Problems(t, 5*time.Second, "megane-cli --json stats with every field", func() []string {
 		out, err := run(t, m.Addr(), "--json", "stats")
 		if err != nil {
 			t.Fatal(err)
@@ -355,30 +344,23 @@ func TestStatsJSONShowsServiceFiguresTyped(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &reports); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		bad := ""
-		if len(reports) == 1 && reports[0].Name == "service:lookup:0" {
-			f := reports[0].Fields
-			for k, v := range want {
-				if f[k] != v {
-					bad += fmt.Sprintf(" %s=%#v (want %#v)", k, f[k], v)
-				}
+		if len(reports) != 1 || reports[0].Name != "service:lookup:0" {
+			return []string{"reports: " + out}
+		}
+		var bad []string
+		f := reports[0].Fields
+		for k, v := range want {
+			if f[k] != v {
+				bad = append(bad, fmt.Sprintf("%s=%#v (want %#v)", k, f[k], v))
 			}
-			for _, k := range []string{"pid", "rss_bytes", "heap_bytes", "goroutines", "cpu_percent"} {
-				if _, ok := f[k].(float64); !ok {
-					bad += fmt.Sprintf(" %s=%#v (want a number)", k, f[k])
-				}
+		}
+		for _, k := range []string{"pid", "rss_bytes", "heap_bytes", "goroutines", "cpu_percent"} {
+			if _, ok := f[k].(float64); !ok {
+				bad = append(bad, fmt.Sprintf("%s=%#v (want a number)", k, f[k]))
 			}
-		} else {
-			bad = " reports: " + out
 		}
-		if bad == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("megane-cli --json stats:%s", bad)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return bad
+	})
 	out, err := run(t, m.Addr(), "stats")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // callLauncher runs fn, a call of the control protocol, with the command's
@@ -135,7 +136,7 @@ func cmdRolling(c *ucli.Context) error {
 		var total control.RollingRestartReply
 		for i, at := range targets {
 			if len(ls) > 0 {
-				steps.say("rolling restart on launcher %s (clusters %s)\n", ls[i].ID, ranges(ls[i].Owned))
+				steps.say("rolling restart on launcher %s (clusters %s)\n", ls[i].ID, orDash(shardmap.FormatRanges(ls[i].Owned)))
 			}
 			rep, err := control.RollingRestart(ctx, n, req, at...)
 			steps.flush(rep.Steps)
@@ -258,14 +259,14 @@ func cmdShutdown(c *ucli.Context) error {
 				continue
 			}
 			if drain {
-				fmt.Fprintf(e.errOut(), "draining launcher %s: its clusters (%s) move to the others one at a time\n", l.ID, ranges(l.Owned))
+				fmt.Fprintf(e.errOut(), "draining launcher %s: its clusters (%s) move to the others one at a time\n", l.ID, orDash(shardmap.FormatRanges(l.Owned)))
 				if err := control.Drain(ctx, n, control.At(l.Addr)); err != nil {
 					return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
 				}
 			} else if err := control.Shutdown(ctx, n, control.At(l.Addr)); err != nil {
 				return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
 			}
-			fmt.Fprintf(e.errOut(), "launcher %s is stopping (its clusters: %s)\n", l.ID, ranges(l.Owned))
+			fmt.Fprintf(e.errOut(), "launcher %s is stopping (its clusters: %s)\n", l.ID, orDash(shardmap.FormatRanges(l.Owned)))
 			stopped++
 		}
 		if stopped == 0 {
@@ -343,11 +344,11 @@ var cmdPing = withEnv(func(c *ucli.Context, e *env) error {
 	to := c.Args().First()
 	return e.withNode(c.Context, e.timeout, func(ctx context.Context, n *redisipc.Node) error {
 		start := time.Now()
-		out, err := n.Call(ctx, to, redisipc.OpPing, nil)
+		pong, err := n.Ping(ctx, to)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.out, "%s answered in %s: %s\n", to, time.Since(start).Round(time.Microsecond), out)
+		fmt.Fprintf(e.out, "%s answered in %s: instance %s\n", to, time.Since(start).Round(time.Microsecond), pong.Instance)
 		return nil
 	})
 })

@@ -10,10 +10,12 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/inspect"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
+	"github.com/megane-go/megane/shardmap"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -52,16 +54,22 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	}
 	fmt.Fprintln(e.out)
 	coop := len(ov.Launchers) > 0
-	if ov.Launcher != nil && !coop {
-		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n",
-			orDash(ov.Launcher["pid"]), orDash(ov.Launcher["host"]), orDash(ov.Launcher["status"]), inspect.Age(ov.Launcher, "started_at", now))
+	if l := ov.Launcher; l != nil && !coop {
+		pid, up := "-", "-"
+		if l.PID > 0 {
+			pid = strconv.Itoa(l.PID)
+		}
+		if !l.StartedAt.IsZero() {
+			up = now.Sub(l.StartedAt).Round(time.Second).String()
+		}
+		fmt.Fprintf(e.out, "launcher pid %s on %s, status %s, up %s\n", pid, orDash(l.Host), orDash(l.Status), up)
 	}
 	if coop {
 		fmt.Fprintln(e.out)
 		w := e.table()
 		fmt.Fprintln(w, "LAUNCHER\tHOST\tPID\tCAPACITY\tOWNS\tUP")
 		for _, l := range ov.Launchers {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", l.ID, orDash(l.Host), l.PID, l.Capacity, ranges(l.Owned),
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", l.ID, orDash(l.Host), l.PID, l.Capacity, orDash(shardmap.FormatRanges(l.Owned)),
 				now.Sub(l.StartedAt).Round(time.Second))
 		}
 		_ = w.Flush()
@@ -75,8 +83,8 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 	fmt.Fprintln(w, header)
 	var unowned []string
 	for _, cl := range ov.Clusters {
-		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields["pid"]),
-			ranges(cl.Shards), orDash(cl.Fields["restarts"]), inspect.Age(cl.Fields, "started_at", now))
+		fmt.Fprintf(w, "%d\t%s\t%v\t%s\t%s\t%s\t%s", cl.ID, orDash(cl.Status), cl.Alive, orDash(cl.Fields[clusterhash.FieldPID]),
+			orDash(shardmap.FormatRanges(cl.Shards)), orDash(cl.Fields[clusterhash.FieldRestarts]), inspect.Age(cl.Fields, clusterhash.FieldStartedAt, now))
 		switch {
 		case cl.Unowned:
 			fmt.Fprint(w, "\tNONE (unowned)")
@@ -277,30 +285,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// ranges renders sorted shard ids compactly: 0-3,8.
-func ranges(ids []int) string {
-	if len(ids) == 0 {
-		return "-"
-	}
-	var parts []string
-	start, prev := ids[0], ids[0]
-	flush := func() {
-		if start == prev {
-			parts = append(parts, strconv.Itoa(start))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", start, prev))
-		}
-	}
-	for _, id := range ids[1:] {
-		if id == prev+1 {
-			prev = id
-			continue
-		}
-		flush()
-		start, prev = id, id
-	}
-	flush()
-	return strings.Join(parts, ",")
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +65,7 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 		}
 		p, err := cache.NewProjector(cfg)
 		if err != nil {
-			if errors.Is(err, cache.ErrConfig) {
+			if errors.Is(err, cache.ErrInvalidConfig) {
 				return fmt.Errorf("%w: Cache: %w", ErrInvalidOptions, err)
 			}
 			return fmt.Errorf("cluster: cache projector: %w", err)
@@ -132,10 +131,9 @@ func (r *runner) attach(ctx context.Context, c *Cluster) error {
 	r.addStats(sh.rep)
 	// The "$stats" answer carries the reporter's fields too (Stats.Add),
 	// so both ways of asking a cluster show the same figures.
-	node.SetStats(func(ctx context.Context) map[string]any {
-		out := sh.rep.Custom(ctx)
-		maps.Copy(out, r.nodeStats(ctx))
-		return out
+	node.SetStats(func(ctx context.Context, out *redisipc.StatsReply) {
+		out.Fields = sh.rep.Custom(ctx)
+		out.Cluster = r.nodeStats()
 	})
 
 	c.IPC, c.Store, c.Cache, c.Fetch, c.Owners, c.Stats = node, sh.store, sh.reader, f, sh.owners, sh.rep

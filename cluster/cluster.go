@@ -150,8 +150,8 @@ type Cluster struct {
 	// (IPC.Handle, IPC.HandleCommand, IPC.EvalEnv().Set) are in place
 	// before it serves: Run starts serving when Launch returns. The node
 	// answers cache.FetchOp from Owners, and "$stats" with the cluster's
-	// figures, those added with Stats.Add included (a call to
-	// IPC.SetStats replaces them). It is closed after
+	// figures (redisipc.StatsReply: Cluster, and Fields with those added
+	// with Stats.Add; a call to IPC.SetStats replaces both). It is closed after
 	// the shards' sessions are saved and Shutdown returned.
 	IPC *redisipc.Node
 	// Store is the central store.

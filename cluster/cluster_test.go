@@ -17,6 +17,7 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
@@ -101,8 +102,8 @@ func sendBatch(t *testing.T, srv *discordtest.Server, prefix string, n int) []st
 	return out
 }
 
-func allReplied(contents []string) func(*discordtest.Server) bool {
-	return func(srv *discordtest.Server) bool {
+func allReplied(srv *discordtest.Server, contents []string) func() bool {
+	return func() bool {
 		got := replies(srv)
 		for _, c := range contents {
 			if got[c] == 0 {
@@ -191,7 +192,7 @@ func TestGracefulRestartResumes(t *testing.T) {
 	p1 := startProc(t, "first", cfg)
 	p1.waitReady(20 * time.Second)
 	before := sendBatch(t, srv, "before", 6)
-	waitSrv(t, srv, "replies before the restart", 10*time.Second, allReplied(before))
+	testwait.For(t, 10*time.Second, "replies before the restart", allReplied(srv, before))
 
 	if err := p1.stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("graceful stop: %v (errors %v)", err, p1.errors())
@@ -222,7 +223,7 @@ func TestGracefulRestartResumes(t *testing.T) {
 
 	p2 := startProc(t, "second", cfg)
 	p2.waitReady(20 * time.Second)
-	waitSrv(t, srv, "replies to what was sent while down", 10*time.Second, allReplied(during))
+	testwait.For(t, 10*time.Second, "replies to what was sent while down", allReplied(srv, during))
 
 	if got := len(srv.Identifies()); got != identifies {
 		t.Fatalf("restart identified %d times; want resumes only", got-identifies)
@@ -264,29 +265,21 @@ func TestGracefulRestartResumes(t *testing.T) {
 	}
 	// Lifecycle events go out with the cluster's next batched write: wait
 	// for them rather than reading once.
-	resumed := map[int]bool{}
-	evDeadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.For(t, 10*time.Second, "ShardResumed events for shards 0 and 1", func() bool {
 		evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
+		resumed := map[int]bool{}
 		for _, ev := range evs {
 			if ev.Type == lifecycle.ShardResumed {
 				resumed[ev.Shard] = true
 			}
 		}
-		if resumed[0] && resumed[1] {
-			break
-		}
-		if time.Now().After(evDeadline) {
-			t.Errorf("ShardResumed events for shards %v, want 0 and 1", resumed)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return resumed[0] && resumed[1]
+	})
 	// The resumed process never saw READY's guild list; the count stays.
-	waitSrv(t, srv, "shard statuses ready after resuming", 5*time.Second, func(*discordtest.Server) bool {
+	testwait.For(t, 5*time.Second, "shard statuses ready after resuming", func() bool {
 		for shard := range 2 {
 			st := rdb.HGetAll(ctx, ks.ShardStatus(shard)).Val()
 			if st["status"] != "ready" || st["guilds"] != "2" {
@@ -317,9 +310,9 @@ func TestCrashRestartResumes(t *testing.T) {
 	p1 := startProc(t, "first", cfg)
 	p1.waitReady(20 * time.Second)
 	saved := sendBatch(t, srv, "saved", 6)
-	waitSrv(t, srv, "replies to the first batch", 10*time.Second, allReplied(saved))
+	testwait.For(t, 10*time.Second, "replies to the first batch", allReplied(srv, saved))
 	// Wait until the cluster has stored every handled sequence.
-	waitSrv(t, srv, "sequences saved", 10*time.Second, func(srv *discordtest.Server) bool {
+	testwait.For(t, 10*time.Second, "sequences saved", func() bool {
 		states, err := sessions.Load(ctx, rdb, ks, []int{0, 1})
 		if err != nil {
 			return false
@@ -334,7 +327,7 @@ func TestCrashRestartResumes(t *testing.T) {
 	})
 
 	unsaved := sendBatch(t, srv, "unsaved", 6)
-	waitSrv(t, srv, "replies to the second batch", 10*time.Second, allReplied(unsaved))
+	testwait.For(t, 10*time.Second, "replies to the second batch", allReplied(srv, unsaved))
 	_ = p1.stop(syscall.SIGKILL, 10*time.Second)
 
 	identifies := len(srv.Identifies())
@@ -343,7 +336,7 @@ func TestCrashRestartResumes(t *testing.T) {
 
 	p2 := startProc(t, "second", cfg)
 	p2.waitReady(20 * time.Second)
-	waitSrv(t, srv, "replies to what was sent while down", 10*time.Second, allReplied(down))
+	testwait.For(t, 10*time.Second, "replies to what was sent while down", allReplied(srv, down))
 
 	if got := len(srv.Identifies()); got != identifies {
 		t.Fatalf("restart after a crash identified %d times; want resumes only", got-identifies)
@@ -400,13 +393,13 @@ func TestShardReconnectsInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	during := sendBatch(t, srv, "dropped", 6)
-	waitSrv(t, srv, "replies after the drop", 15*time.Second, allReplied(during))
+	testwait.For(t, 15*time.Second, "replies after the drop", allReplied(srv, during))
 
 	old, _ := srv.ShardStatus(1)
 	if err := srv.InvalidateSession(1, false); err != nil {
 		t.Fatal(err)
 	}
-	waitSrv(t, srv, "shard 1 re-identified and its new session saved", 15*time.Second, func(srv *discordtest.Server) bool {
+	testwait.For(t, 15*time.Second, "shard 1 re-identified and its new session saved", func() bool {
 		st, _ := srv.ShardStatus(1)
 		if st.SessionID == old.SessionID || !st.Ready {
 			return false
@@ -428,7 +421,7 @@ func TestShardReconnectsInProcess(t *testing.T) {
 		typ   lifecycle.Type
 		shard int
 	}
-	waitSrv(t, srv, "lifecycle events of both faults", 10*time.Second, func(*discordtest.Server) bool {
+	testwait.For(t, 10*time.Second, "lifecycle events of both faults", func() bool {
 		evs, _, err := lifecycle.Read(ctx, rdb, ks, "", 1000)
 		if err != nil {
 			return false
@@ -467,7 +460,7 @@ func TestStopWhileIdentifying(t *testing.T) {
 
 	p1 := startProc(t, "first", cfg)
 	var first int
-	waitSrv(t, srv, "the first shard ready and saved", 20*time.Second, func(srv *discordtest.Server) bool {
+	testwait.For(t, 20*time.Second, "the first shard ready and saved", func() bool {
 		ids := srv.Identifies()
 		if len(ids) == 0 {
 			return false
@@ -535,21 +528,16 @@ func TestSessionOfOtherShardCountIsNotResumed(t *testing.T) {
 		t.Fatalf("%d identifies, want 2", n)
 	}
 	// READY's session is saved by the cluster's writer: wait for it.
-	var saved map[int]sessions.State
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
-		if saved, err = sessions.Load(ctx, rdb, ks, []int{0}); err != nil {
+	testwait.Problems(t, 10*time.Second, "shard 0's session of READY saved", func() []string {
+		saved, err := sessions.Load(ctx, rdb, ks, []int{0})
+		if err != nil {
 			t.Fatal(err)
 		}
 		if s := saved[0]; s.SessionID != stale.SessionID && s.ShardCount == 2 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shard 0 session after READY: %+v", saved[0])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return []string{fmt.Sprintf("shard 0 session: %+v", saved[0])}
+	})
 	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -56,12 +56,7 @@ func (r *runner) exposeEval(env *redisipc.EvalEnv) {
 			defer cancel()
 			var sum cache.Counts
 			for _, c := range r.evalCounts(ctx).byShard {
-				sum.Guilds += c.Guilds
-				sum.Unavailable += c.Unavailable
-				sum.Channels += c.Channels
-				sum.Roles += c.Roles
-				sum.Members += c.Members
-				sum.Users += c.Users
+				sum.Add(c)
 			}
 			return pick(sum)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/shardmap"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // budgetRefusedLogEvery bounds how often a refused re-sync is logged.
@@ -77,7 +78,7 @@ func (h *healer) round(ctx context.Context) {
 	for _, id := range r.ids {
 		mapped[id] = shardmap.Has(ctx, pipe, r.ks, id)
 		if snap[id].statusSaved {
-			status[id] = pipe.HExists(ctx, r.ks.ShardStatus(id), "status")
+			status[id] = shardstatus.HasState(ctx, pipe, r.ks, id)
 		}
 		if snap[id].saved {
 			session[id] = pipe.Exists(ctx, r.ks.ShardSession(id))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // heartbeat refreshes keyspace.ClusterHeartbeat with a TTL of three
@@ -25,15 +27,15 @@ func (r *runner) heartbeat(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				r.log.Debug("cluster: reading guild counts", slog.Any("error", err))
 			}
-			now := time.Now().UnixMilli()
+			now := time.Now()
 			pipe := r.rdb.Pipeline()
-			pipe.Set(ctx, r.ks.ClusterHeartbeat(r.o.ID), now, 3*interval)
+			pipe.Set(ctx, r.ks.ClusterHeartbeat(r.o.ID), now.UnixMilli(), 3*interval)
 			for id, ms := range r.track.latencies() {
-				fields := []any{"latency_ms", ms, "updated_at", now}
-				if n, ok := guilds[id]; ok && n >= 0 {
-					fields = append(fields, "guilds", n)
+				n, ok := guilds[id]
+				if !ok {
+					n = -1
 				}
-				pipe.HSet(ctx, r.ks.ShardStatus(id), fields...)
+				shardstatus.SetHealth(ctx, pipe, r.ks, id, ms, n, now)
 			}
 			if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("cluster: heartbeat failed", slog.Any("error", err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -39,17 +40,16 @@ func (r *runner) addStats(rep *stats.Reporter) {
 	}
 }
 
-// nodeStats is merged into the node's "$stats" answer.
-func (r *runner) nodeStats(ctx context.Context) map[string]any {
-	out := map[string]any{
-		"cluster": r.o.ID, "shards": append([]int(nil), r.ids...), "shard_count": r.track.shardCount,
-		"owner_fetches": r.sh.ownerFetches.Load(), "owner_fetch_errors": r.sh.ownerErrors.Load(),
-		"owner_rest": r.sh.ownerREST.Load(), "owner_rest_cached": r.sh.ownerCached.Load(),
+// nodeStats is the cluster's part of the node's "$stats" answer.
+func (r *runner) nodeStats() *redisipc.ClusterStats {
+	out := &redisipc.ClusterStats{
+		ID: r.o.ID, Shards: append([]int(nil), r.ids...), ShardCount: r.track.shardCount,
+		OwnerFetches: r.sh.ownerFetches.Load(), OwnerFetchErrors: r.sh.ownerErrors.Load(),
+		OwnerREST: r.sh.ownerREST.Load(), OwnerRESTCached: r.sh.ownerCached.Load(),
 	}
 	if p := r.sh.proj; p != nil {
 		st := p.Stats()
-		out["cache_events"], out["cache_written"], out["cache_drops"], out["cache_queued"] =
-			st.Events, st.Written, st.Drops, st.Queued
+		out.Cache = &redisipc.ProjectionStats{Events: st.Events, Written: st.Written, Drops: st.Drops, Queued: st.Queued}
 	}
 	return out
 }

@@ -137,15 +137,6 @@ func newFake(t *testing.T, o discordtest.Options) *discordtest.Server {
 	return srv
 }
 
-func waitSrv(t *testing.T, srv *discordtest.Server, what string, d time.Duration, cond func(*discordtest.Server) bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	if err := srv.WaitFor(ctx, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
-
 // replies counts the "seen <content>" messages the clusters posted, by content.
 func replies(srv *discordtest.Server) map[string]int {
 	out := map[string]int{}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // projectionFlushTimeout bounds the wait for the cache projection before a
@@ -67,7 +68,7 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 		}
 		return nil
 	}
-	now := time.Now().UnixMilli()
+	now := time.Now()
 	pipe := r.rdb.Pipeline()
 	for id, s := range b.sessions {
 		s.Fence = r.o.Fence
@@ -75,7 +76,7 @@ func (r *runner) flush(ctx context.Context, final bool) error {
 	}
 	for id, st := range b.statuses {
 		// guilds is the heartbeat's to write, from guildCounts.
-		pipe.HSet(ctx, r.ks.ShardStatus(id), "status", st.status, "cluster", r.o.ID, "updated_at", now)
+		shardstatus.SetState(ctx, pipe, r.ks, id, r.o.ID, st.status, now)
 	}
 	for _, ev := range b.events {
 		lifecycle.PublishPipe(ctx, pipe, r.ks, ev)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -67,14 +68,9 @@ func (r *runner) resolveGateway(ctx context.Context) (url string, count, maxConc
 	}
 	fill(info)
 	if url == "" || count <= 0 || maxConc <= 0 {
-		gb, err := r.client.Rest.GetGatewayBot(rest.WithCtx(ctx))
+		fetched, err := identify.FetchGatewayInfo(ctx, http.DefaultClient, r.o.RESTURL, r.o.Token)
 		if err != nil {
-			return "", 0, 0, fmt.Errorf("cluster: GET /gateway/bot: %w", err)
-		}
-		fetched := identify.GatewayInfo{
-			URL: gb.URL, Shards: gb.Shards, MaxConcurrency: gb.SessionStartLimit.MaxConcurrency,
-			Total: gb.SessionStartLimit.Total, Remaining: gb.SessionStartLimit.Remaining,
-			ResetAt: time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
+			return "", 0, 0, fmt.Errorf("cluster: %w", err)
 		}
 		fill(fetched)
 		if !saved {

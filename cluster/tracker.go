@@ -10,15 +10,16 @@ import (
 
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // Shard statuses written to keyspace.ShardStatus.
 const (
-	statusConnecting   = "connecting"
-	statusReady        = "ready"
-	statusResuming     = "resuming"
-	statusDisconnected = "disconnected"
-	statusStopped      = "stopped"
+	statusConnecting   = shardstatus.Connecting
+	statusReady        = shardstatus.Ready
+	statusResuming     = shardstatus.Resuming
+	statusDisconnected = shardstatus.Disconnected
+	statusStopped      = shardstatus.Stopped
 )
 
 // maxQueuedEvents bounds the lifecycle events waiting for Redis, so an

@@ -2,7 +2,6 @@ package discordtest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -296,15 +295,6 @@ func newTestServer(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	return srv
-}
-
-func waitFor(t testing.TB, srv *Server, what string, timeout time.Duration, cond func(*Server) bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.WaitFor(ctx, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/snowflake/v2"
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 // These tests run the real disgo v0.19.6 client (the probe bot) in child processes.
@@ -103,8 +104,8 @@ func TestDisgoDropResumeNoLossNoDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	send("during", 5)
-	waitFor(t, srv, "a successful RESUME", 15*time.Second, func(s *Server) bool {
-		for _, r := range s.Resumes() {
+	testwait.For(t, 15*time.Second, "a successful RESUME", func() bool {
+		for _, r := range srv.Resumes() {
 			if r.OK && r.Shard == 0 {
 				return true
 			}
@@ -150,7 +151,7 @@ func TestDisgoIdentifyViolationAcrossProcesses(t *testing.T) {
 	srv := newTestServer(t, Options{Shards: 2, MaxConcurrency: 1, IdentifyWindow: 2 * time.Second, World: WorldOptions{Guilds: 4}})
 	a := startProbe(t, srv, "a", probeConfig{shards: "0", count: 2})
 	b := startProbe(t, srv, "b", probeConfig{shards: "1", count: 2})
-	waitFor(t, srv, "a violation", 15*time.Second, func(s *Server) bool { return len(s.Violations()) > 0 })
+	testwait.For(t, 15*time.Second, "a violation", func() bool { return len(srv.Violations()) > 0 })
 	v := srv.Violations()[0]
 	if v.Bucket != 0 || v.SincePrevious >= 2*time.Second || v.Action != ViolationRecord {
 		t.Fatalf("violation %+v", v)
@@ -217,13 +218,13 @@ func TestDisgoFaultInjection(t *testing.T) {
 	if err := srv.Reconnect(0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "resume after RECONNECT", 10*time.Second, func(*Server) bool { return okResumes(0) == 1 })
+	testwait.For(t, 10*time.Second, "resume after RECONNECT", func() bool { return okResumes(0) == 1 })
 
 	// op 9 d=false: disgo identifies again.
 	if err := srv.InvalidateSession(1, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "identify after INVALID_SESSION", 10*time.Second, func(*Server) bool { return identifies(1) == 2 })
+	testwait.For(t, 10*time.Second, "identify after INVALID_SESSION", func() bool { return identifies(1) == 2 })
 	waitProbes(t, "second READY on shard 1", 10*time.Second, probes, func() bool {
 		return p.count(func(ev probeEvent) bool { return ev.Ev == "ready" && ev.Shard == 1 }) == 2
 	})
@@ -232,18 +233,18 @@ func TestDisgoFaultInjection(t *testing.T) {
 	if err := srv.InvalidateSession(0, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "resume after resumable INVALID_SESSION", 10*time.Second, func(*Server) bool { return okResumes(0) == 2 })
+	testwait.For(t, 10*time.Second, "resume after resumable INVALID_SESSION", func() bool { return okResumes(0) == 2 })
 
 	// Close 4009 invalidates the session: disgo's RESUME is refused and it identifies.
-	waitFor(t, srv, "shard 0 attached", 5*time.Second, func(s *Server) bool { st, _ := s.ShardStatus(0); return st.Ready })
+	testwait.For(t, 5*time.Second, "shard 0 attached", func() bool { st, _ := srv.ShardStatus(0); return st.Ready })
 	if err := srv.CloseShard(0, 4009); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "identify after 4009", 15*time.Second, func(*Server) bool { return identifies(0) == 2 })
+	testwait.For(t, 15*time.Second, "identify after 4009", func() bool { return identifies(0) == 2 })
 	if !slices.ContainsFunc(srv.Resumes(), func(r ResumeRecord) bool { return !r.OK && r.Shard == 0 }) {
 		t.Fatal("no refused RESUME recorded after 4009")
 	}
-	waitFor(t, srv, "both shards ready", 10*time.Second, func(s *Server) bool { return s.ShardsReady(2) })
+	testwait.For(t, 10*time.Second, "both shards ready", func() bool { return srv.ShardsReady(2) })
 }
 
 func TestDisgoReplyOverREST(t *testing.T) {
@@ -301,8 +302,8 @@ func TestDisgoHalfOpenConnectionResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, srv, "a RESUME after the stall", 15*time.Second, func(s *Server) bool {
-		return slices.ContainsFunc(s.Resumes(), func(r ResumeRecord) bool { return r.OK && r.Shard == 0 })
+	testwait.For(t, 15*time.Second, "a RESUME after the stall", func() bool {
+		return slices.ContainsFunc(srv.Resumes(), func(r ResumeRecord) bool { return r.OK && r.Shard == 0 })
 	})
 	waitProbes(t, "every stalled message", 10*time.Second, []*probe{p}, func() bool { return p.count(isEv("message_create")) >= n })
 	counts := map[string]int{}

@@ -9,6 +9,7 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/snowflake/v2"
 	"github.com/gorilla/websocket"
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 func TestGatewayHelloAndHeartbeatACK(t *testing.T) {
@@ -27,7 +28,7 @@ func TestGatewayHelloAndHeartbeatACK(t *testing.T) {
 	if d := time.Since(start); d < 20*time.Millisecond {
 		t.Fatalf("ACK after %s, want at least the 20ms delay", d)
 	}
-	waitFor(t, srv, "heartbeat count", 2*time.Second, func(s *Server) bool { return s.Stats().Heartbeats == 1 })
+	testwait.For(t, 2*time.Second, "heartbeat count", func() bool { return srv.Stats().Heartbeats == 1 })
 }
 
 func TestGatewayIdentifyReadyAndOwnership(t *testing.T) {
@@ -160,8 +161,8 @@ func TestGatewayResumeReplaysMissedEvents(t *testing.T) {
 	if err := srv.DropShard(0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "detach", 2*time.Second, func(s *Server) bool {
-		st, _ := s.ShardStatus(0)
+	testwait.For(t, 2*time.Second, "detach", func() bool {
+		st, _ := srv.ShardStatus(0)
 		return !st.Connected && st.Resumable
 	})
 	// Events dispatched while detached are sequenced and buffered.
@@ -261,8 +262,8 @@ func TestGatewayClientCloseCodes(t *testing.T) {
 			c.hello()
 			rs := c.identify(srv.Token(), 0, 1, 1)
 			_ = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(tc.code, ""))
-			waitFor(t, srv, "detach", 2*time.Second, func(s *Server) bool {
-				st, _ := s.ShardStatus(0)
+			testwait.For(t, 2*time.Second, "detach", func() bool {
+				st, _ := srv.ShardStatus(0)
 				return !st.Connected
 			})
 			c2 := dial(t, srv, "/resume", "")

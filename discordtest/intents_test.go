@@ -8,6 +8,7 @@ import (
 
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/snowflake/v2"
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 // gatedMessage is what a test reads back from a delivered MESSAGE_CREATE.
@@ -175,7 +176,7 @@ func TestIntentGatingEvents(t *testing.T) {
 	}
 
 	c.send(opRequestGuildMembers, map[string]any{"guild_id": g.ID, "query": "", "limit": 0})
-	waitFor(t, srv, "the refused member request", 5*time.Second, func(s *Server) bool { return s.Stats().MemberRequestsRefused == 1 })
+	testwait.For(t, 5*time.Second, "the refused member request", func() bool { return srv.Stats().MemberRequestsRefused == 1 })
 	// A request by user id needs no intent: its chunk is the next frame, so the
 	// refused request sent nothing.
 	c.send(opRequestGuildMembers, map[string]any{"guild_id": g.ID, "user_ids": []snowflake.ID{g.Members[0].UserID}})
@@ -197,8 +198,8 @@ func TestIntentGatingReplay(t *testing.T) {
 	if err := srv.DropShard(0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, srv, "detach", 5*time.Second, func(s *Server) bool {
-		st, _ := s.ShardStatus(0)
+	testwait.For(t, 5*time.Second, "detach", func() bool {
+		st, _ := srv.ShardStatus(0)
 		return !st.Connected && st.Resumable
 	})
 	if _, err := srv.Dispatch(g.ID, "MESSAGE_CREATE", richMessage(srv, srv.NewID(), ch.ID, g.ID, world.Users[0].ID, "while away")); err != nil {

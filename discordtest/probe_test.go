@@ -3,13 +3,13 @@ package discordtest
 import (
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/disgoorg/disgo/gateway"
 
 	"github.com/megane-go/megane/internal/testproc"
+	"github.com/megane-go/megane/internal/testwait"
 )
 
 // probebot is the disgo probe bot. disgo's gateway has data races, so real
@@ -90,30 +90,26 @@ func (p *probe) count(match func(probeEvent) bool) int {
 	return n
 }
 
-// waitProbe waits until cond holds for the probes' output, failing on timeout or
-// when a probe reports an error.
+// waitProbes waits until cond holds for the probes' output, failing on
+// timeout or as soon as a probe reports an error.
 func waitProbes(t testing.TB, what string, timeout time.Duration, probes []*probe, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
+	testwait.Problems(t, timeout, what, func() []string {
+		if cond() {
+			return nil
+		}
+		var problems []string
 		for _, p := range probes {
-			for _, ev := range p.snapshot() {
+			evs := p.snapshot()
+			for _, ev := range evs {
 				if ev.Ev == "error" {
 					t.Fatalf("probe %s reported an error: %s", p.name, ev.Err)
 				}
 			}
+			problems = append(problems, fmt.Sprintf("probe %s: %d events", p.name, len(evs)))
 		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, p := range probes {
-				fmt.Fprintf(&b, "probe %s: %d events\n", p.name, len(p.snapshot()))
-			}
-			t.Fatalf("timed out waiting for %s\n%s", what, b.String())
-		}
-		<-tick.C
-	}
+		return problems
+	})
 }
 
 func isEv(name string) func(probeEvent) bool {

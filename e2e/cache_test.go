@@ -91,17 +91,11 @@ func (b *bot) projected(ctx context.Context, w *discordtest.World) []string {
 // "$stats" answer.
 func (b *bot) ownerFetches(ctx context.Context, id int) int64 {
 	b.t.Helper()
-	raw, err := b.node.Call(ctx, redisipc.ClusterAddr(id), redisipc.OpStats, nil)
-	if err != nil {
-		b.t.Fatalf("$stats of cluster %d: %v", id, err)
+	st, err := b.node.StatsOf(ctx, redisipc.ClusterAddr(id))
+	if err != nil || st.Cluster == nil || st.Cluster.ID != id {
+		b.t.Fatalf("$stats of cluster %d: %+v, %v", id, st, err)
 	}
-	var st struct {
-		OwnerFetches int64 `json:"owner_fetches"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		b.t.Fatal(err)
-	}
-	return st.OwnerFetches
+	return st.Cluster.OwnerFetches
 }
 
 func restCount(srv *discordtest.Server, route string) int64 {
@@ -597,19 +591,11 @@ func (b *bot) testReidentify(ctx context.Context, t *testing.T) {
 // ownerStats reads a cluster's owner counters from its "$stats" answer.
 func (b *bot) ownerStats(ctx context.Context, id int) (fetches, rest, cached int64) {
 	b.t.Helper()
-	raw, err := b.node.Call(ctx, redisipc.ClusterAddr(id), redisipc.OpStats, nil)
-	if err != nil {
-		b.t.Fatalf("$stats of cluster %d: %v", id, err)
+	st, err := b.node.StatsOf(ctx, redisipc.ClusterAddr(id))
+	if err != nil || st.Cluster == nil {
+		b.t.Fatalf("$stats of cluster %d: %+v, %v", id, st, err)
 	}
-	var st struct {
-		Fetches int64 `json:"owner_fetches"`
-		REST    int64 `json:"owner_rest"`
-		Cached  int64 `json:"owner_rest_cached"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		b.t.Fatal(err)
-	}
-	return st.Fetches, st.REST, st.Cached
+	return st.Cluster.OwnerFetches, st.Cluster.OwnerREST, st.Cluster.OwnerRESTCached
 }
 
 // testFetchSources fetches a guild field the projection does not keep

@@ -27,6 +27,7 @@ import (
 	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/redisconn"
 )
 
@@ -112,8 +113,8 @@ func (b *securebot) notReady(url string) []string {
 		return []string{"status: " + err.Error()}
 	}
 	var problems []string
-	if ov.Launcher["status"] != "running" {
-		problems = append(problems, "launcher "+ov.Launcher["status"])
+	if ov.Launcher == nil || ov.Launcher.Status != launcherhash.StatusRunning {
+		problems = append(problems, fmt.Sprintf("launcher %+v", ov.Launcher))
 	}
 	if len(ov.Clusters) != secClusters || len(ov.Shards) != secShards {
 		problems = append(problems, fmt.Sprintf("%d clusters, %d shards", len(ov.Clusters), len(ov.Shards)))
@@ -135,22 +136,17 @@ func (b *securebot) notReady(url string) []string {
 // and shard ready, failing early when the launcher exited.
 func (b *securebot) waitReady(url string, d time.Duration) {
 	b.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	testwait.Problems(b.t, d, "the bot ready", func() []string {
 		problems := b.notReady(url)
-		if len(problems) == 0 {
-			return
+		if len(problems) > 0 {
+			select {
+			case <-b.launcher.Exited():
+				b.t.Fatalf("the launcher exited (%v) before the bot was ready: %v", b.launcher.Err(), problems)
+			default:
+			}
 		}
-		select {
-		case <-b.launcher.Exited():
-			b.t.Fatalf("the launcher exited (%v) before the bot was ready: %v", b.launcher.Err(), problems)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("bot not ready after %s: %v", d, problems)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return problems
+	})
 }
 
 // exercise runs what a bot does beyond starting, as the user of botURL:

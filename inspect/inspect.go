@@ -18,10 +18,12 @@ import (
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // Inspector reads one namespace.
@@ -42,8 +44,9 @@ type Overview struct {
 	// effective max_concurrency and the session start budget. Zero when no
 	// launcher has run in the namespace.
 	Gateway identify.GatewayInfo `json:"gateway"`
-	// Launcher is the launcher's state hash as stored.
-	Launcher map[string]string `json:"launcher,omitempty"`
+	// Launcher is the launcher's record; nil when no launcher has run in
+	// the namespace.
+	Launcher *launcherhash.Record `json:"launcher,omitempty"`
 	// ShardCount is the shard count of the shard map.
 	ShardCount int                 `json:"shard_count"`
 	Clusters   []ClusterInfo       `json:"clusters"`
@@ -97,12 +100,12 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	default:
 		return nil, fmt.Errorf("inspect: gateway: %w", err)
 	}
-	launcher, err := i.rdb.HGetAll(ctx, i.ks.Launcher()).Result()
+	launcher, ok, err := launcherhash.Read(ctx, i.rdb, i.ks)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: launcher: %w", err)
 	}
-	if len(launcher) > 0 {
-		ov.Launcher = launcher
+	if ok {
+		ov.Launcher = &launcher
 	}
 	sm, err := shardmap.Load(ctx, i.rdb, i.ks)
 	if err != nil {
@@ -157,20 +160,16 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 	pipe = i.rdb.Pipeline()
 	status := make([]*redis.MapStringStringCmd, len(shardIDs))
 	for n, s := range shardIDs {
-		status[n] = pipe.HGetAll(ctx, i.ks.ShardStatus(s))
+		status[n] = shardstatus.Get(ctx, pipe, i.ks, s)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("inspect: shards: %w", err)
 	}
 	for n, s := range shardIDs {
 		fields := status[n].Val()
-		lat, _ := strconv.Atoi(fields["latency_ms"])
-		guilds, err := strconv.Atoi(fields["guilds"])
-		if err != nil || guilds < 0 {
-			guilds = -1
-		}
+		st := shardstatus.Parse(fields)
 		ov.Shards = append(ov.Shards, ShardInfo{
-			ID: s, Cluster: sm.Owners[s], Status: fields["status"], LatencyMS: lat, Guilds: guilds,
+			ID: s, Cluster: sm.Owners[s], Status: st.Status, LatencyMS: st.LatencyMS, Guilds: st.Guilds,
 			Session: states[s], Fields: fields,
 		})
 	}
@@ -255,8 +254,8 @@ func DescribeNamespaces(ctx context.Context, rdb redis.UniversalClient) ([]Names
 			continue // not a namespace Megane could have written
 		}
 		info := NamespaceInfo{Name: name}
-		st, err := rdb.HGet(ctx, ks.Launcher(), "status").Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		st, err := launcherhash.ReadStatus(ctx, rdb, ks)
+		if err != nil {
 			return nil, fmt.Errorf("inspect: launcher of %s: %w", name, err)
 		}
 		info.Launcher = st

@@ -47,7 +47,7 @@ func TestOverviewReadsTheLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ov.Gateway.MaxConcurrency != 2 || ov.Gateway.Remaining != 7 || ov.ShardCount != 3 || ov.Launcher["status"] != "running" {
+	if ov.Gateway.MaxConcurrency != 2 || ov.Gateway.Remaining != 7 || ov.ShardCount != 3 || ov.Launcher == nil || ov.Launcher.Status != "running" {
 		t.Errorf("gateway/launcher = %+v / %v", ov.Gateway, ov.Launcher)
 	}
 	if len(ov.Clusters) != 3 {

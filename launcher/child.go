@@ -22,6 +22,7 @@ import (
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/sessions"
+	"github.com/megane-go/megane/shardmap"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -135,7 +136,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	shards, err := parseShards(os.Getenv(envClusterShards))
+	shards, err := shardmap.ParseRanges(os.Getenv(envClusterShards))
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, envClusterShards, err)
 	}
@@ -192,7 +193,7 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 	if guard != nil {
 		opts.GatewayOptions = append(opts.GatewayOptions, gateway.WithDialer(guard.dialer()))
 	}
-	log.Info("cluster process starting", slog.Int("cluster_id", id), slog.String("shards", formatShards(shards)),
+	log.Info("cluster process starting", slog.Int("cluster_id", id), slog.String("shards", shardmap.FormatRanges(shards)),
 		slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
 	err = cluster.Run(ctx, opts, l.cfg.Worker)
 	if guard.Lost() || sessions.IsFenced(err) {

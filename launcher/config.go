@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/cluster"
+	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/notify"
@@ -32,7 +33,7 @@ var ErrInvalidConfig = errors.New("launcher: invalid config")
 
 // Defaults of the Config fields that have a fixed default.
 const (
-	DefaultRESTURL           = "https://discord.com/api/v10"
+	DefaultRESTURL           = identify.DefaultRESTURL
 	DefaultHeartbeatInterval = cluster.DefaultHeartbeatInterval
 	// DefaultLeaseTTL is Config.LeaseTTL's default.
 	DefaultLeaseTTL             = 15 * time.Second

@@ -3,8 +3,6 @@ package launcher
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/megane-go/megane/cluster"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/services"
+	"github.com/megane-go/megane/shardmap"
 )
 
 type nopWorker struct{}
@@ -115,24 +114,10 @@ func TestSplitShards(t *testing.T) {
 	for _, tt := range tests {
 		var parts []string
 		for _, r := range splitShards(tt.shards, tt.clusters) {
-			parts = append(parts, formatShards(r))
+			parts = append(parts, shardmap.FormatRanges(r))
 		}
 		if got := strings.Join(parts, "|"); got != tt.want {
 			t.Errorf("splitShards(%d, %d) = %s, want %s", tt.shards, tt.clusters, got, tt.want)
-		}
-	}
-}
-
-func TestShardListRoundTrip(t *testing.T) {
-	for _, in := range []string{"0", "0-3", "0-3,8,10-11"} {
-		s, err := parseShards(in)
-		if err != nil || formatShards(s) != in {
-			t.Errorf("%q → %v (%v) → %q", in, s, err, formatShards(s))
-		}
-	}
-	for _, bad := range []string{"", "a", "3-1", "-1", "1,,2"} {
-		if _, err := parseShards(bad); err == nil {
-			t.Errorf("parseShards(%q) accepted", bad)
 		}
 	}
 }
@@ -155,32 +140,6 @@ func TestShardCount(t *testing.T) {
 		if got := shardCount(tt.recommended, tt.guildsPerShard, tt.large, tt.mc); got != tt.want {
 			t.Errorf("shardCount(%d, %d, %v, %d) = %d, want %d", tt.recommended, tt.guildsPerShard, tt.large, tt.mc, got, tt.want)
 		}
-	}
-}
-
-func TestFetchGatewayBot(t *testing.T) {
-	srv, err := discordtest.NewServer(discordtest.Options{Shards: 6, MaxConcurrency: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ctx := context.Background()
-	gb, err := fetchGatewayBot(ctx, http.DefaultClient, srv.RESTURL(), srv.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gb.Shards != 6 || gb.SessionStartLimit.MaxConcurrency != 4 || gb.URL != srv.GatewayURL() || gb.SessionStartLimit.Remaining != 1000 {
-		t.Errorf("gateway/bot %+v", gb)
-	}
-	if _, err := fetchGatewayBot(ctx, http.DefaultClient, srv.RESTURL(), discordtest.TokenFor(99)); !errors.Is(err, ErrTokenRejected) {
-		t.Errorf("wrong token: %v", err)
-	}
-	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte(`{"url":"wss://x","shards":0}`))
-	}))
-	defer broken.Close()
-	if _, err := fetchGatewayBot(ctx, http.DefaultClient, broken.URL, "x"); err == nil || !strings.Contains(err.Error(), "implausible") {
-		t.Errorf("implausible answer accepted: %v", err)
 	}
 }
 

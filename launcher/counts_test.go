@@ -91,18 +91,12 @@ func (f *fleet) waitNewProcess(t *testing.T, c, oldPID int) {
 // every shard and cluster, and fails with the last disagreement.
 func (f *fleet) waitCountsAgree(t *testing.T, when string) {
 	t.Helper()
-	var last string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		last = f.countsDisagree()
-		if last == "" {
-			return
+	testwait.Problems(t, 15*time.Second, when+": guild counts that agree", func() []string {
+		if d := f.countsDisagree(); d != "" {
+			return []string{d}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: guild counts disagree: %s", when, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // countsDisagree returns "" when every view agrees with the world, else

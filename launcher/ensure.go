@@ -9,6 +9,7 @@ import (
 
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/shardmap"
 )
 
@@ -18,8 +19,8 @@ import (
 // returns errEmptied when the hash was gone.
 func (l *Launcher) probeRedis(ctx context.Context) error {
 	pipe := l.rdb.Pipeline()
-	had := pipe.Exists(ctx, l.ks.Launcher())
-	pipe.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...)
+	had := launcherhash.Exists(ctx, pipe, l.ks)
+	launcherhash.Write(ctx, pipe, l.ks, l.launcherRecord(launcherhash.StatusRunning))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}

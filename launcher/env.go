@@ -2,9 +2,6 @@ package launcher
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
-	"strings"
 )
 
 // Environment variables. The first group is for users (see Config); the
@@ -71,53 +68,4 @@ func parseRole(v string) (Role, error) {
 		return Role(v), nil
 	}
 	return "", fmt.Errorf("%s=%q: want %q, %q or %q", envRole, v, RoleLauncher, RoleCluster, RoleService)
-}
-
-// formatShards writes a shard list compactly as ranges: "0-3,8,10-11".
-func formatShards(shards []int) string {
-	s := slices.Clone(shards)
-	slices.Sort(s)
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		j := i
-		for j+1 < len(s) && s[j+1] == s[j]+1 {
-			j++
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Itoa(s[i]))
-		if j > i {
-			b.WriteByte('-')
-			b.WriteString(strconv.Itoa(s[j]))
-		}
-		i = j + 1
-	}
-	return b.String()
-}
-
-// parseShards reads what formatShards writes.
-func parseShards(v string) ([]int, error) {
-	var out []int
-	for part := range strings.SplitSeq(v, ",") {
-		part = strings.TrimSpace(part)
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return nil, fmt.Errorf("bad shard %q in %q", part, v)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("bad shard range %q in %q", part, v)
-			}
-		}
-		for i := a; i <= b; i++ {
-			out = append(out, i)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("empty shard list")
-	}
-	return out, nil
 }

@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -276,10 +277,8 @@ func TestFleet(t *testing.T) {
 	})
 
 	t.Run("StatisticsPublished", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for {
-			reports, err := stats.ReadAll(ctx, f.rdb, f.ks, 0)
+		testwait.Problems(t, 10*time.Second, "complete statistics", func() []string {
+			reports, err := stats.ReadAll(context.Background(), f.rdb, f.ks, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -289,13 +288,10 @@ func TestFleet(t *testing.T) {
 			}
 			l, c0 := byName["launcher"], byName["cluster:0"]
 			if l["clusters"] == int64(3) && l["clusters_ready"] == int64(3) && c0["shards"] != nil {
-				return
+				return nil
 			}
-			if ctx.Err() != nil {
-				t.Fatalf("statistics never complete: launcher %v, cluster:0 %v", l, c0)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return []string{fmt.Sprintf("launcher %v, cluster:0 %v", l, c0)}
+		})
 	})
 
 	t.Run("StatusWebhookPosted", func(t *testing.T) {

@@ -5,24 +5,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
+	"github.com/megane-go/megane/shardstatus"
 )
 
 // planShards settles shard count, max_concurrency and cluster count from the
 // config and GET /gateway/bot.
 func (l *Launcher) planShards(ctx context.Context) error {
 	cfg := &l.cfg
-	gb, err := fetchGatewayBot(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
+	gb, err := identify.FetchGatewayInfo(ctx, http.DefaultClient, cfg.RESTURL, cfg.Token)
 	if err != nil {
-		return err
+		return fmt.Errorf("launcher: %w", err)
 	}
-	discordMC := gb.SessionStartLimit.MaxConcurrency
+	discordMC := gb.MaxConcurrency
 	l.maxConcurrency = discordMC
 	if cfg.MaxConcurrency > 0 {
 		if cfg.MaxConcurrency > discordMC {
@@ -58,22 +58,16 @@ func (l *Launcher) planShards(ctx context.Context) error {
 	}
 	l.totalClusters = clusters
 
-	info := identify.GatewayInfo{
-		URL:                    gb.URL,
-		Shards:                 l.shardCount,
-		MaxConcurrency:         l.maxConcurrency,
-		MaxConcurrencyOverride: l.maxConcurrency != discordMC,
-		Total:                  gb.SessionStartLimit.Total,
-		Remaining:              gb.SessionStartLimit.Remaining,
-		ResetAt:                time.Now().Add(time.Duration(gb.SessionStartLimit.ResetAfter) * time.Millisecond),
-	}
+	info := gb
+	info.Shards, info.MaxConcurrency = l.shardCount, l.maxConcurrency
+	info.MaxConcurrencyOverride = l.maxConcurrency != discordMC
 	l.gateway = info // saved once the plan is settled (settlePlan)
 	l.log.Info("gateway",
 		slog.Int("shards", l.shardCount), slog.Int("recommended_shards", gb.Shards),
 		slog.Int("clusters", clusters),
 		slog.Int("max_concurrency", l.maxConcurrency), slog.Int("discord_max_concurrency", discordMC),
-		slog.Int("session_starts_remaining", gb.SessionStartLimit.Remaining),
-		slog.Int("session_starts_total", gb.SessionStartLimit.Total),
+		slog.Int("session_starts_remaining", gb.Remaining),
+		slog.Int("session_starts_total", gb.Total),
 		slog.String("namespace", cfg.Namespace))
 	return nil
 }
@@ -127,7 +121,7 @@ func (l *Launcher) writeShardMap(ctx context.Context) error {
 			clusterhash.Delete(ctx, pipe, l.ks, c)
 		}
 		for s := l.shardCount; s < old; s++ {
-			pipe.Del(ctx, l.ks.ShardStatus(s))
+			shardstatus.Delete(ctx, pipe, l.ks, s)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("launcher: drop records of clusters and shards no longer planned: %w", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/lifecycle"
 )
 
@@ -41,7 +42,7 @@ func (l *Launcher) clusterReady() {
 	l.sink.event(lifecycle.Event{Type: lifecycle.AllClustersReady, Cluster: -1, Shard: -1,
 		Detail: fmt.Sprintf("%d clusters, %d shards", len(l.clusters), l.shardCount)})
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(), "all_ready_at", at.UnixMilli()).Err()
+		return launcherhash.SetAllReady(ctx, l.rdb, l.ks, at).Err()
 	})
 }
 
@@ -49,22 +50,19 @@ func (l *Launcher) setLauncherStatus(status string) {
 	if l.sink == nil {
 		return
 	}
-	fields := l.launcherFields(status)
+	rec := l.launcherRecord(status)
 	l.sink.do(func(ctx context.Context) error {
-		return l.rdb.HSet(ctx, l.ks.Launcher(), fields...).Err()
+		return launcherhash.Write(ctx, l.rdb, l.ks, rec).Err()
 	})
 }
 
-// launcherFields is the launcher's hash (keyspace.Launcher) with status.
-func (l *Launcher) launcherFields(status string) []any {
+// launcherRecord is the launcher's hash (keyspace.Launcher) with status.
+func (l *Launcher) launcherRecord(status string) launcherhash.Record {
 	host, _ := os.Hostname()
-	fields := []any{"status", status, "pid", os.Getpid(), "host", host,
-		"started_at", l.startedAt.UnixMilli(), "clusters", len(l.clusters),
-		"shard_count", l.shardCount, "max_concurrency", l.maxConcurrency}
 	l.mu.Lock()
-	if !l.allReadyAt.IsZero() {
-		fields = append(fields, "all_ready_at", l.allReadyAt.UnixMilli())
-	}
+	allReadyAt := l.allReadyAt
 	l.mu.Unlock()
-	return fields
+	return launcherhash.Record{Status: status, PID: os.Getpid(), Host: host,
+		StartedAt: l.startedAt, Clusters: len(l.clusters), ShardCount: l.shardCount,
+		MaxConcurrency: l.maxConcurrency, AllReadyAt: allReadyAt}
 }

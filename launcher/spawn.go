@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/megane-go/megane/shardmap"
 )
 
 // setExe makes p's next spawns start exe; "" goes back to the configured
@@ -209,7 +211,7 @@ func (l *Launcher) childEnv(p *proc) []string {
 		env = append(env,
 			envRole+"="+string(RoleCluster),
 			envClusterID+"="+strconv.Itoa(p.id),
-			envClusterShards+"="+formatShards(p.shards))
+			envClusterShards+"="+shardmap.FormatRanges(p.shards))
 	} else {
 		env = append(env,
 			envRole+"="+string(RoleService),

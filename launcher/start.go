@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/keyspace"
+	"github.com/megane-go/megane/launcherhash"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
@@ -51,7 +52,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 		cfg.Namespace = strconv.FormatUint(id, 10)
 	}
 	l.ks = keyspace.MustNew(cfg.Namespace) // validated, or built from digits
-	ran, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result()
+	ran, err := launcherhash.Exists(ctx, l.rdb, l.ks).Result()
 	if err != nil {
 		return fmt.Errorf("launcher: read launcher record: %w", err)
 	}
@@ -104,7 +105,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	}
 	// Written now, not through the sink: the health probe takes a missing
 	// launcher hash for a Redis that lost its keys.
-	if err := l.rdb.HSet(ctx, l.ks.Launcher(), l.launcherFields("running")...).Err(); err != nil {
+	if err := launcherhash.Write(ctx, l.rdb, l.ks, l.launcherRecord(launcherhash.StatusRunning)).Err(); err != nil {
 		return fmt.Errorf("launcher: write %s: %w", l.ks.Launcher(), err)
 	}
 	rep, stopStats := l.startStats(ctx)
@@ -127,7 +128,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 func (l *Launcher) dropFailedStart() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if n, err := l.rdb.Exists(ctx, l.ks.Launcher()).Result(); err != nil || n > 0 {
+	if n, err := launcherhash.Exists(ctx, l.rdb, l.ks).Result(); err != nil || n > 0 {
 		return // another launcher started meanwhile, or Redis cannot tell
 	}
 	// One DEL per key: on Redis Cluster they live in different slots.

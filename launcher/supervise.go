@@ -12,6 +12,7 @@ import (
 	"github.com/megane-go/megane/clusterhash"
 	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/shardmap"
 )
 
 // State is the supervision state of a child process (control.State, which
@@ -102,7 +103,7 @@ func (p *proc) name() string {
 
 func (p *proc) logAttrs() []any {
 	if p.kind == kindCluster {
-		return []any{slog.Int("cluster", p.id), slog.String("shards", formatShards(p.shards))}
+		return []any{slog.Int("cluster", p.id), slog.String("shards", shardmap.FormatRanges(p.shards))}
 	}
 	return []any{slog.String("service", p.service), slog.Int("copy", p.copy)}
 }

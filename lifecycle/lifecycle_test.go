@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -91,20 +92,18 @@ func TestFollow(t *testing.T) {
 		done <- evs
 	}()
 	// Publish until the follower has seen it, since it may subscribe late.
-	deadline := time.After(5 * time.Second)
-	for {
+	testwait.For(t, 5*time.Second, "Follow to return the event", func() bool {
 		if err := Publish(ctx, rdb, ks, ClusterEvent(ClusterReady, 1, "")); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case evs := <-done:
-			if len(evs) == 0 || evs[0].Type != ClusterReady || evs[0].Cluster != 1 {
-				t.Fatalf("Follow = %+v", evs)
-			}
-			return
-		case <-deadline:
-			t.Fatal("Follow did not return the event")
+		case evs = <-done:
+			return true
 		case <-time.After(100 * time.Millisecond):
+			return false
 		}
+	})
+	if len(evs) == 0 || evs[0].Type != ClusterReady || evs[0].Cluster != 1 {
+		t.Fatalf("Follow = %+v", evs)
 	}
 }

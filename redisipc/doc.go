@@ -52,7 +52,10 @@
 // disabled), and one refused or stopped answers with an error matching
 // ErrEvalLimit.
 //
-// Every node answers OpPing, OpInfo, OpStats and OpEval by itself.
+// Every node answers OpPing, OpInfo, OpStats and OpEval by itself. The
+// answers to OpPing and OpStats are typed and versioned (PingReply,
+// StatsReply; Node.Ping and Node.StatsOf ask for them); a process adds its
+// own figures to its StatsReply with Node.SetStats.
 //
 // # Cluster commands
 //

@@ -31,6 +31,9 @@ var (
 	ErrEvalLimit = errors.New("redisipc: eval limit")
 	// ErrBadAddress means an address or broadcast target is not well formed.
 	ErrBadAddress = errors.New("redisipc: bad address")
+	// ErrInvalidOptions is returned (wrapped) by New for unusable Options;
+	// an unusable address or instance also matches ErrBadAddress.
+	ErrInvalidOptions = errors.New("redisipc: invalid options")
 	// ErrNoShardMap means a guild could not be routed because the shard map
 	// in Redis is missing or incomplete.
 	ErrNoShardMap = errors.New("redisipc: no shard map")

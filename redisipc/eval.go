@@ -19,11 +19,12 @@ import (
 // Built-in ops every node answers. The "$" prefix is reserved, so user ops
 // can never collide with them.
 const (
-	// OpPing answers {"addr","instance"}.
+	// OpPing answers a PingReply.
 	OpPing = "$ping"
 	// OpInfo answers the node's NodeInfo plus the ops it serves.
 	OpInfo = "$info"
-	// OpStats answers the node's counters merged with its SetStats function.
+	// OpStats answers a StatsReply: the node's counters, completed by its
+	// SetStats function.
 	OpStats = "$stats"
 	// OpEval evaluates the payload as an expression (see Eval).
 	OpEval = "$eval"
@@ -205,7 +206,7 @@ func (n *Node) Eval(ctx context.Context, target, expression string) (*Gathered, 
 
 func (n *Node) registerBuiltins() {
 	n.handle(OpPing, func(ctx context.Context, req *Request) ([]byte, error) {
-		return json.Marshal(map[string]string{"addr": n.addr, "instance": n.inst})
+		return json.Marshal(PingReply{Version: PingVersion, Addr: n.addr, Instance: n.inst})
 	})
 	n.handle(OpInfo, func(ctx context.Context, req *Request) ([]byte, error) {
 		n.mu.RLock()
@@ -241,28 +242,4 @@ func (n *Node) handleEval(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, evalLimitf("%s is busy: %d evaluations running (Options.Eval.MaxConcurrent)", n.addr, lim.MaxConcurrent)
 	}
 	return n.env.evaluate(ctx, string(req.Payload), lim)
-}
-
-// Stats returns the node's counters (handled, failed, dropped,
-// dead_letters, in_flight, uptime_seconds, goroutines, heap_alloc) merged
-// with the result of the SetStats function.
-func (n *Node) Stats(ctx context.Context) map[string]any {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	out := map[string]any{
-		"addr": n.addr, "instance": n.inst,
-		"handled": n.handled.Load(), "failed": n.failed.Load(), "dropped": n.dropped.Load(),
-		"dead_letters": n.deadLetters.Load(), "in_flight": len(n.sem),
-		"uptime_seconds": time.Since(n.started).Seconds(), "goroutines": runtime.NumGoroutine(),
-		"heap_alloc": m.HeapAlloc,
-	}
-	n.mu.RLock()
-	f := n.statsFn
-	n.mu.RUnlock()
-	if f != nil {
-		for k, v := range f(ctx) {
-			out[k] = v
-		}
-	}
-	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/expr-lang/expr"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -105,18 +106,14 @@ func evalWithin(t *testing.T, e *EvalEnv, ctx context.Context, code string, lim 
 // evaluation.
 func waitNoEvaluation(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
 	buf := make([]byte, 4<<20)
-	for {
+	testwait.Problems(t, 5*time.Second, "no evaluation running", func() []string {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		if !strings.Contains(stacks, "redisipc.(*EvalEnv).evaluate") && !strings.Contains(stacks, "redisipc.(*evalRun)") {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("an evaluation is still running:\n%s", stacks)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return []string{stacks}
+	})
 }
 
 // Checking does not change what expressions mean: results match plain

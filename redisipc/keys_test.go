@@ -219,8 +219,13 @@ func TestCallerSuppliedNamesAreChecked(t *testing.T) {
 		{Addr: "cli:a", Instance: "i}{j"}, {Addr: "cli:a", Instance: "tab\there"},
 	} {
 		o.Redis, o.Keys = rdb, ks
-		if _, err := New(context.Background(), o); !errors.Is(err, ErrBadAddress) {
-			t.Errorf("New(addr %q, instance %q) = %v, want ErrBadAddress", o.Addr, o.Instance, err)
+		if _, err := New(context.Background(), o); !errors.Is(err, ErrBadAddress) || !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("New(addr %q, instance %q) = %v, want ErrBadAddress and ErrInvalidOptions", o.Addr, o.Instance, err)
+		}
+	}
+	for _, o := range []Options{{Addr: "cli:a", Keys: ks}, {Addr: "cli:a", Redis: rdb}} {
+		if _, err := New(context.Background(), o); !errors.Is(err, ErrInvalidOptions) || errors.Is(err, ErrBadAddress) {
+			t.Errorf("New without Redis or Keys = %v, want ErrInvalidOptions alone", err)
 		}
 	}
 	cli := newNode(t, fastOpts(rdb, ks, "cli:a"))

@@ -67,7 +67,7 @@ type Node struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
 	fallback Handler
-	statsFn  func(ctx context.Context) map[string]any
+	statsFn  StatsFunc
 
 	env     *EvalEnv
 	evalSem chan struct{}
@@ -108,7 +108,7 @@ type Node struct {
 // inbox. Close it when done.
 func New(ctx context.Context, opts Options) (*Node, error) {
 	if err := opts.setDefaults(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	host, _ := os.Hostname()
 	n := &Node{
@@ -238,14 +238,6 @@ func (n *Node) handle(op string, h Handler) {
 func (n *Node) HandleFallback(h Handler) {
 	n.mu.Lock()
 	n.fallback = h
-	n.mu.Unlock()
-}
-
-// SetStats sets the function whose result the built-in "$stats" op merges
-// into the node's own counters.
-func (n *Node) SetStats(f func(ctx context.Context) map[string]any) {
-	n.mu.Lock()
-	n.statsFn = f
 	n.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package redisipc
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -101,10 +102,10 @@ type Options struct {
 
 func (o *Options) setDefaults() error {
 	if o.Redis == nil {
-		return fmt.Errorf("%w: Options.Redis is nil", ErrBadAddress)
+		return errors.New("Options.Redis is nil")
 	}
 	if o.Keys.Namespace() == "" {
-		return fmt.Errorf("%w: Options.Keys is the zero Keyspace", ErrBadAddress)
+		return errors.New("Options.Keys is the zero Keyspace")
 	}
 	if err := checkAddr(o.Addr); err != nil {
 		return err

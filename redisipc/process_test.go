@@ -115,11 +115,12 @@ func jobsPerCopy(ctx context.Context, t *testing.T, n *Node) map[string]int64 {
 	}
 	out := map[string]int64{}
 	for _, a := range g.Answers {
-		var st struct{ Jobs int64 }
+		var st StatsReply
 		if err := a.Decode(&st); err != nil {
 			t.Fatal(err)
 		}
-		out[a.Instance] = st.Jobs
+		jobs, _ := st.Fields["jobs"].(float64)
+		out[a.Instance] = int64(jobs)
 	}
 	return out
 }

@@ -11,7 +11,8 @@
 // "service:<name>:<copy>"): the built-in process figures, service and copy,
 // the fields added with Service.Stats.Add and those of the Worker's
 // Statser. stats.ReadAll and megane-cli stats read them typed; the copy's
-// OpStats answer carries the same user fields.
+// OpStats answer (redisipc.StatsReply) carries the same user fields in its
+// Fields.
 //
 // The context a Worker's Launch gets lives as long as the copy: it is
 // cancelled when the copy begins to stop (its Run context ended, or Launch
@@ -66,8 +67,8 @@ import (
 // Options.ReadyTimeout.
 var ErrReadyTimeout = errors.New("services: ready timeout")
 
-// ErrBadOptions means Run was given unusable options.
-var ErrBadOptions = errors.New("services: bad options")
+// ErrInvalidOptions is returned (wrapped) by Run for unusable Options.
+var ErrInvalidOptions = errors.New("services: invalid options")
 
 // Worker is what a service implements.
 //
@@ -99,7 +100,7 @@ type Shutdowner interface {
 // Its figures join the copy's statistics reporter (Service.Stats, as a
 // stats.Source): they are published with the built-in ones, so
 // stats.ReadAll and megane-cli stats show them with their types, and they
-// are in the copy's "$stats" answer. Service.Stats.Add is the other way to
+// are in the Fields of the copy's "$stats" answer. Service.Stats.Add is the other way to
 // add figures, one at a time; both end up in the same place.
 type Statser interface {
 	Stats(ctx context.Context) map[string]any
@@ -188,7 +189,7 @@ type Options struct {
 // Shutdown. It returns nil after a clean stop.
 func Run(ctx context.Context, opts Options, w Worker) error {
 	if opts.Name == "" || opts.Redis == nil || opts.Keys.Namespace() == "" || w == nil {
-		return fmt.Errorf("%w: Name, Redis, Keys and a Worker are required", ErrBadOptions)
+		return fmt.Errorf("%w: Name, Redis, Keys and a Worker are required", ErrInvalidOptions)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -240,7 +241,7 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	if st, ok := w.(Statser); ok {
 		s.Stats.AddSource(st.Stats)
 	}
-	node.SetStats(s.Stats.Custom)
+	node.SetStats(func(ctx context.Context, out *redisipc.StatsReply) { out.Fields = s.Stats.Custom(ctx) })
 
 	// The Worker's context: Launch gets it, and goroutines Launch starts
 	// may keep it. It ends when the copy stops, for whatever reason.

@@ -2,7 +2,6 @@ package services_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
@@ -134,14 +134,12 @@ func TestRunCallStatsShutdown(t *testing.T) {
 	}
 	var total int64
 	for _, a := range g.Answers {
-		var st struct {
-			Service     string `json:"service"`
-			HandledHere int64  `json:"handled_here"`
-		}
-		if err := a.Decode(&st); err != nil || st.Service != "math" {
+		var st redisipc.StatsReply
+		if err := a.Decode(&st); err != nil || st.Version != redisipc.StatsVersion || st.Fields["service"] != "math" || st.Cluster != nil {
 			t.Fatalf("stats answer %s: %+v, %v", a.Instance, st, err)
 		}
-		total += st.HandledHere
+		handled, _ := st.Fields["handled_here"].(float64)
+		total += int64(handled)
 	}
 	if total != 33 {
 		t.Fatalf("copies handled %d commands in all, want 33", total)
@@ -150,13 +148,7 @@ func TestRunCallStatsShutdown(t *testing.T) {
 	// Every copy publishes its statistics under its own name.
 	for i := range workers {
 		key := ks.Stats(fmt.Sprintf("service:math:%d", i))
-		deadline := time.Now().Add(5 * time.Second)
-		for rdb.HGet(ctx, key, "pid").Val() == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("no statistics in %s", key)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testwait.For(t, 5*time.Second, "statistics in "+key, func() bool { return rdb.HGet(ctx, key, "pid").Val() != "" })
 	}
 
 	cancel()
@@ -188,8 +180,8 @@ func TestReadyTimeout(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
-	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrBadOptions) {
-		t.Fatalf("Run = %v, want ErrBadOptions", err)
+	if err := services.Run(context.Background(), services.Options{}, &counter{}); !errors.Is(err, services.ErrInvalidOptions) {
+		t.Fatalf("Run = %v, want ErrInvalidOptions", err)
 	}
 }
 
@@ -243,8 +235,7 @@ func TestLaunchContextLivesUntilStop(t *testing.T) {
 	}
 	// Well past the ready timeout, the loop still ticks.
 	past := time.Now().Add(150 * time.Millisecond)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Problems(t, 5*time.Second, "10 ticks and 150ms of the copy's loop", func() []string {
 		n := w.ticks.Load()
 		select {
 		case <-w.stopped:
@@ -252,13 +243,10 @@ func TestLaunchContextLivesUntilStop(t *testing.T) {
 		default:
 		}
 		if time.Now().After(past) && n >= 10 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d ticks", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return []string{fmt.Sprintf("%d ticks", n)}
+	})
 	cancel()
 	select {
 	case <-w.stopped:
@@ -309,23 +297,19 @@ func TestStatserAndAddShowEverywhere(t *testing.T) {
 	}
 	want := map[string]any{"lookups": int64(12), "hit_ratio": 0.75, "region": "eu", "queue_depth": int64(3),
 		"service": "lookup", "copy": int64(1)}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Problems(t, 5*time.Second, "the published statistics", func() []string {
 		rep, err := stats.Read(ctx, rdb, ks, "service:lookup:1")
-		missing := ""
+		if err != nil {
+			return []string{err.Error()}
+		}
+		var missing []string
 		for k, v := range want {
 			if rep.Fields[k] != v {
-				missing += fmt.Sprintf(" %s=%#v (want %#v)", k, rep.Fields[k], v)
+				missing = append(missing, fmt.Sprintf("%s=%#v (want %#v)", k, rep.Fields[k], v))
 			}
 		}
-		if err == nil && missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("published statistics: %v;%s", err, missing)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return missing
+	})
 
 	cli, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cli:t",
 		BlockTimeout: 100 * time.Millisecond, DirectoryRefresh: 100 * time.Millisecond})
@@ -335,17 +319,16 @@ func TestStatserAndAddShowEverywhere(t *testing.T) {
 	defer cli.Close(context.Background())
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
-	out, err := cli.Call(cctx, "service:lookup", redisipc.OpStats, nil)
+	answer, err := cli.StatsOf(cctx, "service:lookup")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answer map[string]any
-	if err := json.Unmarshal(out, &answer); err != nil {
-		t.Fatal(err)
+	if answer.Version != redisipc.StatsVersion || answer.Addr != "service:lookup" {
+		t.Errorf("$stats = %+v", answer)
 	}
 	for k, v := range map[string]any{"lookups": 12.0, "hit_ratio": 0.75, "region": "eu", "queue_depth": 3.0, "service": "lookup", "copy": 1.0} {
-		if answer[k] != v {
-			t.Errorf("$stats %s = %#v, want %#v", k, answer[k], v)
+		if answer.Fields[k] != v {
+			t.Errorf("$stats %s = %#v, want %#v", k, answer.Fields[k], v)
 		}
 	}
 	cancel()

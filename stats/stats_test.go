@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/keyspace"
 )
 
@@ -88,17 +89,10 @@ func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.For(t, 5*time.Second, "Run's first report", func() bool {
 		reports, _ := ReadAll(context.Background(), rdb, keyspace.MustNew("s"), 0)
-		if len(reports) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Run never published")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return len(reports) == 1
+	})
 	cancel()
 	select {
 	case <-done:

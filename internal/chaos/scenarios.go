@@ -423,7 +423,7 @@ func evalBombs(ctx context.Context, e *env) ([]figure, error) {
 			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, perr := node.Call(pctx, target, redisipc.OpPing, nil)
+		_, perr := node.Ping(pctx, target)
 		cancel()
 		same := pid > 0 && pidOf(target) == pid
 		peak := hwmMiB(pid)

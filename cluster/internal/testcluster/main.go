@@ -20,16 +20,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/disgoorg/disgo/bot"
@@ -38,23 +29,14 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 
 	"github.com/megane-go/megane/cluster"
-	"github.com/megane-go/megane/keyspace"
-	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/internal/testenv"
 )
 
-var outMu sync.Mutex
-
-func emit(v map[string]any) {
-	b, _ := json.Marshal(v)
-	outMu.Lock()
-	defer outMu.Unlock()
-	_, _ = os.Stdout.Write(append(b, '\n'))
-}
-
-func envInt(name string) int {
-	n, _ := strconv.Atoi(os.Getenv(name))
-	return n
-}
+var (
+	env  = testenv.Env("TC_")
+	emit = testenv.Emit
+	fail = testenv.Fail
+)
 
 type worker struct{}
 
@@ -82,49 +64,31 @@ func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
 }
 
 func main() {
-	level := slog.LevelWarn
-	if os.Getenv("TC_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := testenv.SignalContext()
 	defer stop()
-
-	rdb, err := redisconn.Open(ctx, os.Getenv("TC_REDIS_URL"))
+	rdb, ks, err := env.Connect(ctx)
 	if err != nil {
 		fail(err)
 	}
 	defer rdb.Close()
-	ks, err := keyspace.New(os.Getenv("TC_NAMESPACE"))
+	shards, err := env.Shards("SHARDS")
 	if err != nil {
 		fail(err)
 	}
-	var shards []int
-	for _, s := range strings.Split(os.Getenv("TC_SHARDS"), ",") {
-		if s == "" {
-			continue
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			fail(fmt.Errorf("TC_SHARDS: %w", err))
-		}
-		shards = append(shards, n)
-	}
 	opts := cluster.Options{
-		ID:                  envInt("TC_CLUSTER_ID"),
+		ID:                  env.Int("CLUSTER_ID"),
 		ShardIDs:            shards,
-		ShardCount:          envInt("TC_SHARD_COUNT"),
-		MaxConcurrency:      envInt("TC_MAX_CONCURRENCY"),
-		Token:               os.Getenv("TC_TOKEN"),
-		RESTURL:             os.Getenv("TC_REST_URL"),
+		ShardCount:          env.Int("SHARD_COUNT"),
+		MaxConcurrency:      env.Int("MAX_CONCURRENCY"),
+		Token:               env.String("TOKEN"),
+		RESTURL:             env.String("REST_URL"),
 		Intents:             cluster.DefaultIntents | gateway.IntentMessageContent,
 		Redis:               rdb,
 		Keys:                ks,
-		Logger:              logger,
-		Limiter:             os.Getenv("TC_LIMITER"),
-		IdentifyWindow:      time.Duration(envInt("TC_IDENTIFY_WINDOW_MS")) * time.Millisecond,
-		SessionSyncInterval: time.Duration(envInt("TC_SYNC_MS")) * time.Millisecond,
+		Logger:              env.Logger(),
+		Limiter:             env.String("LIMITER"),
+		IdentifyWindow:      env.Millis("IDENTIFY_WINDOW_MS"),
+		SessionSyncInterval: env.Millis("SYNC_MS"),
 		HeartbeatInterval:   500 * time.Millisecond,
 		OnReady:             func() { emit(map[string]any{"ev": "ready"}) },
 		OnRawEvent: func(shard int, eventType string, data []byte) {
@@ -137,9 +101,4 @@ func main() {
 		fail(err)
 	}
 	emit(map[string]any{"ev": "stopped"})
-}
-
-func fail(err error) {
-	emit(map[string]any{"ev": "error", "err": err.Error()})
-	os.Exit(1)
 }

@@ -8,16 +8,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/disgoorg/disgo"
@@ -27,20 +22,13 @@ import (
 	"github.com/disgoorg/disgo/gateway"
 	"github.com/disgoorg/disgo/rest"
 	"github.com/disgoorg/disgo/sharding"
+	"github.com/megane-go/megane/internal/testenv"
 )
 
-var (
-	outMu sync.Mutex
-	enc   = json.NewEncoder(os.Stdout)
-)
-
-// emit writes one event line. Listeners run one at a time in disgo, but REST replies
-// and the main goroutine write too, hence the lock.
+// emit writes one event line, stamped with the time.
 func emit(v map[string]any) {
-	outMu.Lock()
-	defer outMu.Unlock()
 	v["at"] = time.Now().UnixMilli()
-	_ = enc.Encode(v)
+	testenv.Emit(v)
 }
 
 func env(name, def string) string {
@@ -79,11 +67,12 @@ func main() {
 			gateway.WithLogger(logger),
 		),
 	}
-	if *shardList != "" {
-		var ids []int
-		for _, p := range strings.Split(*shardList, ",") {
-			ids = append(ids, atoi(strings.TrimSpace(p)))
-		}
+	ids, serr := testenv.Shards(*shardList)
+	if serr != nil {
+		emit(map[string]any{"ev": "error", "op": "shards", "err": serr.Error()})
+		os.Exit(2)
+	}
+	if len(ids) > 0 {
 		shardOpts = append(shardOpts, sharding.WithShardIDs(ids...))
 	}
 	if *shardCount > 0 {
@@ -148,7 +137,7 @@ func main() {
 		emit(map[string]any{"ev": "error", "op": "new", "err": err.Error()})
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := testenv.SignalContext()
 	defer stop()
 	if err := client.OpenShardManager(ctx); err != nil {
 		emit(map[string]any{"ev": "error", "op": "open", "err": err.Error()})

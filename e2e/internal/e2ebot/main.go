@@ -30,13 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/disgoorg/disgo/gateway"
@@ -45,8 +39,7 @@ import (
 
 	"github.com/megane-go/megane/cache"
 	"github.com/megane-go/megane/cluster"
-	"github.com/megane-go/megane/keyspace"
-	"github.com/megane-go/megane/redisconn"
+	"github.com/megane-go/megane/internal/testenv"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 	"github.com/megane-go/megane/stats"
@@ -55,70 +48,37 @@ import (
 // KindGuildOwner is the owner kind the cluster registers on its OwnerMux.
 const KindGuildOwner cache.Entity = "guild_owner"
 
-var outMu sync.Mutex
-
-func emit(v map[string]any) {
-	b, _ := json.Marshal(v)
-	outMu.Lock()
-	defer outMu.Unlock()
-	_, _ = os.Stdout.Write(append(b, '\n'))
-}
-
-func fail(err error) {
-	emit(map[string]any{"ev": "error", "err": err.Error()})
-	os.Exit(1)
-}
-
-func envInt(name string) int {
-	n, _ := strconv.Atoi(os.Getenv(name))
-	return n
-}
-
-func envMS(name string) time.Duration {
-	return time.Duration(envInt(name)) * time.Millisecond
-}
+var (
+	env  = testenv.Env("E2E_")
+	emit = testenv.Emit
+	fail = testenv.Fail
+)
 
 func main() {
-	level := slog.LevelWarn
-	if os.Getenv("E2E_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	logger := env.Logger()
+	ctx, stop := testenv.SignalContext()
 	defer stop()
-	rdb, err := redisconn.Open(ctx, os.Getenv("E2E_REDIS_URL"))
+	rdb, ks, err := env.Connect(ctx)
 	if err != nil {
 		fail(err)
 	}
 	defer rdb.Close()
-	ks, err := keyspace.New(os.Getenv("E2E_NAMESPACE"))
-	if err != nil {
-		fail(err)
-	}
-	ipc := redisipc.Options{HeartbeatTTL: envMS("E2E_IPC_TTL_MS")}
-	st := stats.Options{Interval: envMS("E2E_STATS_MS")}
+	ipc := redisipc.Options{HeartbeatTTL: env.Millis("IPC_TTL_MS")}
+	st := stats.Options{Interval: env.Millis("STATS_MS")}
 
-	switch role := os.Getenv("E2E_ROLE"); role {
+	switch role := env.String("ROLE"); role {
 	case "cluster":
-		var shards []int
-		for _, s := range strings.Split(os.Getenv("E2E_SHARDS"), ",") {
-			if s == "" {
-				continue
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				fail(fmt.Errorf("E2E_SHARDS: %w", err))
-			}
-			shards = append(shards, n)
+		shards, serr := env.Shards("SHARDS")
+		if serr != nil {
+			fail(serr)
 		}
 		err = cluster.Run(ctx, cluster.Options{
-			ID:             envInt("E2E_CLUSTER_ID"),
+			ID:             env.Int("CLUSTER_ID"),
 			ShardIDs:       shards,
-			ShardCount:     envInt("E2E_SHARD_COUNT"),
-			MaxConcurrency: envInt("E2E_MAX_CONCURRENCY"),
-			Token:          os.Getenv("E2E_TOKEN"),
-			RESTURL:        os.Getenv("E2E_REST_URL"),
+			ShardCount:     env.Int("SHARD_COUNT"),
+			MaxConcurrency: env.Int("MAX_CONCURRENCY"),
+			Token:          env.String("TOKEN"),
+			RESTURL:        env.String("REST_URL"),
 			// GUILD_PRESENCES: without it GUILD_CREATE lists only the bot, and the
 			// tests compare every member's projection.
 			Intents:           cluster.DefaultIntents | gateway.IntentGuildMembers | gateway.IntentGuildPresences,

@@ -13,15 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/megane-go/megane/internal/testenv"
 	"github.com/megane-go/megane/keyspace"
-	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/services"
 )
@@ -44,17 +42,13 @@ func main() {
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := testenv.SignalContext()
 	defer stop()
-	rdb, err := redisconn.Open(ctx, *url)
+	rdb, ks, err := testenv.Connect(ctx, *url, *ns)
 	if err != nil {
 		fatal(err)
 	}
 	defer rdb.Close()
-	ks, err := keyspace.New(*ns)
-	if err != nil {
-		fatal(err)
-	}
 	ipc := redisipc.Options{HeartbeatTTL: *ttl, ClaimIdle: *claimIdle, BlockTimeout: 200 * time.Millisecond,
 		DirectoryRefresh: 200 * time.Millisecond}
 
