@@ -15,7 +15,9 @@ import (
 // The key layout is an API: redis-cli users, the CLI and other languages
 // read it directly. This test pins it on a real redis-server, including the
 // encodings that keep memory low.
-func TestIntegrationRawLayout(t *testing.T) {
+func TestIntegrationRawLayout(t *testing.T) { testredis.EachBackend(t, testIntegrationRawLayout) }
+
+func testIntegrationRawLayout(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	h := newHarnessOn(t, nil, rdb, ks, nil)
 	ctx := context.Background()

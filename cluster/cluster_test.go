@@ -119,6 +119,10 @@ func allReplied(srv *discordtest.Server, contents []string) func() bool {
 // fake records no identify-concurrency violation; with disgo's per-process
 // limiter it does, which shows the check can fail.
 func TestIdentifyLimitAcrossProcesses(t *testing.T) {
+	testredis.EachBackend(t, testIdentifyLimitAcrossProcesses)
+}
+
+func testIdentifyLimitAcrossProcesses(t *testing.T) {
 	for _, tc := range []struct {
 		limiter        string
 		wantViolations bool
@@ -179,7 +183,9 @@ func TestIdentifyLimitAcrossProcesses(t *testing.T) {
 // TestGracefulRestartResumes stops a cluster with SIGTERM, dispatches
 // messages while it is down and starts it again: every shard RESUMEs (no
 // IDENTIFY) and every message is handled exactly once.
-func TestGracefulRestartResumes(t *testing.T) {
+func TestGracefulRestartResumes(t *testing.T) { testredis.EachBackend(t, testGracefulRestartResumes) }
+
+func testGracefulRestartResumes(t *testing.T) {
 	t.Parallel()
 	rdb, url, ks := realRedis(t)
 	srv := newFake(t, discordtest.Options{
@@ -296,7 +302,9 @@ func TestGracefulRestartResumes(t *testing.T) {
 // TestCrashRestartResumes SIGKILLs a cluster and starts it again: the shards
 // RESUME from the last saved sequence, nothing is lost, and the only events
 // handled twice are those handled after the last save before the crash.
-func TestCrashRestartResumes(t *testing.T) {
+func TestCrashRestartResumes(t *testing.T) { testredis.EachBackend(t, testCrashRestartResumes) }
+
+func testCrashRestartResumes(t *testing.T) {
 	t.Parallel()
 	rdb, url, ks := realRedis(t)
 	srv := newFake(t, discordtest.Options{

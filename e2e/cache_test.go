@@ -109,7 +109,9 @@ func restCount(srv *discordtest.Server, route string) int64 {
 // TestCacheEndToEnd runs the cache projection, cross-cluster fetch and eval
 // with real processes: two clusters of four shards over 400 guilds, and a
 // service that fetches through them.
-func TestCacheEndToEnd(t *testing.T) {
+func TestCacheEndToEnd(t *testing.T) { testredis.EachBackend(t, testCacheEndToEnd) }
+
+func testCacheEndToEnd(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	b := &bot{t: t, rdb: rdb, ks: ks, url: testredis.URL(t)}
 	srv, err := discordtest.NewServer(discordtest.Options{

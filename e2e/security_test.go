@@ -308,21 +308,7 @@ func startACLServer(t *testing.T, ks keyspace.Keyspace) *aclServer {
 // channels), newest first, one line each.
 func (s *aclServer) aclLog(t *testing.T) []string {
 	t.Helper()
-	entries, err := s.admin.Do(context.Background(), "ACL", "LOG").Slice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		kv, _ := e.([]any)
-		fields := map[string]any{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			fields[fmt.Sprint(kv[i])] = kv[i+1]
-		}
-		out = append(out, fmt.Sprintf("user %v: %v %v refused (%v, count %v)",
-			fields["username"], fields["reason"], fields["object"], fields["context"], fields["count"]))
-	}
-	return out
+	return aclLogOf(t, s.admin)
 }
 
 // client connects as user with password.

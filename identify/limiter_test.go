@@ -190,7 +190,9 @@ func TestLimiterSpendsSessionStarts(t *testing.T) {
 // TestLimiterSpacingRealRedis checks the contract end to end on a real
 // Redis, with real expiry: across two instances, every IDENTIFY of a bucket
 // starts at least the window after the previous handshake ended.
-func TestLimiterSpacingRealRedis(t *testing.T) {
+func TestLimiterSpacingRealRedis(t *testing.T) { testredis.EachBackend(t, testLimiterSpacingRealRedis) }
+
+func testLimiterSpacingRealRedis(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	const window = 200 * time.Millisecond
 	opts := []Option{WithLogger(quiet), WithWindow(window), WithMargin(20 * time.Millisecond), WithMaxPoll(20 * time.Millisecond)}

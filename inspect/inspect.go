@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -184,15 +185,18 @@ func (i *Inspector) Overview(ctx context.Context) (*Overview, error) {
 
 // Namespaces lists the namespaces in Redis that a launcher has run in, by
 // scanning for their launcher or gateway hashes (SCAN, never KEYS). On Redis
-// Cluster it scans every master.
+// Cluster it scans every master (at once).
 func Namespaces(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	var mu sync.Mutex // ForEachMaster runs the scans of all masters at once
 	found := map[string]bool{}
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
 		for _, pattern := range keyspace.NamespaceMarkerPatterns() {
 			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 			for iter.Next(ctx) {
 				if ns, ok := keyspace.NamespaceOfMarker(iter.Val()); ok {
+					mu.Lock()
 					found[ns] = true
+					mu.Unlock()
 				}
 			}
 			if err := iter.Err(); err != nil {

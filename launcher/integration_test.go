@@ -13,6 +13,7 @@ import (
 	"github.com/disgoorg/snowflake/v2"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testredis"
 	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/redisipc"
@@ -23,7 +24,9 @@ import (
 // TestFleet runs one bot of 3 clusters × 4 shards through the life of a
 // deployment, in order: cold start, a cluster killed, a cluster restarted on
 // request, a cluster hung, the launcher stopped, and a full restart.
-func TestFleet(t *testing.T) {
+func TestFleet(t *testing.T) { testredis.EachBackend(t, testFleet) }
+
+func testFleet(t *testing.T) {
 	f := newFleet(t, fleetOptions{shards: 12, clusters: 3, maxConcurrency: 16, env: []string{"TESTBOT_SERVICE=1"}})
 	f.start()
 	var st Status
@@ -488,6 +491,10 @@ func TestCrashAtStartGivesUp(t *testing.T) {
 // TestIdentifyConcurrencyAcrossProcesses: several cluster processes share
 // the identify buckets through Redis, so the fake sees no violation.
 func TestIdentifyConcurrencyAcrossProcesses(t *testing.T) {
+	testredis.EachBackend(t, testIdentifyConcurrencyAcrossProcesses)
+}
+
+func testIdentifyConcurrencyAcrossProcesses(t *testing.T) {
 	for _, mc := range []int{1, 2} {
 		t.Run("max_concurrency="+strconv.Itoa(mc), func(t *testing.T) {
 			window := 400 * time.Millisecond
@@ -510,6 +517,10 @@ func TestIdentifyConcurrencyAcrossProcesses(t *testing.T) {
 // TestSessionBudgetRefusesStart: with too few session starts left, the
 // launcher refuses before spawning anything.
 func TestSessionBudgetRefusesStart(t *testing.T) {
+	testredis.EachBackend(t, testSessionBudgetRefusesStart)
+}
+
+func testSessionBudgetRefusesStart(t *testing.T) {
 	f := newFleet(t, fleetOptions{shards: 4, clusters: 2, maxConcurrency: 16, env: []string{"MEGANE_IDENTIFY_RESERVE=998"}})
 	f.start()
 	select {

@@ -13,9 +13,11 @@ import (
 // README's ACL; the end-to-end ACL test (e2e) catches it through ACL LOG.
 var botCommands = [][]string{
 	// Connection: PING (Open, pub/sub health), SELECT for a /db in the
-	// URL, CLUSTER SLOTS for redis+cluster://, TIME (the lease scripts judge
-	// expiry by Redis's clock). AUTH and HELLO are always allowed.
-	{"+ping", "+select", "+cluster|slots", "+time"},
+	// URL; for redis+cluster://, CLUSTER SLOTS (the slot map) and COMMAND
+	// (go-redis's cluster client reads the command table once to route;
+	// refused, it asks again before every command); TIME (the lease scripts
+	// judge expiry by Redis's clock). AUTH and HELLO are always allowed.
+	{"+ping", "+select", "+cluster|slots", "+command", "+time"},
 	// Strings and key lifetimes: identify locks, heartbeats, store TTLs.
 	{"+get", "+set", "+del", "+exists", "+pexpire", "+pttl"},
 	// Hashes: gateway, shard map, sessions, status, store, cache, stats.
@@ -39,7 +41,7 @@ var botCommands = [][]string{
 // broadcast channel.
 var readOnlyCommands = [][]string{
 	{"+@read", "-@dangerous", "-scan", "-randomkey", "-dbsize"},
-	{"+ping", "+select", "+cluster|slots", "+subscribe"},
+	{"+ping", "+select", "+cluster|slots", "+command", "+subscribe"},
 }
 
 // BotACL returns the Redis ACL rules for the user a bot's processes connect

@@ -127,7 +127,9 @@ func jobsPerCopy(ctx context.Context, t *testing.T, n *Node) map[string]int64 {
 
 // Three service processes share 10 000 requests: every one answered with
 // its own payload, each handled exactly once, all acknowledged.
-func TestProcessesShareLoad(t *testing.T) {
+func TestProcessesShareLoad(t *testing.T) { testredis.EachBackend(t, testProcessesShareLoad) }
+
+func testProcessesShareLoad(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	for i := range 3 {
 		spawn(t, ks, "-role", "service", "-name", "work", "-copy", fmt.Sprint(i))
@@ -167,7 +169,9 @@ func first(errs []error) error {
 // SIGKILL of one copy mid-load: every request is answered by another copy
 // (the dead copy's pending entries are reclaimed) or fails with ErrTimeout;
 // none hangs.
-func TestProcessKilledMidLoad(t *testing.T) {
+func TestProcessKilledMidLoad(t *testing.T) { testredis.EachBackend(t, testProcessKilledMidLoad) }
+
+func testProcessKilledMidLoad(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	var copies []*proc
 	for i := range 3 {
@@ -225,7 +229,9 @@ func TestProcessKilledMidLoad(t *testing.T) {
 
 // Broadcast eval over 4 cluster processes returns 4 answers; with one
 // killed, 3 answers plus that one in Missing, within the deadline.
-func TestProcessEvalClusters(t *testing.T) {
+func TestProcessEvalClusters(t *testing.T) { testredis.EachBackend(t, testProcessEvalClusters) }
+
+func testProcessEvalClusters(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	ctx := ctxT(t, 60*time.Second)
 	fields := []any{"shard_count", 8, "clusters", 4}
@@ -310,7 +316,9 @@ func TestProcessEvalClusters(t *testing.T) {
 }
 
 // Streams stay bounded on a real Redis, whose MAXLEN ~ trims whole nodes.
-func TestStreamsTrimmed(t *testing.T) {
+func TestStreamsTrimmed(t *testing.T) { testredis.EachBackend(t, testStreamsTrimmed) }
+
+func testStreamsTrimmed(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	ctx := ctxT(t, 30*time.Second)
 	// MAXLEN is applied by the writer of each entry: the caller trims the

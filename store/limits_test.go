@@ -132,6 +132,10 @@ func TestStoreAcceptsWhatIsValid(t *testing.T) {
 // TestStoreRejectsBadInputRealRedis: the same checks in front of a real
 // redis-server, which also refuses an Incr that would overflow.
 func TestStoreRejectsBadInputRealRedis(t *testing.T) {
+	testredis.EachBackend(t, testStoreRejectsBadInputRealRedis)
+}
+
+func testStoreRejectsBadInputRealRedis(t *testing.T) {
 	rdb, ks := testredis.Real(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -162,8 +162,10 @@ func TestStoreMiniredis(t *testing.T) {
 }
 
 func TestStoreRealRedis(t *testing.T) {
-	rdb, ks := testredis.Real(t)
-	testStore(t, rdb, ks)
+	testredis.EachBackend(t, func(t *testing.T) {
+		rdb, ks := testredis.Real(t)
+		testStore(t, rdb, ks)
+	})
 }
 
 // The store is Redis: a value written by one client (process) is there for

@@ -5,6 +5,10 @@
 //
 //	redis-server --port 6399 --save '' --appendonly no --daemonize yes
 //	go run ./bench/ipc -redis redis://127.0.0.1:6399/0
+//
+// With -cluster URL (a redis+cluster:// URL) it measures the same on a
+// Redis Cluster in the same run, the samples of both interleaved, and
+// prints what the cluster costs against the single server.
 package main
 
 import (
@@ -23,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
@@ -32,6 +38,7 @@ import (
 func main() {
 	var (
 		url      = flag.String("redis", "redis://127.0.0.1:6399/0", "Redis URL")
+		cluster  = flag.String("cluster", "", "redis+cluster:// URL of a Redis Cluster to compare with -redis in the same run")
 		ns       = flag.String("ns", "bench", "key namespace (purged before and after)")
 		samples  = flag.Int("n", 20000, "sequential samples per latency row")
 		dur      = flag.Duration("d", 5*time.Second, "duration of each throughput row")
@@ -61,7 +68,13 @@ func main() {
 	childArgs = os.Args[1:]
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *url, *ns, *samples, *dur, *inflight, *payload, *child); err != nil {
+	var err error
+	if *child {
+		err = runChild(ctx, *url, *ns)
+	} else {
+		err = run(ctx, *url, *cluster, *ns, *samples, *dur, *inflight, *payload)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ipc:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -84,7 +97,9 @@ type rawJSON []byte
 
 func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
 
-func run(ctx context.Context, url, ns string, samples int, dur time.Duration, inflight string, size int, child bool) error {
+// runChild is the service copy: the echo service and the bare baseline's
+// server.
+func runChild(ctx context.Context, url, ns string) error {
 	rdb, err := redisconn.Open(ctx, url)
 	if err != nil {
 		return err
@@ -94,105 +109,169 @@ func run(ctx context.Context, url, ns string, samples int, dur time.Duration, in
 	if err != nil {
 		return err
 	}
-	if child {
-		go func() {
-			if err := bareServe(ctx, rdb, ks); err != nil {
-				fmt.Fprintln(os.Stderr, "bench/ipc: bare baseline:", err)
-			}
-		}()
-		return services.Run(ctx, services.Options{Name: "echo", Redis: rdb, Keys: ks,
-			OnReady: func() { fmt.Println("READY") }}, echo{})
+	go func() {
+		if err := bareServe(ctx, rdb, ks); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/ipc: bare baseline:", err)
+		}
+	}()
+	return services.Run(ctx, services.Options{Name: "echo", Redis: rdb, Keys: ks,
+		OnReady: func() { fmt.Println("READY") }}, echo{})
+}
+
+// target is one Redis under test with its service copy and callers.
+type target struct {
+	name             string
+	rdb              redis.UniversalClient
+	ping, call, bare func() error
+	barePiped        func() error
+	close            func()
+}
+
+// setup starts the service copy on url and returns the calls to measure.
+func setup(ctx context.Context, name, url, ns string, body []byte) (*target, error) {
+	rdb, err := redisconn.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: name, rdb: rdb}
+	var closers []func()
+	t.close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	closers = append(closers, func() { _ = rdb.Close() })
+	ks, err := keyspace.New(ns)
+	if err != nil {
+		t.close()
+		return nil, err
 	}
 	purge(ctx, rdb, ks)
-	defer purge(context.Background(), rdb, ks)
+	closers = append(closers, func() { purge(context.Background(), rdb, ks) })
 	if err := bareSetup(ctx, rdb, ks); err != nil {
-		return err
+		t.close()
+		return nil, err
 	}
-
-	svc, err := startChild(ctx, url, ns)
+	svc, err := startChild(ctx, url)
 	if err != nil {
-		return err
+		t.close()
+		return nil, err
 	}
-	defer func() {
+	closers = append(closers, func() {
 		_ = svc.Process.Signal(syscall.SIGTERM)
 		_ = svc.Wait()
-	}()
-
+	})
 	node, err := redisipc.New(ctx, redisipc.Options{Redis: rdb, Keys: ks, Addr: "cluster:0"})
 	if err != nil {
-		return err
+		t.close()
+		return nil, err
 	}
-	defer node.Close(context.Background())
-
-	body := []byte(`"` + strings.Repeat("x", max(size-2, 0)) + `"`)
-	call := func() error {
+	closers = append(closers, func() { _ = node.Close(context.Background()) })
+	t.ping = func() error { return rdb.Ping(ctx).Err() }
+	t.call = func() error {
 		_, err := node.Call(ctx, "service:echo", "echo", body)
 		return err
 	}
 	seq := newBareSeq(rdb, ks, body)
-	bare := func() error { return seq.call(ctx) }
+	t.bare = func() error { return seq.call(ctx) }
 	pipe := newBarePipe(ctx, rdb, ks, body)
-	barePiped := func() error { return pipe.call(ctx) }
+	t.barePiped = func() error { return pipe.call(ctx) }
 	// Warm up connections and code paths.
 	for range 2000 {
-		if err := call(); err != nil {
-			return fmt.Errorf("warm-up call: %w", err)
-		}
-		if err := bare(); err != nil {
-			return fmt.Errorf("warm-up bare call: %w", err)
-		}
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return err
+		for _, f := range []func() error{t.call, t.bare, t.ping} {
+			if err := f(); err != nil {
+				t.close()
+				return nil, fmt.Errorf("%s: warm-up: %w", name, err)
+			}
 		}
 	}
+	return t, nil
+}
 
-	// PING, call and bare samples alternate, so all see the same machine load.
-	l, err := interleaved(samples, func() error { return rdb.Ping(ctx).Err() }, call, bare)
+func run(ctx context.Context, url, clusterURL, ns string, samples int, dur time.Duration, inflight string, size int) error {
+	body := []byte(`"` + strings.Repeat("x", max(size-2, 0)) + `"`)
+	single, err := setup(ctx, "single", url, ns, body)
 	if err != nil {
 		return err
 	}
-	ping, rr, br := l[0], l[1], l[2]
-	base := ping.p50
-	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s, load average %s\n\n",
-		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, rdb), loadAvg())
-	fmt.Printf("%-44s %10s %10s %12s %12s\n", "measurement", "p50", "p99", "p50/PING50", "p99/PING50")
-	row := func(name string, l lat) {
-		fmt.Printf("%-44s %10s %10s %11.2fx %11.2fx\n", name, us(l.p50), us(l.p99),
-			float64(l.p50)/float64(base), float64(l.p99)/float64(base))
+	defer single.close()
+	targets := []*target{single}
+	if clusterURL != "" {
+		cl, err := setup(ctx, "cluster", clusterURL, ns, body)
+		if err != nil {
+			return err
+		}
+		defer cl.close()
+		targets = append(targets, cl)
 	}
-	row(fmt.Sprintf("Redis PING round trip (sequential, n=%d)", samples), ping)
-	row(fmt.Sprintf("cluster→service call (sequential, n=%d)", samples), rr)
-	row("bare streams round trip (no framework)", br)
-	fmt.Printf("%-44s %10.2fx %10.2fx\n", "call ÷ bare", float64(rr.p50)/float64(br.p50), float64(rr.p99)/float64(br.p99))
 
-	fmt.Printf("\n%-44s %10s %10s %12s\n", "throughput", "req/s", "p50", "p99")
-	for _, f := range strings.Split(inflight, ",") {
-		k, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || k <= 0 {
-			return fmt.Errorf("bad -inflight %q", f)
+	// PING, call and bare samples alternate (and the targets with them), so
+	// all see the same machine load.
+	var fs []func() error
+	for _, t := range targets {
+		fs = append(fs, t.ping, t.call, t.bare)
+	}
+	l, err := interleaved(samples, fs...)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Megane IPC benchmark — %s, %d-byte payload, GOMAXPROCS=%d, redis %s, load average %s\n",
+		time.Now().Format("2006-01-02 15:04"), size, runtimeProcs(), redisVersion(ctx, single.rdb), loadAvg())
+	for i, t := range targets {
+		ping, rr, br := l[3*i], l[3*i+1], l[3*i+2]
+		base := ping.p50
+		fmt.Printf("\n%-44s %10s %10s %12s %12s\n", "measurement ("+t.name+")", "p50", "p99", "p50/PING50", "p99/PING50")
+		row := func(name string, l lat) {
+			fmt.Printf("%-44s %10s %10s %11.2fx %11.2fx\n", name, us(l.p50), us(l.p99),
+				float64(l.p50)/float64(base), float64(l.p99)/float64(base))
 		}
-		rate, l, err := throughput(ctx, k, dur, call)
-		if err != nil {
-			return err
+		row(fmt.Sprintf("Redis PING round trip (sequential, n=%d)", samples), ping)
+		row(fmt.Sprintf("cluster→service call (sequential, n=%d)", samples), rr)
+		row("bare streams round trip (no framework)", br)
+		fmt.Printf("%-44s %10.2fx %10.2fx\n", "call ÷ bare", float64(rr.p50)/float64(br.p50), float64(rr.p99)/float64(br.p99))
+	}
+	if len(targets) == 2 {
+		ratio := func(a, b lat) string {
+			return fmt.Sprintf("%10.2fx %10.2fx", float64(b.p50)/float64(a.p50), float64(b.p99)/float64(a.p99))
 		}
-		fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("cluster→service, %d in flight, %v", k, dur), rate, us(l.p50), us(l.p99))
-		brate, bl, err := throughput(ctx, k, dur, barePiped)
-		if err != nil {
-			return err
+		fmt.Printf("\n%-44s %10s %10s\n", "Redis Cluster ÷ single redis-server", "p50", "p99")
+		fmt.Printf("%-44s %s\n", "PING round trip", ratio(l[0], l[3]))
+		fmt.Printf("%-44s %s\n", "cluster→service call", ratio(l[1], l[4]))
+		fmt.Printf("%-44s %s\n", "bare streams round trip", ratio(l[2], l[5]))
+	}
+
+	for _, t := range targets {
+		fmt.Printf("\n%-44s %10s %10s %12s\n", "throughput ("+t.name+")", "req/s", "p50", "p99")
+		for _, f := range strings.Split(inflight, ",") {
+			k, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || k <= 0 {
+				return fmt.Errorf("bad -inflight %q", f)
+			}
+			rate, l, err := throughput(ctx, k, dur, t.call)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("cluster→service, %d in flight, %v", k, dur), rate, us(l.p50), us(l.p99))
+			brate, bl, err := throughput(ctx, k, dur, t.barePiped)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("bare streams, %d in flight, %v", k, dur), brate, us(bl.p50), us(bl.p99))
+			fmt.Printf("%-44s %10.2fx\n", "call ÷ bare throughput", rate/brate)
 		}
-		fmt.Printf("%-44s %10.0f %10s %10s\n", fmt.Sprintf("bare streams, %d in flight, %v", k, dur), brate, us(bl.p50), us(bl.p99))
-		fmt.Printf("%-44s %10.2fx\n", "call ÷ bare throughput", rate/brate)
 	}
 	fmt.Printf("\ntargets: call p50 ≤ 3× PING p50, p99 ≤ 10× PING p50, ≥ 45 000 req/s at 64 in flight\n")
 	return nil
 }
 
-func startChild(ctx context.Context, url, ns string) (*exec.Cmd, error) {
+// startChild starts the service copy on url (the last -redis wins).
+func startChild(ctx context.Context, url string) (*exec.Cmd, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, append([]string{"-child"}, childArgs...)...)
+	args := append(append([]string{"-child"}, childArgs...), "-redis", url)
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -31,6 +31,10 @@ type ServerOptions struct {
 	ACLFile string
 	// Args are further redis-server arguments.
 	Args []string
+
+	// cluster picks a port a cluster node can use: its bus port
+	// (port+10000) free too, so at most 55535.
+	cluster bool
 }
 
 // Server is a running redis-server of a test, also for tests that break
@@ -66,6 +70,9 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 	// it; then the server exits and another port is tried.
 	for attempt := range 5 {
 		port, err := freePort()
+		if o.cluster {
+			port, err = freeClusterPort()
+		}
 		if err != nil {
 			t.Fatalf("testredis: free port: %v", err)
 		}
@@ -167,6 +174,27 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// freeClusterPort returns a free port of at most 55535 whose cluster bus
+// port (10000 higher) is free too.
+func freeClusterPort() (int, error) {
+	for range 100 {
+		port, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		if port > 55535 {
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		if err != nil {
+			continue
+		}
+		_ = bus.Close()
+		return port, nil
+	}
+	return 0, errors.New("no free port pair for a cluster node")
 }
 
 func freePort() (int, error) {
