@@ -84,10 +84,8 @@ type Lease struct {
 // Held reports whether a launcher owns the lease.
 func (l Lease) Held() bool { return l.Owner != "" && l.Remaining > 0 }
 
-// nowMS is the Lua prelude that reads Redis's clock in unix milliseconds.
-const nowMS = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
+// Each script that judges expiry starts by reading Redis's clock in unix
+// milliseconds (TIME), so the launchers' clocks are never compared.
 
 // claimScript takes a free lease (never claimed, released or expired) or
 // renews the caller's own with a new token.
@@ -100,7 +98,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 //
 // Returns {token, ttl ms} when claimed, {0, remaining ms} when another
 // launcher holds it.
-var claimScript = redis.NewScript(nowMS + `
+var claimScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local owner = redis.call('HGET', KEYS[1], 'owner')
 local exp = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') or 0
 if owner and owner ~= '' and owner ~= ARGV[1] and exp > now then
@@ -121,7 +121,9 @@ return {token, tonumber(ARGV[4])}
 //	ARGV[3] -> ttl, ms
 //
 // Returns the ttl when renewed, -1 when the lease is not the caller's.
-var renewScript = redis.NewScript(nowMS + `
+var renewScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('HMGET', KEYS[1], 'owner', 'token', 'expires')
 if v[1] ~= ARGV[1] or v[2] ~= ARGV[2] or (tonumber(v[3] or '0') or 0) <= now then return -1 end
 redis.call('HSET', KEYS[1], 'expires', now + tonumber(ARGV[3]))
@@ -135,7 +137,9 @@ return tonumber(ARGV[3])
 //
 // Returns the remaining ms, -1 when the token is not the lease's or it
 // expired.
-var checkScript = redis.NewScript(nowMS + `
+var checkScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('HMGET', KEYS[1], 'token', 'expires', 'owner')
 if v[1] ~= ARGV[1] or not v[3] or v[3] == '' then return -1 end
 local rem = (tonumber(v[2] or '0') or 0) - now
@@ -163,7 +167,9 @@ return 1
 //
 // Returns {1, now ms} the first time, {0, since ms} when already noted,
 // {0, 0} when the lease is held.
-var unownedScript = redis.NewScript(nowMS + `
+var unownedScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('HMGET', KEYS[1], 'owner', 'expires', 'unowned_since')
 if v[1] and v[1] ~= '' and (tonumber(v[2] or '0') or 0) > now then return {0, 0} end
 if v[3] then return {0, tonumber(v[3])} end
