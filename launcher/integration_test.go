@@ -168,13 +168,11 @@ func testFleet(t *testing.T) {
 			testwait.For(t, 5*time.Second, "the cluster process gone", func() bool { return !f.ours(pid) })
 			return func() {}
 		})
-		evs := f.events()
-		if countEvents(evs, lifecycle.ClusterRestarted, 1) != 1 {
-			t.Errorf("want one ClusterRestarted event for cluster 1")
-		}
-		if countEvents(evs, lifecycle.ClusterExited, 1) != 1 {
-			t.Errorf("want one ClusterExited event for cluster 1")
-		}
+		// The launcher publishes its events through a queue: wait for them.
+		testwait.For(t, 10*time.Second, "one ClusterRestarted and one ClusterExited event for cluster 1", func() bool {
+			evs := f.events()
+			return countEvents(evs, lifecycle.ClusterRestarted, 1) == 1 && countEvents(evs, lifecycle.ClusterExited, 1) == 1
+		})
 	})
 
 	t.Run("RequestedRestartResumes", func(t *testing.T) {
