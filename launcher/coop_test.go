@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"slices"
@@ -11,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/megane-go/megane/cli"
 	"github.com/megane-go/megane/control"
 	"github.com/megane-go/megane/discordtest"
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/leases"
-	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
 )
 
@@ -346,71 +343,13 @@ func stOf(f *fleet) Status {
 	return st
 }
 
-// cli runs megane-cli against f's bot and returns its output.
+// cli runs megane-cli against f's bot and returns its output; an error
+// fails the test.
 func (f *fleet) cli(args ...string) string {
 	f.t.Helper()
-	var out bytes.Buffer
-	app := cli.App(&out)
-	app.ErrWriter = &out
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	argv := append([]string{"megane-cli", "--redis", f.redisURL(), "--namespace", f.ks.Namespace()}, args...)
-	if err := app.RunContext(ctx, argv); err != nil {
-		f.t.Fatalf("megane-cli %s: %v\n%s", strings.Join(args, " "), err, out.String())
-	}
-	return out.String()
-}
-
-// TestDrainHandsClustersOver replaces a launcher the way a deploy of the
-// launcher itself does: `megane-cli shutdown --launcher A --drain` moves
-// A's clusters to the other launcher one at a time, each by RESUME, while
-// messages flow; then A stops.
-func TestDrainHandsClustersOver(t *testing.T) {
-	a, b := coopFleet(t)
-	stA, _ := a.coopStatus()
-	recA, _ := a.launcherRecord()
-	var moved []int
-	for _, c := range stA.Clusters {
-		moved = append(moved, c.Shards...)
-	}
-	identBefore, resBefore := a.shardActivity()
-	from := len(a.events())
-	stop := a.traffic(20 * time.Millisecond)
-	start := time.Now()
-	out, err := a.cliErr("shutdown", "--launcher", recA.ID, "--drain")
-	took := time.Since(start)
-	ids := stop()
+	out, err := f.cliErr(args...)
 	if err != nil {
-		t.Fatalf("megane-cli shutdown --drain: %v\n%s", err, out)
+		f.t.Fatalf("megane-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	select {
-	case <-a.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the drained launcher did not stop")
-	}
-	b.waitOwnsReady(4, 10*time.Second)
-	identAfter, resAfter := b.shardActivity()
-	for _, s := range moved {
-		if identAfter[s] != identBefore[s] || resAfter[s] != resBefore[s]+1 {
-			t.Errorf("moved shard %d: %d identifies and %d resumes, want 0 and 1", s,
-				identAfter[s]-identBefore[s], resAfter[s]-resBefore[s])
-		}
-	}
-	// One cluster at a time: each exit follows the previous one's ready.
-	down := -1
-	for _, ev := range b.events()[from:] {
-		switch ev.Type {
-		case lifecycle.ClusterExited:
-			if down >= 0 {
-				t.Errorf("cluster %d went down while cluster %d was moving", ev.Cluster, down)
-			}
-			down = ev.Cluster
-		case lifecycle.ClusterReady:
-			if ev.Cluster == down {
-				down = -1
-			}
-		}
-	}
-	b.waitSeen(ids, 30*time.Second)
-	t.Logf("drain of 2 clusters × 4 shards: %s, %d messages meanwhile, none lost", took.Round(10*time.Millisecond), len(ids))
+	return out
 }

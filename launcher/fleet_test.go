@@ -395,3 +395,23 @@ func contains(shards []int, s int) bool {
 	}
 	return false
 }
+
+// oneDownAtATime fails t when a cluster exited while another one was down:
+// each exit must follow the previous cluster's ready.
+func oneDownAtATime(t *testing.T, evs []lifecycle.Event) {
+	t.Helper()
+	down := -1
+	for _, ev := range evs {
+		switch ev.Type {
+		case lifecycle.ClusterExited:
+			if down >= 0 {
+				t.Errorf("cluster %d went down while cluster %d was down", ev.Cluster, down)
+			}
+			down = ev.Cluster
+		case lifecycle.ClusterReady:
+			if ev.Cluster == down {
+				down = -1
+			}
+		}
+	}
+}

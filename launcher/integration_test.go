@@ -253,22 +253,7 @@ func testFleet(t *testing.T) {
 					s, identAfter[s]-identBefore[s], resAfter[s]-resBefore[s])
 			}
 		}
-		// At most one cluster down at a time: each exit follows the
-		// previous cluster's ready.
-		down := -1
-		for _, ev := range f.events()[from:] {
-			switch ev.Type {
-			case lifecycle.ClusterExited:
-				if down >= 0 {
-					t.Errorf("cluster %d went down while cluster %d was down", ev.Cluster, down)
-				}
-				down = ev.Cluster
-			case lifecycle.ClusterReady:
-				if ev.Cluster == down {
-					down = -1
-				}
-			}
-		}
+		oneDownAtATime(t, f.events()[from:])
 	})
 
 	t.Run("AllClustersReadyFiredOnce", func(t *testing.T) {

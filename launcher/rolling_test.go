@@ -144,20 +144,7 @@ func TestRollingDeploy(t *testing.T) {
 				s, identAfter[s]-identBefore[s], resAfter[s]-resBefore[s])
 		}
 	}
-	down := -1
-	for _, ev := range f.events()[from:] {
-		switch ev.Type {
-		case lifecycle.ClusterExited:
-			if down >= 0 {
-				t.Errorf("cluster %d went down while cluster %d was down", ev.Cluster, down)
-			}
-			down = ev.Cluster
-		case lifecycle.ClusterReady:
-			if ev.Cluster == down {
-				down = -1
-			}
-		}
-	}
+	oneDownAtATime(t, f.events()[from:])
 	f.waitSeen(ids, 30*time.Second)
 	seen := f.seen()
 	dups := 0
