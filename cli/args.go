@@ -27,6 +27,8 @@ const (
 	maxDeadLetters = 10_000
 	// maxClusterID matches the launcher's limit of 1024 clusters.
 	maxClusterID = 1023
+	// maxShardsArg matches the launcher's limit of 65536 shards.
+	maxShardsArg = 65536
 	minTimeout   = time.Millisecond // the usage text spells out these two
 	maxTimeout   = 24 * time.Hour
 )

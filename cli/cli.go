@@ -58,6 +58,10 @@ func App(out io.Writer) *ucli.App {
 					&ucli.IntFlag{Name: "parallel", Aliases: []string{"k"}, Value: 1, Usage: "processes restarted at once (1..1024)"},
 					&ucli.BoolFlag{Name: "skip-services", Usage: "restart only the clusters"},
 				}, Before: noArgs("rolling-restart [--parallel k] [--skip-services]"), Action: cmdRolling},
+			{Name: "reshard", Usage: "change the shard count without downtime: a new generation of shards identifies beside the running one, then replaces it (sessions resumed); one line per step, then a summary",
+				Flags: []ucli.Flag{
+					&ucli.IntFlag{Name: "shards", Aliases: []string{"n"}, Value: 0, Usage: "the new shard count (default: Discord's recommendation, rounded as the launcher is configured)"},
+				}, Before: noArgs("reshard [--shards N]"), Action: cmdReshard},
 			{Name: "shutdown", Usage: "stop the launcher gracefully (sessions are saved); with several launchers, all of them or --launcher ID",
 				Before: noArgs("shutdown"), Action: cmdShutdown,
 				Flags: []ucli.Flag{

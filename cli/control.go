@@ -172,6 +172,11 @@ type stepPrinter struct {
 }
 
 func (e *env) followSteps(ctx context.Context) *stepPrinter {
+	return e.followEvents(ctx, lifecycle.RollStep)
+}
+
+// followEvents prints the events of type t as steps.
+func (e *env) followEvents(ctx context.Context, t lifecycle.Type) *stepPrinter {
 	from := "0-0"
 	if msgs, err := e.rdb.XRevRangeN(ctx, e.ks.Events(), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
 		from = msgs[0].ID
@@ -187,7 +192,7 @@ func (e *env) followSteps(ctx context.Context) *stepPrinter {
 			}
 			from = next
 			for _, ev := range evs {
-				if ev.Type == lifecycle.RollStep {
+				if ev.Type == t {
 					p.print(ev.Detail)
 				}
 			}
@@ -219,6 +224,40 @@ func (p *stepPrinter) flush(steps []control.RollStep) {
 		p.print(fmt.Sprintf("%s: %s, resumed %d, identified %d, replayed %d%s", strings.Join(s.Processes, ", "),
 			s.Duration.Round(time.Millisecond), s.Resumed, s.Identified, s.Replayed, stepError(s)))
 	}
+}
+
+// flushDetails prints the details beyond those printed already.
+func (p *stepPrinter) flushDetails(details []string) {
+	p.mu.Lock()
+	n := p.printed
+	p.mu.Unlock()
+	for _, d := range details[min(n, len(details)):] {
+		p.print(d)
+	}
+}
+
+func cmdReshard(c *ucli.Context) error {
+	req := control.ReshardRequest{Shards: c.Int("shards")}
+	if req.Shards < 0 || req.Shards > maxShardsArg {
+		return usageErr("--shards %d is outside 0..%d (0: Discord's recommendation)", req.Shards, maxShardsArg)
+	}
+	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		steps := e.followEvents(ctx, lifecycle.ReshardStep)
+		defer steps.stop()
+		rep, err := control.Reshard(ctx, n, req)
+		details := make([]string, len(rep.Steps))
+		for i, s := range rep.Steps {
+			details[i] = s.Phase + ": " + s.Detail
+		}
+		steps.flushDetails(details)
+		if err != nil {
+			steps.say("re-shard FAILED: %v\n", err)
+			return nil, err
+		}
+		steps.say("re-sharded %d → %d shards in %s (switch %s): %d identified, %d resumed, %d events replayed\n",
+			rep.From, rep.To, rep.Took.Round(time.Millisecond), rep.Switch.Round(time.Millisecond), rep.Identified, rep.Resumed, rep.Replayed)
+		return rep, nil
+	})
 }
 
 func stepError(s control.RollStep) string {

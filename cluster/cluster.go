@@ -302,7 +302,7 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 			delete(states, id)
 		}
 	}
-	if err := identify.CheckBudget(ctx, r.rdb, r.ks, len(ids)-len(states), o.IdentifyReserve); err != nil {
+	if err := identify.CheckBudget(ctx, r.rdb, r.o.IdentifyKeys, len(ids)-len(states), o.IdentifyReserve); err != nil {
 		return fmt.Errorf("cluster %d: %w", o.ID, err)
 	}
 	r.track = newTracker(o.ID, count, ids, states)
@@ -328,6 +328,9 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 	// not until Launch returns: goroutines Launch starts may keep it.
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
+	if o.Standby {
+		w = standbyWorker{}
+	}
 	if err := r.launch(wctx, w, c); err != nil {
 		r.finish(ctx, bg, "failed")
 		return err
@@ -342,13 +345,19 @@ func (r *runner) run(ctx context.Context, w Worker) error {
 		r.sh.rep.Run(bg.workCtx)
 	})
 
+	// The watch ends with the Worker's context too: a cluster that stops
+	// before it was ever ready (a shard failed for good) must not wait
+	// for a readiness that cannot come.
 	readyWatch := make(chan struct{})
 	go func() {
 		defer close(readyWatch)
 		select {
 		case <-r.track.ready:
+			if o.Standby && !r.waitGuilds(wctx) {
+				return
+			}
 			r.onReady(ctx)
-		case <-ctx.Done():
+		case <-wctx.Done():
 		}
 	}()
 

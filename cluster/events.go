@@ -90,6 +90,10 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 		}
 	}()
 
+	if r.o.Standby {
+		r.trackOnly(g, t, seq, data)
+		return
+	}
 	switch t {
 	case gateway.EventTypeHeartbeatAck:
 		// disgo keeps no synchronised latency. Read it here, on the shard's
@@ -128,6 +132,25 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 	}
 
 	r.client.EventManager.HandleGatewayEvent(g, t, seq, data)
+	r.trackEvent(shard, seq, data)
+}
+
+// trackOnly is handle for a standby cluster: the events reach no listener,
+// only the tracker (sessions, readiness, latency).
+func (r *runner) trackOnly(g gateway.Gateway, t gateway.EventType, seq int, data gateway.EventData) {
+	switch t {
+	case gateway.EventTypeHeartbeatAck:
+		r.track.setLatency(g.ShardID(), g.Latency())
+	case gateway.EventTypeRaw:
+		r.track.rawSeen(g.ShardID(), seq)
+	default:
+		r.trackEvent(g.ShardID(), seq, data)
+	}
+}
+
+// trackEvent records a typed event in the tracker once its listeners
+// returned.
+func (r *runner) trackEvent(shard, seq int, data gateway.EventData) {
 	switch d := data.(type) {
 	case gateway.EventReady:
 		ids := make([]snowflake.ID, len(d.Guilds))

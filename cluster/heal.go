@@ -174,7 +174,7 @@ func (h *healer) resync(ctx context.Context, lost []int) {
 	if len(shards) == 0 {
 		return
 	}
-	err := identify.CheckBudget(ctx, r.rdb, r.ks, len(shards), r.o.IdentifyReserve)
+	err := identify.CheckBudget(ctx, r.rdb, r.o.IdentifyKeys, len(shards), r.o.IdentifyReserve)
 	if errors.Is(err, identify.ErrSessionStartLimit) {
 		if time.Since(h.refusedAt) >= budgetRefusedLogEvery {
 			h.refusedAt = time.Now()

@@ -200,7 +200,27 @@ type Options struct {
 	// Interval defaults to stats.DefaultInterval, Logger to the cluster's
 	// logger.
 	Stats stats.Options
+
+	// Standby runs the shards without serving the bot: the Worker's Launch
+	// is not called, no listener (disgo's, OnRawEvent) sees an event and no
+	// projection runs (DisableCache is implied). The shards connect,
+	// identify through the limiter of IdentifyKeys and track their
+	// sessions, and readiness (OnReady, Cluster.Ready) waits until every
+	// guild READY announced has arrived (at most StandbyGuildWait). A
+	// re-shard runs the new generation this way, with Keys a staging
+	// keyspace (keyspace.Keyspace.Reshard), until the switch. Default false.
+	Standby bool
+	// IdentifyKeys is the keyspace whose identify buckets, session start
+	// budget and gateway record the cluster uses. Default Keys; a standby
+	// cluster spends the live bot's budget while its own records go to a
+	// staging keyspace.
+	IdentifyKeys keyspace.Keyspace
 }
+
+// StandbyGuildWait bounds how long a standby cluster waits, after every
+// shard's READY, for the guilds READY announced (Discord may keep some
+// unavailable for long).
+const StandbyGuildWait = 30 * time.Second
 
 func (o Options) withDefaults() Options {
 	if o.Intents == 0 {
@@ -232,6 +252,13 @@ func (o Options) withDefaults() Options {
 	}
 	if o.OwnerCacheSize == 0 {
 		o.OwnerCacheSize = DefaultOwnerCacheSize
+	}
+	if o.IdentifyKeys.Namespace() == "" {
+		o.IdentifyKeys = o.Keys
+	}
+	if o.Standby {
+		o.DisableCache = true
+		o.OnRawEvent = nil
 	}
 	o.ShardIDs = append([]int(nil), o.ShardIDs...)
 	return o

@@ -50,7 +50,7 @@ func (r *runner) resolveGateway(ctx context.Context) (url string, count, maxConc
 	if url != "" && count > 0 && maxConc > 0 {
 		return url, count, maxConc, nil
 	}
-	info, err := identify.LoadGatewayInfo(ctx, r.rdb, r.ks)
+	info, err := identify.LoadGatewayInfo(ctx, r.rdb, r.o.IdentifyKeys)
 	saved := err == nil
 	if err != nil && !errors.Is(err, identify.ErrNoGatewayInfo) {
 		return "", 0, 0, fmt.Errorf("cluster: %w", err)
@@ -77,7 +77,7 @@ func (r *runner) resolveGateway(ctx context.Context) (url string, count, maxConc
 			// Nobody saved the budget yet (no launcher): keep Discord's so
 			// the limiter can count session starts.
 			fetched.Shards, fetched.MaxConcurrency = count, max(maxConc, 1)
-			if err := identify.SaveGatewayInfo(ctx, r.rdb, r.ks, fetched); err != nil {
+			if err := identify.SaveGatewayInfo(ctx, r.rdb, r.o.IdentifyKeys, fetched); err != nil {
 				return "", 0, 0, fmt.Errorf("cluster: %w", err)
 			}
 		}
@@ -118,7 +118,7 @@ func (r *runner) shardManager(url string, count, maxConc int, ids []int, states 
 		sharding.WithCloseHandler(r.onShardGaveUp),
 	}
 	if o.Limiter == LimiterRedis {
-		r.limiter = identify.NewLimiter(r.rdb, r.ks, maxConc,
+		r.limiter = identify.NewLimiter(r.rdb, r.o.IdentifyKeys, maxConc,
 			identify.WithWindow(o.IdentifyWindow), identify.WithLogger(r.log))
 		opts = append(opts, sharding.WithIdentifyRateLimiter(r.limiter))
 	} else {

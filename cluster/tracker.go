@@ -569,3 +569,15 @@ func (t *tracker) averageLatency() int64 {
 	}
 	return sum / n
 }
+
+// pendingGuilds counts the guilds READY (or an outage) announced whose
+// GUILD_CREATE has not come yet, over every shard.
+func (t *tracker) pendingGuilds() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, st := range t.shards {
+		n += len(st.unavailable)
+	}
+	return n
+}

@@ -58,6 +58,15 @@ func RollingRestart(ctx context.Context, n *redisipc.Node, req RollingRestartReq
 	return r, err
 }
 
+// Reshard re-shards the bot (OpReshard) and returns what it did. ctx
+// needs a deadline long enough for the new generation's IDENTIFYs.
+func Reshard(ctx context.Context, n *redisipc.Node, req ReshardRequest, opts ...CallOption) (ReshardReply, error) {
+	var r ReshardReply
+	req.V = Version
+	err := call(ctx, n, OpReshard, req, &r, opts)
+	return r, err
+}
+
 // Shutdown asks the launcher to stop gracefully. It returns once the
 // launcher accepted; the stop itself happens afterwards.
 func Shutdown(ctx context.Context, n *redisipc.Node, opts ...CallOption) error {

@@ -57,7 +57,56 @@ const (
 	// Reply: ShutdownReply, once every cluster runs elsewhere. Give the call
 	// a deadline long enough for every cluster's move.
 	OpDrain = "drain"
+	// OpReshard re-shards the bot: a new generation of clusters with the
+	// new shard count comes up beside the running one, then replaces it.
+	// Payload: ReshardRequest. Reply: ReshardReply, once the new
+	// generation serves (or the re-shard failed and the old one serves
+	// on). Give the call a deadline long enough for every new shard's
+	// IDENTIFY.
+	OpReshard = "reshard"
 )
+
+// ReshardRequest is the payload of OpReshard.
+type ReshardRequest struct {
+	// V is the request's version (Version); zero means 1.
+	V int `json:"v,omitempty"`
+	// Shards is the new shard count; zero asks Discord's recommendation,
+	// rounded as the launcher is configured.
+	Shards int `json:"shards,omitempty"`
+}
+
+// ReshardStep is one step of a re-shard.
+type ReshardStep struct {
+	// Phase is "plan", "standby", "switch", "done" or "rollback".
+	Phase string `json:"phase"`
+	// Cluster is the cluster the step concerns; -1 for the whole bot.
+	Cluster int `json:"cluster"`
+	// Detail says what happened, in words.
+	Detail string `json:"detail"`
+	// Duration is how long the step took.
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// ReshardReply is the reply of OpReshard: the launcher's Status at the
+// end, the steps and the totals.
+type ReshardReply struct {
+	Status
+	// From and To are the old and the new shard count.
+	From int `json:"from"`
+	To   int `json:"to"`
+	// Steps are the re-shard's steps in order.
+	Steps []ReshardStep `json:"steps"`
+	// Took is the whole re-shard; Switch the part from the old
+	// generation's stop to every new cluster ready (events meanwhile are
+	// delayed, not lost: the new sessions resume and Discord replays them).
+	Took   time.Duration `json:"took_ns"`
+	Switch time.Duration `json:"switch_ns"`
+	// Identified counts the new generation's IDENTIFYs; Resumed its shards
+	// that resumed at the switch; Replayed the dispatches replayed then.
+	Identified int `json:"identified"`
+	Resumed    int `json:"resumed"`
+	Replayed   int `json:"replayed"`
+}
 
 // AllCopies, as the copy of RestartService, restarts every copy of a service.
 const AllCopies = -1

@@ -81,6 +81,10 @@ func (s *Server) onIdentify(c *conn, raw json.RawMessage) {
 		s.closeConnLocked(c, 4005, "Already authenticated.")
 		return
 	}
+	if s.rejectCode != 0 && s.rejectCount == count {
+		s.closeConnLocked(c, s.rejectCode, "Rejected by the test.")
+		return
+	}
 	owned := s.world.GuildsOfShard(shard, count)
 	if s.opts.MaxGuildsPerShard > 0 && len(owned) > s.opts.MaxGuildsPerShard {
 		s.closeConnLocked(c, 4011, "Sharding required.")

@@ -57,17 +57,20 @@ type Server struct {
 	conns        map[*conn]struct{}
 	lastIdentify map[int]time.Time
 	remaining    int
-	identifies   []IdentifyRecord
-	resumes      []ResumeRecord
-	violations   []Violation
-	messages     []PostedMessage
-	webhooks     map[snowflake.ID]Webhook
-	counters     counters
-	rest         map[string]map[int]int64
-	rateLimit    int
-	rateLimitFor time.Duration
-	changed      chan struct{}
-	nextConnID   uint64
+	// rejectCount and rejectCode: IDENTIFYs with this shard count are
+	// closed with this code (RejectIdentifies); zero: none.
+	rejectCount, rejectCode int
+	identifies              []IdentifyRecord
+	resumes                 []ResumeRecord
+	violations              []Violation
+	messages                []PostedMessage
+	webhooks                map[snowflake.ID]Webhook
+	counters                counters
+	rest                    map[string]map[int]int64
+	rateLimit               int
+	rateLimitFor            time.Duration
+	changed                 chan struct{}
+	nextConnID              uint64
 }
 
 type runtimeConfig struct {
@@ -488,6 +491,17 @@ func (s *Server) SetIdentifyWindow(d time.Duration) {
 	if d > 0 {
 		s.cfg.IdentifyWindow = d
 	}
+}
+
+// RejectIdentifies makes every IDENTIFY that asks for shardCount shards
+// close with code (4004 Authentication failed, 4011 Sharding required, …)
+// from now on; RejectIdentifies(0, 0) ends it. Sessions of other shard
+// counts are unaffected, so a bot's running shards keep serving while a
+// re-shard's new ones fail.
+func (s *Server) RejectIdentifies(shardCount, code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejectCount, s.rejectCode = shardCount, code
 }
 
 // SetMaxConcurrency changes max_concurrency (reported by /gateway/bot and used for

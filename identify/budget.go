@@ -164,3 +164,12 @@ func CheckBudget(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Key
 	}
 	return nil
 }
+
+// SetShardCount records a new shard count in the gateway record (a
+// re-shard), leaving the budget and the rest as they are.
+func SetShardCount(ctx context.Context, rdb redis.UniversalClient, ks keyspace.Keyspace, shards int) error {
+	if err := rdb.HSet(ctx, ks.Gateway(), fieldShards, shards).Err(); err != nil {
+		return fmt.Errorf("identify: set shard count: %w", err)
+	}
+	return nil
+}

@@ -91,6 +91,23 @@ func (k Keyspace) Namespace() string { return k.ns }
 // (for SCAN MATCH patterns in tools and tests).
 func (k Keyspace) Base() string { return k.base }
 
+// reshardSuffix ends the namespace of a re-shard's staging keyspace.
+const reshardSuffix = ".reshard"
+
+// Reshard returns the staging keyspace a re-shard's new generation of
+// clusters keeps its own records in (sessions, statuses, cluster hashes,
+// IPC) until the switch: namespace "<ns>.reshard", the namespace cut to
+// leave room for the suffix. The launcher moves the sessions into this
+// keyspace at the switch and deletes the rest; what it cannot name (IPC
+// registrations, statistics) expires on its TTL.
+func (k Keyspace) Reshard() Keyspace {
+	ns := k.ns
+	if len(ns) > 64-len(reshardSuffix) {
+		ns = ns[:64-len(reshardSuffix)]
+	}
+	return MustNew(ns + reshardSuffix)
+}
+
 func id(n int) string { return strconv.Itoa(n) }
 
 func u64(n uint64) string { return strconv.FormatUint(n, 10) }

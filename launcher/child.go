@@ -193,6 +193,11 @@ func (l *Launcher) runCluster(ctx context.Context) error {
 	if guard != nil {
 		opts.GatewayOptions = append(opts.GatewayOptions, gateway.WithDialer(guard.dialer()))
 	}
+	if os.Getenv(envStandby) != "" {
+		// A re-shard's new generation: its records go to the staging
+		// keyspace, its identifies spend the live bot's budget.
+		opts.Standby, opts.IdentifyKeys, opts.Keys = true, ks, ks.Reshard()
+	}
 	log.Info("cluster process starting", slog.Int("cluster_id", id), slog.String("shards", shardmap.FormatRanges(shards)),
 		slog.Int("shard_count", l.cfg.Shards), slog.Int("pid", os.Getpid()))
 	err = cluster.Run(ctx, opts, l.cfg.Worker)

@@ -48,6 +48,9 @@ const (
 	envServiceCopy   = "MEGANE_SERVICE_COPY"
 	envReadyFD       = "MEGANE_READY_FD"
 	envParentPID     = "MEGANE_PARENT_PID"
+	// envStandby marks a re-shard's new-generation cluster (any non-empty
+	// value): it runs as cluster.Options.Standby in the staging keyspace.
+	envStandby = "MEGANE_STANDBY"
 )
 
 // Role is the part a process plays, chosen by MEGANE_ROLE.

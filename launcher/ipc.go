@@ -145,6 +145,23 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		}
 		return json.Marshal(rep)
 	})
+	node.Handle(control.OpReshard, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		var in control.ReshardRequest
+		if len(req.Payload) > 0 {
+			if err := req.Decode(&in); err != nil {
+				return nil, fmt.Errorf("launcher: %s wants {\"shards\": <n>} or nothing: %w", control.OpReshard, err)
+			}
+			if err := control.CheckVersion(in.V); err != nil {
+				return nil, err
+			}
+		}
+		l.log.Info("IPC: re-shard requested", slog.String("from", req.From), slog.Int("shards", in.Shards))
+		rep, err := l.Reshard(ctx, ReshardOptions{Shards: in.Shards})
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
+	})
 	node.Handle(control.OpDrain, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		l.log.Info("IPC: drain requested", slog.String("from", req.From))
 		timeout := l.cfg.ReadyTimeout + 3*l.cfg.LeaseTTL

@@ -30,8 +30,9 @@ var (
 	ErrNotRunning = errors.New("launcher: not running")
 	// ErrUnknownCluster is returned for a cluster id the launcher does not run.
 	ErrUnknownCluster = errors.New("launcher: unknown cluster")
-	// ErrBusy is returned by RollingRestart while another one is running.
-	ErrBusy = errors.New("launcher: a rolling restart is already running")
+	// ErrBusy is returned by RollingRestart and Reshard while a rolling
+	// restart or a re-shard is running.
+	ErrBusy = errors.New("launcher: a rolling restart or re-shard is already running")
 	// ErrRestartFailed is returned when a restarted cluster exits or is
 	// killed before it became ready.
 	ErrRestartFailed = errors.New("launcher: restarted cluster did not become ready")

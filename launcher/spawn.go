@@ -46,18 +46,42 @@ type child struct {
 // process group (so a terminal's Ctrl-C reaches only the launcher, which
 // stops the children in order), and a pipe on fd 3 for the ready report.
 func (l *Launcher) spawn(p *proc) (*child, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("ready pipe: %w", err)
-	}
 	exe := l.exe
 	p.mu.Lock()
 	if p.exeOver != "" {
 		exe = p.exeOver
 	}
 	p.mu.Unlock()
+	c, err := startChild(exe, l.childEnv(p))
+	if err != nil {
+		return nil, err
+	}
+
+	p.mu.Lock()
+	p.gen++
+	p.pid, p.startedAt, p.readyAt, p.state = c.pid, time.Now(), time.Time{}, StateStarting
+	p.killNow = c.kill
+	p.mu.Unlock()
+	select { // a stale report about the previous child must not kill this one
+	case <-p.staleCh:
+	default:
+	}
+	p.recordState()
+	l.log.Info("spawned "+p.name(), append(p.logAttrs(), slog.Int("pid", c.pid))...)
+	p.event(evSpawned, "pid "+strconv.Itoa(c.pid))
+	return c, nil
+}
+
+// startChild runs exe with the launcher's arguments and env added to its
+// environment, in its own process group, with a pipe on fd 3 for the ready
+// report.
+func startChild(exe string, env []string) (*child, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("ready pipe: %w", err)
+	}
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), l.childEnv(p)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{w}
@@ -74,19 +98,6 @@ func (l *Launcher) spawn(p *proc) (*child, error) {
 		c.err = cmd.Wait()
 		close(c.exited)
 	}()
-
-	p.mu.Lock()
-	p.gen++
-	p.pid, p.startedAt, p.readyAt, p.state = c.pid, time.Now(), time.Time{}, StateStarting
-	p.killNow = c.kill
-	p.mu.Unlock()
-	select { // a stale report about the previous child must not kill this one
-	case <-p.staleCh:
-	default:
-	}
-	p.recordState()
-	l.log.Info("spawned "+p.name(), append(p.logAttrs(), slog.Int("pid", c.pid))...)
-	p.event(evSpawned, "pid "+strconv.Itoa(c.pid))
 	return c, nil
 }
 

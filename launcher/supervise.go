@@ -57,6 +57,43 @@ const (
 // restartReq is a RestartCluster call waiting for the new process to be ready.
 type restartReq struct {
 	done chan error // buffered: the supervisor never blocks on it
+	// gate, when set, holds the respawn: a re-shard stops every old
+	// cluster, moves the records, then lets them start on the new shards.
+	gate *respawnGate
+}
+
+// respawnGate holds a restart between the old child's exit and the
+// respawn.
+type respawnGate struct {
+	stopped chan struct{} // closed by the run loop once no child runs
+	resume  chan struct{} // closed by the re-shard to let it spawn
+	once    sync.Once
+}
+
+func newRespawnGate() *respawnGate {
+	return &respawnGate{stopped: make(chan struct{}), resume: make(chan struct{})}
+}
+
+// hold is called by the run loop before a spawn: it reports the stop and
+// waits to be let through; false when ctx ended first.
+func (g *respawnGate) hold(ctx context.Context) bool {
+	g.once.Do(func() { close(g.stopped) })
+	select {
+	case <-g.resume:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// gateOf returns the gate of a pending request, if one has any.
+func gateOf(pending []*restartReq) *respawnGate {
+	for _, r := range pending {
+		if r.gate != nil {
+			return r.gate
+		}
+	}
+	return nil
 }
 
 // proc supervises one child process (a cluster, or one copy of a service)
@@ -165,6 +202,9 @@ func (p *proc) run(ctx context.Context) {
 		p.mu.Lock()
 		p.token = token
 		p.mu.Unlock()
+		if g := gateOf(pending); g != nil && !g.hold(ctx) {
+			continue // ctx ended: the check at the top answers pending
+		}
 		c, err := p.l.spawn(p)
 		var reason exitReason
 		detail := ""
@@ -333,7 +373,7 @@ func (p *proc) watch(ctx context.Context, c *child, pending *[]*restartReq, rest
 			return exitUnresponsive, nil
 
 		case req := <-p.restartCh:
-			if p.kind == kindCluster {
+			if p.kind == kindCluster && req.gate == nil {
 				n, err := p.l.checkBudget(ctx, p.shards)
 				if err != nil {
 					req.done <- err
@@ -479,7 +519,12 @@ func (p *proc) fail(reqs []*restartReq, err error) {
 
 // restart asks the run loop to restart the child and waits for the new one.
 func (p *proc) restart(ctx context.Context) error {
-	req := &restartReq{done: make(chan error, 1)}
+	return p.restartGated(ctx, nil)
+}
+
+// restartGated is restart with the respawn held at gate (nil: none).
+func (p *proc) restartGated(ctx context.Context, gate *respawnGate) error {
+	req := &restartReq{done: make(chan error, 1), gate: gate}
 	select {
 	case p.restartCh <- req:
 	case <-p.done:

@@ -152,3 +152,8 @@ func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
 }
+
+// SetShardCount records a new shard count (a re-shard).
+func SetShardCount(ctx context.Context, c redis.Cmdable, ks keyspace.Keyspace, shards int) *redis.IntCmd {
+	return c.HSet(ctx, ks.Launcher(), FieldShardCount, shards)
+}

@@ -51,6 +51,10 @@ const (
 	// processes and what the step cost (duration, resumed, identified,
 	// replayed, or the error).
 	RollStep Type = "roll_step"
+	// ReshardStep: a re-shard made progress (a new-generation cluster is
+	// ready, the switch began or ended, the re-shard failed and was rolled
+	// back); the detail says which.
+	ReshardStep Type = "reshard_step"
 	// AllClustersReady: every cluster of the launcher is ready.
 	AllClustersReady Type = "all_clusters_ready"
 	// ShardReady: a shard received READY (it IDENTIFYed).
@@ -231,4 +235,10 @@ func decode(m redis.XMessage) Event {
 		ev.At = time.UnixMilli(ms)
 	}
 	return ev
+}
+
+// Delete removes the events stream (a re-shard's staging keyspace, once
+// the switch is over).
+func Delete(ctx context.Context, c redis.Cmdable, ks keyspace.Keyspace) *redis.IntCmd {
+	return c.Del(ctx, ks.Events())
 }

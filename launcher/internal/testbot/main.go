@@ -41,7 +41,8 @@ import (
 type worker struct{}
 
 // version is the build's version (-ldflags "-X main.version=…"); every
-// cluster answers the op "testbot:version" with it. crash, set the same
+// cluster answers the op "testbot:version" with it (and "testbot:shards"
+// with its shards). crash, set the same
 // way, makes every cluster of the build fail at start.
 var version, crash = "v1", ""
 
@@ -51,6 +52,10 @@ func (worker) Launch(_ context.Context, c *cluster.Cluster) error {
 	}
 	c.IPC.Handle("testbot:version", func(context.Context, *redisipc.Request) ([]byte, error) {
 		return json.Marshal(version)
+	})
+	// testbot:shards answers the shards this cluster runs, and the count.
+	c.IPC.Handle("testbot:shards", func(context.Context, *redisipc.Request) ([]byte, error) {
+		return json.Marshal(map[string]any{"shards": c.ShardIDs, "shard_count": c.ShardCount})
 	})
 	c.Client.AddEventListeners(bot.NewListenerFunc(func(e *events.MessageCreate) {
 		if e.Message.Author.Bot {
