@@ -122,7 +122,7 @@ var schema = []struct{ builder, pattern, typ string }{
 }
 
 // notKeys are the methods of Keyspace that build no key.
-var notKeys = map[string]bool{"Namespace": true, "Base": true, "InboxGroup": true}
+var notKeys = map[string]bool{"Namespace": true, "Base": true, "InboxGroup": true, "Reshard": true}
 
 // redisTypes are the types a key table row or a builder comment may name.
 var redisTypes = []string{"HASH", "SET", "ZSET", "STRING", "STREAM", "PubSub channel"}
@@ -332,5 +332,18 @@ func TestNamespaceMarkers(t *testing.T) {
 		if ns, ok := NamespaceOfMarker(tt.key); ok != tt.ok || (ok && ns != tt.ns) {
 			t.Errorf("NamespaceOfMarker(%q) = %q, %v; want %q, %v", tt.key, ns, ok, tt.ns, tt.ok)
 		}
+	}
+}
+
+// TestReshardKeyspace checks the staging keyspace: its own namespace,
+// valid even for the longest namespace.
+func TestReshardKeyspace(t *testing.T) {
+	if got := MustNew("bot").Reshard().Namespace(); got != "bot.reshard" {
+		t.Errorf("staging namespace %q", got)
+	}
+	long := strings.Repeat("a", 64)
+	st := MustNew(long).Reshard()
+	if _, err := New(st.Namespace()); err != nil || len(st.Namespace()) > 64 || st.Namespace() == long {
+		t.Errorf("staging namespace of a 64-character namespace: %q (%v)", st.Namespace(), err)
 	}
 }
