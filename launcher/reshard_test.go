@@ -66,9 +66,29 @@ func TestReshardWhileServing(t *testing.T) {
 	for _, id := range ids {
 		dups += seen[id] - 1
 	}
-	t.Logf("%d messages during the re-shard, %d handled twice", len(ids), dups)
-	if dups > 5 {
-		t.Errorf("%d of %d messages were handled twice; only the switch instant may duplicate", dups, len(ids))
+	// The switch instant: from the last standby cluster ready (the switch
+	// begins right after) to the last old cluster's exit.
+	var begin, end time.Time
+	for _, ev := range f.events() {
+		switch {
+		case ev.Type == lifecycle.ReshardStep && strings.HasPrefix(ev.Detail, "standby:"):
+			begin = ev.At
+		case ev.Type == lifecycle.ClusterExited && !begin.IsZero():
+			end = ev.At
+		}
+	}
+	inSwitch := 0
+	for _, id := range ids {
+		if at := id.Time(); !at.Before(begin.Add(-50*time.Millisecond)) && !at.After(end.Add(50*time.Millisecond)) {
+			inSwitch++
+		}
+	}
+	t.Logf("%d messages during the re-shard, %d in the switch (%s), %d handled twice", len(ids), inSwitch, end.Sub(begin).Round(time.Millisecond), dups)
+	if begin.IsZero() || end.IsZero() {
+		t.Fatalf("no standby or exit events: switch from %v to %v", begin, end)
+	}
+	if dups > inSwitch {
+		t.Errorf("%d of %d messages were handled twice, %d were dispatched in the switch", dups, len(ids), inSwitch)
 	}
 
 	// The cache: every guild once, in its new shard's set, its hash naming it.
