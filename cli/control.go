@@ -242,9 +242,21 @@ func cmdReshard(c *ucli.Context) error {
 		return usageErr("--shards %d is outside 0..%d (0: Discord's recommendation)", req.Shards, maxShardsArg)
 	}
 	return callLauncher(c, max(c.Duration("timeout"), 30*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
+		if err != nil {
+			return nil, err
+		}
+		var at []control.CallOption
+		if len(ls) > 0 {
+			// Several launchers: one runs the re-shard, the others follow.
+			at = append(at, control.At(ls[0].Addr))
+		}
 		steps := e.followEvents(ctx, lifecycle.ReshardStep)
 		defer steps.stop()
-		rep, err := control.Reshard(ctx, n, req)
+		if len(ls) > 0 {
+			steps.say("re-shard run by launcher %s, with %d other launchers\n", ls[0].ID, len(ls)-1)
+		}
+		rep, err := control.Reshard(ctx, n, req, at...)
 		details := make([]string, len(rep.Steps))
 		for i, s := range rep.Steps {
 			details[i] = s.Phase + ": " + s.Detail

@@ -67,6 +67,22 @@ func Reshard(ctx context.Context, n *redisipc.Node, req ReshardRequest, opts ...
 	return r, err
 }
 
+// ReshardHold asks a launcher to stop its clusters and hold them for a
+// re-shard's switch (OpReshardHold); use At for the launcher.
+func ReshardHold(ctx context.Context, n *redisipc.Node, opts ...CallOption) (ReshardHoldReply, error) {
+	var r ReshardHoldReply
+	err := call(ctx, n, OpReshardHold, nil, &r, opts)
+	return r, err
+}
+
+// ReshardResume asks a launcher to start the clusters it holds on the
+// shards the shard map gives them now (OpReshardResume).
+func ReshardResume(ctx context.Context, n *redisipc.Node, opts ...CallOption) (ReshardHoldReply, error) {
+	var r ReshardHoldReply
+	err := call(ctx, n, OpReshardResume, nil, &r, opts)
+	return r, err
+}
+
 // Shutdown asks the launcher to stop gracefully. It returns once the
 // launcher accepted; the stop itself happens afterwards.
 func Shutdown(ctx context.Context, n *redisipc.Node, opts ...CallOption) error {

@@ -64,7 +64,27 @@ const (
 	// on). Give the call a deadline long enough for every new shard's
 	// IDENTIFY.
 	OpReshard = "reshard"
+	// OpReshardHold and OpReshardResume are the two halves of a re-shard's
+	// switch on a bot run by several launchers: the launcher that runs the
+	// re-shard asks every other one to stop its clusters and hold them
+	// (reply: ReshardHoldReply, once they stopped), moves the records, then
+	// asks each to start them again on the shards the shard map now gives
+	// them (reply: ReshardHoldReply, once they are ready). A launcher holds
+	// at most ReshardHoldTimeout, then resumes by itself. No payload.
+	OpReshardHold   = "reshard-hold"
+	OpReshardResume = "reshard-resume"
 )
+
+// ReshardHoldTimeout bounds how long a launcher keeps its clusters stopped
+// for another launcher's re-shard (OpReshardHold) before it starts them
+// again by itself, on whatever the shard map says then.
+const ReshardHoldTimeout = 2 * time.Minute
+
+// ReshardHoldReply is the reply of OpReshardHold and OpReshardResume.
+type ReshardHoldReply struct {
+	// Clusters are the clusters the launcher stopped (or started again).
+	Clusters []int `json:"clusters"`
+}
 
 // ReshardRequest is the payload of OpReshard.
 type ReshardRequest struct {

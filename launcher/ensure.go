@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -38,11 +39,12 @@ func (l *Launcher) ensureRecords(ctx context.Context) {
 	pipe := l.rdb.Pipeline()
 	gateway := pipe.Exists(ctx, l.ks.Gateway())
 	shardMap := shardmap.Fields(ctx, pipe, l.ks)
+	storedCount := shardmap.ShardCountField(ctx, pipe, l.ks)
 	clusters := make([]*redis.BoolCmd, len(l.clusters))
 	for i, p := range l.clusters {
 		clusters[i] = clusterhash.HasSupervision(ctx, pipe, l.ks, p.id)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return // the next probe tells whether Redis fails
 	}
 	var rewrote []string
@@ -53,7 +55,13 @@ func (l *Launcher) ensureRecords(ctx context.Context) {
 			rewrote = append(rewrote, "gateway")
 		}
 	}
-	if plan := l.plannedShardMap(); shardMap.Val() != int64(plan.Len()) {
+	// A map of another shard count is a re-shard's (this launcher's
+	// clusters are held, or another launcher moved the bot): not a loss.
+	l.mu.Lock()
+	held := l.held != nil
+	l.mu.Unlock()
+	otherCount := storedCount.Err() == nil && storedCount.Val() != strconv.Itoa(l.currentShardCount())
+	if plan := l.plannedShardMap(); shardMap.Val() != int64(plan.Len()) && !held && !otherCount {
 		// Missing or partial (a cluster rewrote its own part first): the
 		// launcher knows the whole map. Fields only ever get added, so no
 		// reader sees a mix of layouts.

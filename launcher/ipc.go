@@ -162,6 +162,22 @@ func (l *Launcher) startIPC(ctx context.Context, cleanups *[]func()) error {
 		}
 		return json.Marshal(rep)
 	})
+	node.Handle(control.OpReshardHold, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		l.log.Info("IPC: holding the clusters for a re-shard", slog.String("from", req.From))
+		ids, err := l.holdClusters(ctx, control.ReshardHoldTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(control.ReshardHoldReply{Clusters: ids})
+	})
+	node.Handle(control.OpReshardResume, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
+		l.log.Info("IPC: starting the held clusters on their new shards", slog.String("from", req.From))
+		ids, err := l.resumeClusters(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(control.ReshardHoldReply{Clusters: ids})
+	})
 	node.Handle(control.OpDrain, func(ctx context.Context, req *redisipc.Request) ([]byte, error) {
 		l.log.Info("IPC: drain requested", slog.String("from", req.From))
 		timeout := l.cfg.ReadyTimeout + 3*l.cfg.LeaseTTL

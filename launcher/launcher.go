@@ -74,6 +74,7 @@ type Launcher struct {
 	allReadyAt time.Time
 	readyCh    chan struct{}
 	rolling    sync.Mutex
+	held       *heldClusters // clusters stopped for a re-shard's switch
 }
 
 // Run builds a Launcher from cfg and runs it in the role the environment

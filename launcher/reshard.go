@@ -70,10 +70,6 @@ func (l *Launcher) Reshard(ctx context.Context, o ReshardOptions) (ReshardReport
 	if err := l.checkRunning(); err != nil {
 		return rep, err
 	}
-	if l.coop != nil {
-		return rep, fmt.Errorf("%w: a bot run by several launchers (%s) cannot be re-sharded; run it from one launcher for the re-shard",
-			ErrReshard, envTotalClusters)
-	}
 	if !l.rolling.TryLock() {
 		return rep, ErrBusy
 	}
@@ -164,38 +160,45 @@ func (rs *resharder) run(ctx context.Context, o ReshardOptions) error {
 	}
 	rs.step("switch", -1, fmt.Sprintf("new generation stopped with %d sessions saved; stopping the old one", len(saved)), time.Since(t0))
 
-	gates := make([]*respawnGate, clusters)
-	errs := make([]error, clusters)
-	var wg sync.WaitGroup
-	for i, p := range l.clusters {
-		gates[i] = newRespawnGate()
-		wg.Go(func() { errs[i] = p.restartGated(ctx, gates[i]) })
+	// Every launcher stops its clusters and holds them (with several
+	// launchers, over IPC); the records move while none runs; then each
+	// starts its clusters on the shards the new map gives them.
+	peers, err := l.reshardPeers(ctx, control.ReshardHoldTimeout)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReshard, err)
 	}
-	for i := range l.clusters {
-		select {
-		case <-gates[i].stopped:
-		case <-ctx.Done():
+	var held []reshardPeer
+	var holdErr error
+	for _, p := range peers {
+		// A peer that failed may hold some clusters all the same: it is
+		// asked to let them go too.
+		held = append(held, p)
+		if err := p.hold(ctx); err != nil {
+			holdErr = fmt.Errorf("%s could not stop its clusters: %w", p.name, err)
+			break
 		}
 	}
-	moveErr := error(nil)
-	if ctx.Err() == nil {
+	var moveErr error
+	if holdErr == nil {
 		moveErr = rs.move(ctx, saved, from, to, ranges)
 	}
-	for _, g := range gates {
-		close(g.resume)
+	// Not the request's context: held clusters must start again even when
+	// the caller gave up.
+	rctx := context.WithoutCancel(ctx)
+	var failed []error
+	for _, p := range held {
+		if err := p.resume(rctx); err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", p.name, err))
+		}
 	}
-	wg.Wait()
 	rs.rep.Switch = time.Since(t0)
+	if holdErr != nil {
+		return fmt.Errorf("%w: %w; the clusters start again on their old shards", ErrReshard, holdErr)
+	}
 	if moveErr != nil {
 		// The records are half moved: the clusters came back on whatever
 		// shards the move reached; say so plainly.
 		return fmt.Errorf("launcher: re-shard: moving the records failed mid-switch: %w", moveErr)
-	}
-	var failed []error
-	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, fmt.Errorf("cluster %d: %w", i, err))
-		}
 	}
 	rs.countSwitch(ctx, from0, to)
 	rs.step("switch", -1, fmt.Sprintf("every cluster runs the new shards: switch took %s, %d shards resumed, %d events replayed",
@@ -346,21 +349,11 @@ func (rs *resharder) move(ctx context.Context, saved map[int]sessions.State, fro
 	if err := shardmap.Save(ctx, l.rdb, l.ks, m); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	l.shardCount = to
-	l.gateway.Shards = to
-	l.mu.Unlock()
 	if err := identify.SetShardCount(ctx, l.rdb, l.ks, to); err != nil {
 		return err
 	}
 	if err := launcherhash.SetShardCount(ctx, l.rdb, l.ks, to).Err(); err != nil {
 		return err
-	}
-	for i, p := range l.clusters {
-		p.mu.Lock()
-		p.shards = ranges[i]
-		p.queued = 0
-		p.mu.Unlock()
 	}
 	rs.step("switch", -1, fmt.Sprintf("records moved in %s: %d sessions, %d guilds rebucketed (%d changed shard), shard map of %d shards",
 		time.Since(t0).Round(time.Millisecond), len(saved), cr.Guilds, cr.Moved, to), time.Since(t0))

@@ -217,3 +217,40 @@ func intsToStrings(v []int) []string {
 	}
 	return out
 }
+
+// TestReshardWithTwoLaunchers re-shards a bot that two launchers run
+// (4 clusters, 2 each): one runs the new generation and the switch, the
+// other stops and restarts its clusters on their new shards when asked;
+// every message reaches the bot, and both launchers end on the new count.
+func TestReshardWithTwoLaunchers(t *testing.T) {
+	a, b := coopFleet(t)
+	identBefore := len(a.srv.Identifies())
+	stop := a.traffic(20 * time.Millisecond)
+	out, err := a.cliErr("reshard", "--shards", "24")
+	ids := stop()
+	if err != nil {
+		t.Fatalf("megane-cli reshard: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "re-sharded 16 → 24 shards") || !strings.Contains(out, "with 1 other launchers") {
+		t.Errorf("megane-cli reshard output:\n%s", out)
+	}
+	for _, f := range []*fleet{a, b} {
+		st := f.waitOwnsReady(2, 60*time.Second)
+		if st.ShardCount != 24 {
+			t.Errorf("a launcher reports %d shards after the re-shard", st.ShardCount)
+		}
+		for _, c := range st.Clusters {
+			if len(c.Shards) != 6 {
+				t.Errorf("cluster %d runs shards %v, want 6 of the 24", c.ID, c.Shards)
+			}
+		}
+	}
+	if n := len(a.srv.Identifies()) - identBefore; n != 24 {
+		t.Errorf("%d identifies during the re-shard, want 24", n)
+	}
+	if v := a.srv.Violations(); len(v) != 0 {
+		t.Errorf("identify violations: %+v", v)
+	}
+	a.waitSeen(ids, 30*time.Second)
+	t.Logf("%d messages during the re-shard; output:\n%s", len(ids), out)
+}

@@ -186,6 +186,12 @@ func Fields(ctx context.Context, c redis.Cmdable, ks keyspace.Keyspace) *redis.I
 	return c.HLen(ctx, ks.ShardMap())
 }
 
+// ShardCountField reads the stored shard_count field (HGET), for pipelined
+// checks; redis.Nil when the map has none.
+func ShardCountField(ctx context.Context, c redis.Cmdable, ks keyspace.Keyspace) *redis.StringCmd {
+	return c.HGet(ctx, ks.ShardMap(), FieldShardCount)
+}
+
 // ReadShardCount reads only the shard count: ErrNoShardCount when the map
 // has none, an error when it is not a positive number.
 func ReadShardCount(ctx context.Context, rdb redis.Cmdable, ks keyspace.Keyspace) (int, error) {
