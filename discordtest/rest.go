@@ -184,12 +184,15 @@ func (s *Server) getGateway(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) getGatewayBot(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	remaining, maxConc := s.remaining, s.cfg.MaxConcurrency
+	remaining, maxConc, shards := s.remaining, s.cfg.MaxConcurrency, s.opts.Shards
+	if s.recommended > 0 {
+		shards = s.recommended
+	}
 	s.mu.Unlock()
 	resetAfter := sessionStartResetAfter - time.Since(s.startedAt)%sessionStartResetAfter
 	writeJSON(w, http.StatusOK, map[string]any{
 		"url":    s.gatewayURL,
-		"shards": s.opts.Shards,
+		"shards": shards,
 		"session_start_limit": map[string]int{
 			"total": s.opts.SessionStartTotal, "remaining": remaining,
 			"reset_after": int(resetAfter.Milliseconds()), "max_concurrency": maxConc,

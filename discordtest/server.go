@@ -60,17 +60,19 @@ type Server struct {
 	// rejectCount and rejectCode: IDENTIFYs with this shard count are
 	// closed with this code (RejectIdentifies); zero: none.
 	rejectCount, rejectCode int
-	identifies              []IdentifyRecord
-	resumes                 []ResumeRecord
-	violations              []Violation
-	messages                []PostedMessage
-	webhooks                map[snowflake.ID]Webhook
-	counters                counters
-	rest                    map[string]map[int]int64
-	rateLimit               int
-	rateLimitFor            time.Duration
-	changed                 chan struct{}
-	nextConnID              uint64
+	// recommended overrides Options.Shards in /gateway/bot; 0: none.
+	recommended  int
+	identifies   []IdentifyRecord
+	resumes      []ResumeRecord
+	violations   []Violation
+	messages     []PostedMessage
+	webhooks     map[snowflake.ID]Webhook
+	counters     counters
+	rest         map[string]map[int]int64
+	rateLimit    int
+	rateLimitFor time.Duration
+	changed      chan struct{}
+	nextConnID   uint64
 }
 
 type runtimeConfig struct {
@@ -502,6 +504,15 @@ func (s *Server) RejectIdentifies(shardCount, code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rejectCount, s.rejectCode = shardCount, code
+}
+
+// SetRecommendedShards changes the shard count /gateway/bot recommends (a
+// bot that grew); values below 1 restore Options.Shards. Sessions of any
+// shard count keep working.
+func (s *Server) SetRecommendedShards(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recommended = max(n, 0)
 }
 
 // SetMaxConcurrency changes max_concurrency (reported by /gateway/bot and used for

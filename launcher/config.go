@@ -43,6 +43,7 @@ const (
 	DefaultMaxRestartBackoff    = 30 * time.Second
 	DefaultMaxRestarts          = 5
 	DefaultRestartWindow        = 10 * time.Minute
+	DefaultReshardGrowth        = 50
 	DefaultShutdownTimeout      = 20 * time.Second
 	DefaultServiceReadyTimeout  = 30 * time.Second
 	DefaultDemoShards           = 4
@@ -244,6 +245,19 @@ type Config struct {
 	MaxRestarts   int
 	RestartWindow time.Duration
 
+	// ReshardCheckInterval turns automatic re-sharding on: this often the
+	// launcher asks Discord for the recommended shard count (rounded as
+	// configured) and re-shards (Reshard) when it exceeds the current count
+	// by ReshardGrowth percent or more. With several launchers only the one
+	// with the smallest id checks. Env MEGANE_RESHARD_CHECK_INTERVAL.
+	// Default 0: off. Range 1s..24h.
+	ReshardCheckInterval time.Duration
+	// ReshardGrowth is the growth of the recommendation, in percent of the
+	// current shard count, that triggers an automatic re-shard. Env
+	// MEGANE_RESHARD_GROWTH. Default DefaultReshardGrowth (50: 1,000
+	// shards re-shard when Discord recommends 1,500). Range 1..1000.
+	ReshardGrowth int
+
 	// ShutdownTimeout is how long a child may take to save its sessions and
 	// exit after SIGTERM before it is killed.
 	// Env MEGANE_SHUTDOWN_TIMEOUT. Default DefaultShutdownTimeout.
@@ -406,6 +420,8 @@ func (c *Config) applyEnv(r *envReader) {
 	r.dur(envMaxRestartBackoff, &c.MaxRestartBackoff)
 	r.int(envMaxRestarts, &c.MaxRestarts)
 	r.dur(envRestartWindow, &c.RestartWindow)
+	r.dur(envReshardCheckInterval, &c.ReshardCheckInterval)
+	r.int(envReshardGrowth, &c.ReshardGrowth)
 	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
 	r.dur(envStatsInterval, &c.StatsInterval)
 	r.str(envStatusWebhook, &c.StatusWebhook)
@@ -432,6 +448,9 @@ func (c *Config) setDefaults() {
 	setDur(&c.RestartBackoff, DefaultRestartBackoff)
 	setDur(&c.MaxRestartBackoff, DefaultMaxRestartBackoff)
 	setDur(&c.RestartWindow, DefaultRestartWindow)
+	if c.ReshardGrowth == 0 {
+		c.ReshardGrowth = DefaultReshardGrowth
+	}
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setDur(&c.StatsInterval, stats.DefaultInterval)
 	setDur(&c.DemoPingInterval, DefaultDemoPingInterval)

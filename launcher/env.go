@@ -33,6 +33,8 @@ const (
 	envMaxRestartBackoff    = "MEGANE_RESTART_BACKOFF_MAX"
 	envMaxRestarts          = "MEGANE_MAX_RESTARTS"
 	envRestartWindow        = "MEGANE_RESTART_WINDOW"
+	envReshardCheckInterval = "MEGANE_RESHARD_CHECK_INTERVAL"
+	envReshardGrowth        = "MEGANE_RESHARD_GROWTH"
 	envShutdownTimeout      = "MEGANE_SHUTDOWN_TIMEOUT"
 	envStatsInterval        = "MEGANE_STATS_INTERVAL"
 	envStatusWebhook        = "MEGANE_STATUS_WEBHOOK"

@@ -197,6 +197,9 @@ func (l *Launcher) runLauncher(ctx context.Context) error {
 	}
 	wg.Go(func() { l.watchHeartbeats(ctx) })
 	wg.Go(func() { l.forwardShardEvents(ctx, from) })
+	if l.cfg.ReshardCheckInterval > 0 {
+		wg.Go(func() { l.autoReshard(ctx, l.cfg.ReshardCheckInterval) })
+	}
 	go func() {
 		select {
 		case <-force:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/megane-go/megane/discordtest"
+	"github.com/megane-go/megane/internal/testwait"
 	"github.com/megane-go/megane/lifecycle"
 	"github.com/megane-go/megane/sessions"
 	"github.com/megane-go/megane/shardmap"
@@ -155,6 +156,14 @@ func TestReshardWhileServing(t *testing.T) {
 	if n := countEvents(f.events(), lifecycle.ReshardStep, -1); n == 0 {
 		t.Error("no reshard_step events")
 	}
+	testwait.For(t, 15*time.Second, "the status webhook to post the re-shard", func() bool {
+		for _, m := range f.srv.Messages() {
+			if strings.Contains(m.Content, "reshard_step") && strings.Contains(m.Content, "re-sharded 8 → 16") {
+				return true
+			}
+		}
+		return false
+	})
 	t.Logf("megane-cli reshard output:\n%s", out)
 }
 
@@ -253,4 +262,51 @@ func TestReshardWithTwoLaunchers(t *testing.T) {
 	}
 	a.waitSeen(ids, 30*time.Second)
 	t.Logf("%d messages during the re-shard; output:\n%s", len(ids), out)
+}
+
+// TestAutomaticReshard: with MEGANE_RESHARD_CHECK_INTERVAL set, the
+// launcher re-shards by itself once Discord recommends enough more shards
+// (here 4 → 8, growth 50 %), and not for a smaller growth.
+func TestAutomaticReshard(t *testing.T) {
+	f := newFleet(t, fleetOptions{shards: 4, clusters: 2, maxConcurrency: 16,
+		env: []string{"MEGANE_RESHARD_CHECK_INTERVAL=1s", "MEGANE_RESHARD_GROWTH=50"}})
+	f.start()
+	f.waitAllReady(60 * time.Second)
+	gatewayBot := func() int64 {
+		n := int64(0)
+		for route, m := range f.srv.Stats().REST {
+			if strings.HasSuffix(route, "/gateway/bot") {
+				for _, c := range m {
+					n += c
+				}
+			}
+		}
+		return n
+	}
+	before := gatewayBot()
+	f.srv.SetRecommendedShards(5) // +25 %: below the growth
+	testwait.For(t, 10*time.Second, "two re-shard checks", func() bool {
+		return gatewayBot() >= before+2
+	})
+	if st, _ := f.status(); st.ShardCount != 4 {
+		t.Fatalf("re-sharded to %d for a growth of 25 %%", st.ShardCount)
+	}
+	f.srv.SetRecommendedShards(8)
+	testwait.For(t, 60*time.Second, "the automatic re-shard to 8 shards", func() bool {
+		st, err := f.status()
+		if err != nil || st.ShardCount != 8 || !st.AllReady {
+			return false
+		}
+		for _, c := range st.Clusters {
+			if c.State != StateReady {
+				return false
+			}
+		}
+		return true
+	})
+	if m, _ := shardmap.Load(context.Background(), f.rdb, f.ks); m.ShardCount != 8 {
+		t.Errorf("shard map of %d shards", m.ShardCount)
+	}
+	ids := f.say(f.srv.World().Guilds)
+	f.waitSeen(ids, 30*time.Second)
 }

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/megane-go/megane/control"
+	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/leases"
 	"github.com/megane-go/megane/shardmap"
 )
@@ -185,4 +188,41 @@ func (l *Launcher) otherLaunchers(ctx context.Context) ([]leases.Launcher, error
 		}
 	}
 	return out, nil
+}
+
+// autoReshard compares Discord's recommended shard count with the bot's
+// every interval, and re-shards once it grew by Config.ReshardGrowth
+// percent. With several launchers only the one with the smallest id
+// checks, so two never start a re-shard at once.
+func (l *Launcher) autoReshard(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if l.coop != nil {
+			others, err := l.otherLaunchers(ctx)
+			if err != nil || slices.ContainsFunc(others, func(o leases.Launcher) bool { return o.ID < l.coop.holder.ID }) {
+				continue
+			}
+		}
+		gb, err := identify.FetchGatewayInfo(ctx, http.DefaultClient, l.cfg.RESTURL, l.cfg.Token)
+		if err != nil {
+			l.log.Warn("re-shard check: cannot ask Discord for the recommended shard count", slog.Any("error", err))
+			continue
+		}
+		want := min(shardCount(gb.Shards, l.cfg.GuildsPerShard, l.cfg.LargeBotSharding, gb.MaxConcurrency), maxShards)
+		cur := l.currentShardCount()
+		if want*100 < cur*(100+l.cfg.ReshardGrowth) {
+			continue
+		}
+		l.log.Warn("re-shard check: Discord recommends more shards; re-sharding",
+			slog.Int("shards", cur), slog.Int("recommended", want), slog.Int("growth_percent", l.cfg.ReshardGrowth))
+		if _, err := l.Reshard(ctx, ReshardOptions{Shards: want}); err != nil {
+			l.log.Error("automatic re-shard failed", slog.Any("error", err))
+		}
+	}
 }

@@ -38,7 +38,7 @@ var ErrBadURL = errors.New("notify: bad webhook URL")
 var DefaultTypes = []lifecycle.Type{
 	lifecycle.AllClustersReady, lifecycle.ClusterExited, lifecycle.ClusterRestarted,
 	lifecycle.ClusterGaveUp, lifecycle.ClusterUnresponsive, lifecycle.ServiceExited,
-	lifecycle.ClusterLeaseLost, lifecycle.ClusterUnowned,
+	lifecycle.ClusterLeaseLost, lifecycle.ClusterUnowned, lifecycle.ReshardStep,
 }
 
 // maxContent is Discord's limit on a message's content.
@@ -165,6 +165,8 @@ func Format(ev lifecycle.Event) string {
 		icon = "✅"
 	case lifecycle.ClusterRestarted, lifecycle.ShardResumed:
 		icon = "🔄"
+	case lifecycle.ReshardStep:
+		icon = "🔀"
 	case lifecycle.ClusterExited, lifecycle.ServiceExited, lifecycle.ShardDisconnected:
 		icon = "⚠️"
 	case lifecycle.ClusterGaveUp, lifecycle.ClusterUnresponsive, lifecycle.ClusterUnowned, lifecycle.ClusterLeaseLost:
