@@ -19,6 +19,8 @@ type FloodOptions struct {
 	// the flood tops the queue up to it whenever the writer took frames, so
 	// the rate is the one the client's socket takes. Default 256.
 	Window int
+	// Limit, when positive, ends the flood after this many events.
+	Limit int64
 }
 
 // Flood is a running [Server.Flood].
@@ -38,7 +40,9 @@ var ErrFloodNoEvents = errors.New("discordtest: nothing to flood the shard with"
 // shard, as fast as its connection takes them, until Stop. Events are
 // sequenced and buffered for RESUME like any dispatch, but they do not
 // change the world, are not validated, and are recorded only in the
-// counters. While the shard has no connection the flood waits for one.
+// counters. The mix is what the session's intents let through (nothing
+// to flood with is ErrFloodNoEvents). While the shard has no connection the
+// flood waits for one.
 func (s *Server) Flood(shard int, o FloodOptions) (*Flood, error) {
 	if o.MessageShare <= 0 || o.MessageShare > 1 {
 		o.MessageShare = 0.7
@@ -54,13 +58,17 @@ func (s *Server) Flood(shard int, o FloodOptions) (*Flood, error) {
 	f := &Flood{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		f.err = s.flood(ctx, shard, o.Window, mix, &f.sent)
+		f.err = s.flood(ctx, shard, o.Window, o.Limit, mix, &f.sent)
 	}()
 	return f, nil
 }
 
 // Sent is the number of events dispatched so far.
 func (f *Flood) Sent() int64 { return f.sent.Load() }
+
+// Done is closed when the flood ended: after Stop, after Limit events, or
+// when the server closed.
+func (f *Flood) Done() <-chan struct{} { return f.done }
 
 // Stop ends the flood and returns the number of events dispatched. The
 // error is ErrClosed when the server closed first.
@@ -122,6 +130,10 @@ func (s *Server) floodMix(shard int, messageShare float64) ([]floodEvent, error)
 			}
 		}
 	}
+	if sess != nil {
+		// What the session's intents withhold or blank, as Dispatch does.
+		msgs, guilds = s.floodFilterLocked(sess, msgs), s.floodFilterLocked(sess, guilds)
+	}
 	if len(msgs) == 0 || len(guilds) == 0 {
 		return nil, fmt.Errorf("%w: shard %d", ErrFloodNoEvents, shard)
 	}
@@ -140,9 +152,19 @@ func (s *Server) floodMix(shard int, messageShare float64) ([]floodEvent, error)
 	return mix, nil
 }
 
+func (s *Server) floodFilterLocked(sess *session, evs []floodEvent) []floodEvent {
+	var out []floodEvent
+	for _, e := range evs {
+		if d, ok := s.filterIntents(sess, e.t, e.d); ok {
+			out = append(out, floodEvent{e.t, d})
+		}
+	}
+	return out
+}
+
 // flood tops up the shard's send queue to window frames whenever its writer
 // took some, until ctx ends.
-func (s *Server) flood(ctx context.Context, shard, window int, mix []floodEvent, sent *atomic.Int64) error {
+func (s *Server) flood(ctx context.Context, shard, window int, limit int64, mix []floodEvent, sent *atomic.Int64) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	next := 0
@@ -159,6 +181,9 @@ func (s *Server) flood(ctx context.Context, shard, window int, mix []floodEvent,
 			c.mu.Lock()
 			room := window - len(c.queue)
 			c.mu.Unlock()
+			if limit > 0 {
+				room = int(min(int64(room), limit-sent.Load()))
+			}
 			for range room {
 				e := mix[next]
 				next = (next + 1) % len(mix)
@@ -170,6 +195,9 @@ func (s *Server) flood(ctx context.Context, shard, window int, mix []floodEvent,
 			wait = c.written
 		}
 		s.mu.Unlock()
+		if limit > 0 && sent.Load() >= limit {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil

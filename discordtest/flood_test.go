@@ -3,6 +3,7 @@ package discordtest
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestFloodSendsTheMixInSequence(t *testing.T) {
@@ -46,5 +47,28 @@ func TestFloodOfAShardWithoutGuilds(t *testing.T) {
 	srv := newTestServer(t, Options{World: WorldOptions{Guilds: -1}})
 	if _, err := srv.Flood(0, FloodOptions{}); !errors.Is(err, ErrFloodNoEvents) {
 		t.Fatalf("err %v, want ErrFloodNoEvents", err)
+	}
+}
+
+func TestFloodStopsAtItsLimit(t *testing.T) {
+	srv := newTestServer(t, Options{World: WorldOptions{Guilds: 2, Seed: 1}})
+	c := dial(t, srv, "", "")
+	c.hello()
+	rs := c.identify(srv.Token(), 0, 1, 2)
+	f, err := srv.Flood(0, FloodOptions{Limit: 50, Window: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if fr := c.read(); fr.seq() != rs.Seq+1+i {
+			t.Fatalf("frame %d: seq %d", i, fr.seq())
+		}
+	}
+	<-f.Done()
+	if n, err := f.Stop(); n != 50 || err != nil {
+		t.Fatalf("Stop: %d, %v; want 50", n, err)
+	}
+	if _, err := c.readErr(200 * time.Millisecond); err == nil {
+		t.Fatal("a frame after the limit")
 	}
 }
