@@ -42,7 +42,7 @@ func runIPC(e *env) error {
 	bare := func() error { return seq.call(ctx) }
 	pipe := newBarePipe(ctx, e.rdb, ks, body)
 	barePiped := func() error { return pipe.call(ctx) }
-	for range 2000 { // warm up connections and code paths
+	for range min(2000, e.cfg.ipcSamples) { // warm up connections and code paths
 		for _, f := range []func() error{call, bare, ping} {
 			if err := f(); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
