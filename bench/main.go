@@ -122,7 +122,7 @@ func main() {
 	flag.IntVar(&c.cacheMembers, "cache-members", 100, "cache: members per guild")
 	flag.IntVar(&c.reads, "reads", 10000, "cache: sequential Reader.Guild samples")
 	flag.IntVar(&c.eventsShards, "events-shards", 4, "events: shards of the cluster process")
-	flag.IntVar(&c.eventsN, "events-n", 100000, "events: events per sample, spread over the shards")
+	flag.IntVar(&c.eventsN, "events-n", 60000, "events: events per sample, spread over the shards")
 	flag.IntVar(&c.eventsRounds, "events-rounds", 3, "events: samples of each side, interleaved")
 	flag.StringVar(&fleetShards, "fleet-shards", "64,256,1024", "fleet: shard counts")
 	flag.StringVar(&fleetClusters, "fleet-clusters", "4,8,16", "fleet: cluster processes for each shard count")
