@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -65,7 +66,8 @@ type config struct {
 	broadcasts int
 	bcClusters int
 
-	cpuprofile string
+	cpuprofile   string
+	benchProfile string
 }
 
 // env is what every row gets: the context, the Redis and the flags.
@@ -133,6 +135,7 @@ func main() {
 	flag.IntVar(&c.broadcasts, "broadcasts", 2000, "broadcast: sequential Gather and Eval samples")
 	flag.IntVar(&c.bcClusters, "broadcast-clusters", 8, "broadcast: cluster processes")
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "events: keep the cluster process's CPU profile in this file")
+	flag.StringVar(&c.benchProfile, "benchprofile", "", "write a CPU profile of the bench process itself (the cache row's projector runs in it) to this file")
 	flag.Parse()
 	c.only, c.skip = splitList(only), splitList(skip)
 	var err error
@@ -151,8 +154,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	if c.benchProfile != "" {
+		f, err := os.Create(c.benchProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, c, os.Stdout)
+	pprof.StopCPUProfile()
 	stop()
 	os.Exit(code)
 }

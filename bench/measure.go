@@ -116,9 +116,11 @@ func loadAvg() string {
 	return f[0]
 }
 
-// procMem is a process's resident memory: RSS (VmRSS) and USS (its private
-// pages, which exclude the binary's and libraries' shared pages), in KiB.
-type procMem struct{ rss, uss int }
+// procMem is a process's resident memory in KiB: RSS (VmRSS), its
+// anonymous part (RssAnon: heap, stacks; the file part is the binary's
+// pages), and USS (its private pages, which exclude pages shared with
+// other processes, such as those of the same binary).
+type procMem struct{ rss, anon, uss int }
 
 // memOf reads pid's memory from /proc.
 func memOf(pid int) procMem {
@@ -127,6 +129,9 @@ func memOf(pid int) procMem {
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				m.rss, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			}
+			if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+				m.anon, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			}
 		}
 	}
