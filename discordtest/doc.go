@@ -27,7 +27,9 @@
 // The world (guilds, channels, roles, members, users) is generated from a seed. Guild
 // ids carry increasing timestamps, so ShardFor spreads them evenly over any shard
 // count. Dispatch injects events into the shard that owns a guild and keeps the world
-// in step, so REST answers stay consistent with what the gateway said.
+// in step, so REST answers stay consistent with what the gateway said. Flood
+// pours a mix of MESSAGE_CREATE and GUILD_* updates into a shard as fast as its
+// socket takes them, for throughput measurements (go run ./bench).
 //
 // # Intents
 //

@@ -106,7 +106,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, viaResume 
 	ws.SetReadLimit(int64(maxCommandPayloadBytes))
 	c := &conn{
 		s: s, ws: ws, remote: r.RemoteAddr, compression: compression, viaResume: viaResume,
-		wake: make(chan struct{}, 1), quit: make(chan struct{}),
+		wake: make(chan struct{}, 1), written: make(chan struct{}, 1), quit: make(chan struct{}),
 	}
 	s.mu.Lock()
 	select {

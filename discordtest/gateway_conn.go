@@ -35,8 +35,11 @@ type conn struct {
 	compression string
 	viaResume   bool
 	wake        chan struct{}
-	quit        chan struct{}
-	quitOnce    sync.Once
+	// written is signalled (never blocking) each time the writer took the
+	// queued frames; a flood waits on it to top the queue up.
+	written  chan struct{}
+	quit     chan struct{}
+	quitOnce sync.Once
 
 	mu      sync.Mutex
 	queue   []frame
@@ -126,6 +129,10 @@ func (c *conn) writeLoop() {
 		q := c.queue
 		c.queue = nil
 		c.mu.Unlock()
+		select {
+		case c.written <- struct{}{}:
+		default:
+		}
 		for _, f := range q {
 			if f.kind == frameClose {
 				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(f.code, f.text), time.Now().Add(closeGrace))
