@@ -34,7 +34,7 @@ func ExampleLimiter() {
 	}
 	limiter.Unlock(17)
 	fmt.Println("bucket", limiter.Bucket(17), "held for", m.TTL(ks.IdentifyBucket(1)))
-	// Output: bucket 1 held for 5.5s
+	// Output: bucket 1 held for 5.1s
 }
 
 func ExampleCheckBudget() {

@@ -28,10 +28,15 @@ import (
 const (
 	// DefaultWindow is Discord's spacing between two IDENTIFYs of one bucket.
 	DefaultWindow = 5 * time.Second
-	// DefaultMargin is added to the window so clock skew between hosts and
-	// network latency to Discord never make two IDENTIFYs look closer than
-	// the window.
-	DefaultMargin = 500 * time.Millisecond
+	// DefaultMargin is added to the window. The window already counts from
+	// the end of the previous handshake (its READY), which Discord sent
+	// after it received that IDENTIFY, so Discord sees two IDENTIFYs of a
+	// bucket at least window + the READY's and the next IDENTIFY's transit
+	// apart, whichever host sends them (Redis alone judges the hold; the
+	// hosts' clocks are never compared). The margin only absorbs Redis's
+	// expiry resolution; every extra millisecond is paid once per
+	// identify round of a start.
+	DefaultMargin = 100 * time.Millisecond
 	// DefaultHandshakeTTL bounds how long one handshake (dial to READY) may
 	// hold a bucket. disgo opens shards without a deadline, so a handshake
 	// that hangs would otherwise hold the bucket forever.
