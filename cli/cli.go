@@ -77,6 +77,7 @@ func App(out io.Writer) *ucli.App {
 				Before: all(checkArgs(1, 1, "ping <address>  (e.g. cluster:0, service:stats, launcher)"), func(c *ucli.Context) error {
 					return checkNodeArg("address", c.Args().First())
 				}), Action: cmdPing},
+			healthCommand(),
 			{Name: "store", Usage: "read and write the central store", Subcommands: storeCommands()},
 			{Name: "cache", Usage: "read the cache projections", Subcommands: cacheCommands()},
 			{Name: "deadletter", Usage: "messages IPC could not handle, with the reason",
