@@ -177,13 +177,11 @@ func (s *Server) read(ctx context.Context) (*Snapshot, []stats.Report, error) {
 		byName[r.Name] = r
 	}
 	for _, c := range ov.Clusters {
-		f := c.Fields
-		pid, _ := strconv.Atoi(f[clusterhash.FieldPID])
-		restarts, _ := strconv.Atoi(f[clusterhash.FieldRestarts])
+		rec := clusterhash.Parse(c.Fields)
 		snap.Clusters = append(snap.Clusters, Cluster{
-			ID: c.ID, Status: orUnknown(c.Status), Supervisor: f[clusterhash.FieldSupervisor], Alive: c.Alive,
-			Shards: shardmap.FormatRanges(c.Shards), PID: pid, Host: f[clusterhash.FieldHost],
-			Owner: c.Owner, Unowned: c.Unowned, Restarts: restarts,
+			ID: c.ID, Status: orUnknown(c.Status), Supervisor: rec.Supervisor, Alive: c.Alive,
+			Shards: shardmap.FormatRanges(c.Shards), PID: rec.PID, Host: rec.Host,
+			Owner: c.Owner, Unowned: c.Unowned, Restarts: rec.Restarts,
 			Process: processOf(byName["cluster:"+strconv.Itoa(c.ID)]),
 		})
 	}
