@@ -366,3 +366,62 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzCoversOwnedClustersOnly runs one bot with two launchers, one
+// cluster each: a crash of B's cluster makes B's /readyz answer 503 while
+// A's stays 200, and both export the same bot-wide shard figures.
+func TestReadyzCoversOwnedClustersOnly(t *testing.T) {
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a := newFleet(t, fleetOptions{shards: 8, clusters: 1, maxConcurrency: 16,
+		env: []string{"MEGANE_TOTAL_CLUSTERS=2", "MEGANE_LEASE_TTL=" + coopLeaseTTL.String(), "MEGANE_HTTP_ADDR=" + addrA}})
+	a.start()
+	a.waitOwnsReady(1, 60*time.Second)
+	b := a.peer("MEGANE_CLUSTERS=1", "MEGANE_HTTP_ADDR="+addrB)
+	b.start()
+	stB := b.waitOwnsReady(1, 60*time.Second)
+	ma, mb := &monitored{fleet: a, base: "http://" + addrA}, &monitored{fleet: b, base: "http://" + addrB}
+	for _, m := range []*monitored{ma, mb} {
+		testwait.For(t, 15*time.Second, m.base+"/readyz answering 200", func() bool {
+			code, _, err := m.get("/readyz")
+			return err == nil && code == http.StatusOK
+		})
+		testwait.Problems(t, 15*time.Second, m.base+"/metrics showing the whole bot", func() []string {
+			f, err := m.scrape()
+			if err != nil {
+				return []string{err.Error()}
+			}
+			var p []string
+			if v := sum(f, "megane_shards", map[string]string{"status": "ready"}); v != 8 {
+				p = append(p, "ready shards: "+strconv.FormatFloat(v, 'g', -1, 64))
+			}
+			if v := sum(f, "megane_launchers", nil); v != 2 {
+				p = append(p, "launchers: "+strconv.FormatFloat(v, 'g', -1, 64))
+			}
+			if v := sum(f, "megane_launcher_clusters", map[string]string{"state": "ready"}); v != 1 {
+				p = append(p, "this launcher's ready clusters: "+strconv.FormatFloat(v, 'g', -1, 64))
+			}
+			return p
+		})
+	}
+
+	c := stB.Clusters[0]
+	if err := syscall.Kill(c.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	testwait.For(t, 10*time.Second, "B's /readyz answering 503 while its cluster restarts", func() bool {
+		code, b, err := mb.get("/readyz")
+		body = b
+		return err == nil && code == http.StatusServiceUnavailable
+	})
+	if code, b, err := ma.get("/readyz"); err != nil || code != http.StatusOK {
+		t.Errorf("A's /readyz while B's cluster %d restarts: %d %s %v", c.ID, code, b, err)
+	}
+	if !strings.Contains(body, `"`+strconv.Itoa(c.ID)+`":`) {
+		t.Errorf("B's /readyz does not name cluster %d: %s", c.ID, body)
+	}
+	testwait.For(t, 30*time.Second, "B's /readyz answering 200 again", func() bool {
+		code, _, err := mb.get("/readyz")
+		return err == nil && code == http.StatusOK
+	})
+}

@@ -4,6 +4,7 @@
 //	GET /metrics      Prometheus text format, every metric prefixed megane_
 //	GET /healthz      200 when the launcher runs and Redis answers, else 503
 //	GET /readyz       200 when every cluster this launcher runs is ready, else 503
+//	                  (with several launchers: the clusters it holds the leases of)
 //	GET /api/status   the Snapshot as JSON (what the page polls)
 //	GET /             the status page: server-rendered HTML and a small script
 //
@@ -222,6 +223,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(st.Clusters) == 0 {
+		if st.Launcher != nil {
+			// One of several launchers, holding no lease now: a standby,
+			// ready to take clusters over.
+			writeJSON(w, http.StatusOK, healthReply{Status: "ok", Reason: "this launcher owns no cluster now (standby)"})
+			return
+		}
 		writeJSON(w, http.StatusServiceUnavailable, healthReply{Status: "fail", Reason: "this launcher runs no cluster"})
 		return
 	}

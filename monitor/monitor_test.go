@@ -288,6 +288,9 @@ func TestHealthAndReadiness(t *testing.T) {
 		{"backoff", localStatus(control.StateBackoff), 200, 503, `1 clusters not ready`, `"status":"ok"`},
 		{"no clusters", localStatus(), 200, 503, `runs no cluster`, `"status":"ok"`},
 		{"launcher not running", notRunning, 503, 503, `not running`, `not running`},
+		{"standby of several launchers", func() (control.Status, error) {
+			return control.Status{Launcher: &control.LauncherInfo{ID: "b"}}, nil
+		}, 200, 200, `standby`, `"status":"ok"`},
 		{"no launcher", nil, 200, 503, `not served by a launcher`, `"status":"ok"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
