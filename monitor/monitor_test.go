@@ -382,3 +382,40 @@ func TestStartServesAndRefusesATakenAddress(t *testing.T) {
 		t.Errorf("Close of a server that never started: %v", err)
 	}
 }
+
+// TestPageWithManyShards: a bot of 1,200 shards renders one small cell per
+// shard, in a page that stays small.
+func TestPageWithManyShards(t *testing.T) {
+	rdb, ks := testredis.Real(t)
+	ctx := context.Background()
+	const shards = 1200
+	owners := map[int]int{}
+	pipe := rdb.Pipeline()
+	now := time.Now()
+	for s := range shards {
+		owners[s] = s / 16
+		shardstatus.SetState(ctx, pipe, ks, s, s/16, shardStatuses[s%5], now)
+		shardstatus.SetHealth(ctx, pipe, ks, s, 40, 1000, now)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := shardmap.Save(ctx, rdb, ks, shardmap.Map{Owners: owners, ShardCount: shards, Clusters: shards / 16}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{Redis: rdb, Keys: ks})
+	code, page := get(t, s.Handler(), "/")
+	if code != http.StatusOK {
+		t.Fatalf("/: %d", code)
+	}
+	if n := strings.Count(page, `<div class="shard `); n != shards {
+		t.Errorf("%d shard cells, want %d", n, shards)
+	}
+	if len(page) > 300<<10 {
+		t.Errorf("the page of %d shards is %d KiB", shards, len(page)>>10)
+	}
+	fams := scrape(t, s.Handler())
+	if v, _ := value(fams, "megane_shards", map[string]string{"status": "disconnected"}); v != shards/5 {
+		t.Errorf("disconnected shards = %v, want %d", v, shards/5)
+	}
+}
