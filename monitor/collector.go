@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sort"
 	"strconv"
 	"time"
@@ -109,7 +110,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		err = c.s.exits.update(ctx)
 	}
 	if err != nil {
-		c.s.log.Warn("monitor: cannot read the bot from Redis", "error", err)
+		c.s.log.Warn("monitor: cannot read the bot from Redis", slog.Any("error", err))
 		ch <- gauge(descRedisUp, 0)
 		return
 	}

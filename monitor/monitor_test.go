@@ -341,17 +341,25 @@ func TestStatusAPIAndPage(t *testing.T) {
 	if n := strings.Count(page, `class="shard ready"`) - 1; n != 3 { // one is the legend's
 		t.Errorf("page has %d ready shard cells, want 3", n)
 	}
-	if !strings.Contains(page, `data-shard="3" data-status="resuming"`) || !strings.Contains(page, `<script src="/status.js">`) {
+	if !strings.Contains(page, `data-shard="3" data-status="resuming"`) || !strings.Contains(page, `<script src="status.js">`) {
 		t.Errorf("page misses shard 3 or the script:\n%s", page)
 	}
 	if strings.Contains(page, "http://") || strings.Contains(page, "https://") {
 		t.Error("the page loads something from the network; it must work offline")
 	}
-	if code, js := get(t, s.Handler(), "/status.js"); code != http.StatusOK || !strings.Contains(js, "/api/status") {
+	if code, js := get(t, s.Handler(), "/status.js"); code != http.StatusOK || !strings.Contains(js, "api/status") {
 		t.Errorf("/status.js: %d", code)
 	}
 	if code, _ := get(t, s.Handler(), "/nothing"); code != http.StatusNotFound {
 		t.Errorf("/nothing: %d, want 404", code)
+	}
+	// Mounted under a prefix, the page's relative links still resolve.
+	mux := http.NewServeMux()
+	mux.Handle("/megane/", http.StripPrefix("/megane", s.Handler()))
+	for _, p := range []string{"/megane/", "/megane/status.js", "/megane/api/status", "/megane/metrics"} {
+		if code, _ := get(t, mux, p); code != http.StatusOK {
+			t.Errorf("GET %s under a prefix: %d", p, code)
+		}
 	}
 }
 

@@ -1,4 +1,4 @@
-// Polls /api/status and redraws the page in place; no build step, no CDN.
+// Polls api/status (relative, so the page works under a path prefix) and redraws the page in place; no build step, no CDN.
 (function () {
   "use strict";
   var order = ["ready", "resuming", "connecting", "disconnected", "stopped", "unknown"];
@@ -75,7 +75,7 @@
     }));
   }
   function poll() {
-    fetch("/api/status", { cache: "no-store" })
+    fetch("api/status", { cache: "no-store" })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (st) { render(st); $("error").textContent = ""; document.body.dataset.polled = st.at; })
       .catch(function (e) { $("error").textContent = "(" + e.message + ")"; })
