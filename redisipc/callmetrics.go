@@ -20,14 +20,16 @@ var CallBuckets = []float64{0.001, 0.005, 0.025, 0.1, 0.5, 2.5}
 // op names cannot grow the published field without bound.
 const maxCallSeries = 64
 
-// CallMetric is what a node counted of its outgoing calls (Node.Call) of
-// one op to one kind of target, since the node started.
+// CallMetric is what a node counted of its outgoing calls (Node.Call, and
+// Node.Gather and Node.Eval, which go to many nodes at once) of one op to
+// one kind of target, since the node started.
 type CallMetric struct {
 	// Op is the called op ("$stats", "guilds", …), or "other" once the
 	// node tracks maxCallSeries pairs.
 	Op string `json:"op"`
-	// Target is the kind of the called address: launcher, cluster,
-	// service or cli.
+	// Target is the kind of the called address (launcher, cluster,
+	// service, cli) or, for a gather, its target (clusters, services,
+	// all).
 	Target string `json:"target"`
 	// Calls counts the calls made, Errors those that failed (the target's
 	// handler returned an error, no responder, timeout, …); Timeouts and

@@ -1,10 +1,15 @@
 package redisipc
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/megane-go/megane/internal/testredis"
+	"github.com/megane-go/megane/keyspace"
 )
 
 func TestCallMetrics(t *testing.T) {
@@ -50,5 +55,45 @@ func TestCallMetricsBoundTheOps(t *testing.T) {
 		if s.Op == "other" && s.Calls != 5 {
 			t.Errorf("other has %d calls, want 5", s.Calls)
 		}
+	}
+}
+
+// TestNodeCountsItsCalls: Call and Gather land in CallMetrics, under the
+// op and the kind of target.
+func TestNodeCountsItsCalls(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	ks := keyspace.MustNew("calls")
+	ctx := context.Background()
+	a, err := New(ctx, Options{Redis: rdb, Keys: ks, Addr: "cluster:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	b, err := New(ctx, Options{Redis: rdb, Keys: ks, Addr: "cluster:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if _, err := a.Call(ctx, "cluster:1", OpPing, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Call(ctx, "service:none", OpPing, nil); !errors.Is(err, ErrNoResponders) {
+		t.Fatalf("call to nobody: %v", err)
+	}
+	if _, err := a.Gather(ctx, TargetServices, OpPing, nil); !errors.Is(err, ErrNoResponders) {
+		t.Fatalf("gather of nobody: %v", err)
+	}
+	got := map[string]CallMetric{}
+	for _, m := range a.CallMetrics() {
+		got[m.Op+" "+m.Target] = m
+	}
+	if m := got[OpPing+" cluster"]; m.Calls != 1 || m.Errors != 0 || m.Seconds <= 0 {
+		t.Errorf("ping of cluster:1: %+v", m)
+	}
+	if m := got[OpPing+" service"]; m.Calls != 1 || m.NoResponders != 1 {
+		t.Errorf("ping of service:none: %+v", m)
+	}
+	if m := got[OpPing+" "+TargetServices]; m.Calls != 1 || m.Errors != 1 {
+		t.Errorf("gather of services: %+v (all: %+v)", m, got)
 	}
 }
