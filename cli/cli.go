@@ -38,7 +38,11 @@ func App(out io.Writer) *ucli.App {
 			{Name: "namespaces", Usage: "list the bot namespaces in this Redis", Before: noArgs("namespaces"), Action: cmdNamespaces},
 			{Name: "status", Usage: "launcher, clusters, shards, sessions and gateway limits", Before: noArgs("status"), Action: cmdStatus},
 			{Name: "nodes", Usage: "live IPC nodes (launcher, clusters, services, CLIs)", Before: noArgs("nodes"), Action: cmdNodes},
-			{Name: "stats", Usage: "statistics every process reports (CPU since last sample, memory, guilds, custom fields)", Before: noArgs("stats"), Action: cmdStats},
+			{Name: "stats", Usage: "statistics every process reports (CPU since last sample, memory, guilds, custom fields)",
+				Flags: []ucli.Flag{
+					&ucli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "print them again every --interval until interrupted"},
+					&ucli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: 2 * time.Second, Usage: "with --watch: time between two prints (100ms..1h)"},
+				}, Before: all(noArgs("stats [--watch [--interval 2s]]"), checkWatchInterval), Action: cmdStats},
 			{Name: "events", Usage: "lifecycle events (cluster spawned/ready/exited, shard resumed, …)",
 				Flags: []ucli.Flag{
 					&ucli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 50, Usage: fmt.Sprintf("how many recent events (0..%d)", maxEvents)},
@@ -81,6 +85,7 @@ func App(out io.Writer) *ucli.App {
 				Before: all(checkArgs(1, 1, "ping <address>  (e.g. cluster:0, service:stats, launcher)"), func(c *ucli.Context) error {
 					return checkNodeArg("address", c.Args().First())
 				}), Action: cmdPing},
+			healthCommand(),
 			{Name: "store", Usage: "read and write the central store", Subcommands: storeCommands()},
 			{Name: "cache", Usage: "read the cache projections", Subcommands: cacheCommands()},
 			{Name: "deadletter", Usage: "messages IPC could not handle, with the reason",

@@ -60,6 +60,7 @@ func cmdRestart(c *ucli.Context) error {
 		if err != nil {
 			return nil, err
 		}
+		defer e.followEvents(ctx, fmt.Sprintf("cluster %d to restart and be ready", id), clusterEvents(id)).stop()
 		return control.RestartCluster(ctx, n, id, at...)
 	})
 }
@@ -71,6 +72,7 @@ func cmdRestartService(c *ucli.Context) error {
 	}
 	// Each copy is restarted once the previous one is ready again.
 	return callLauncher(c, max(c.Duration("timeout"), 5*time.Minute), func(ctx context.Context, e *env, n *redisipc.Node) (any, error) {
+		defer e.followEvents(ctx, "service "+name+" to restart and be ready", serviceEvents(name)).stop()
 		ls, err := leases.Launchers(ctx, e.rdb, e.ks)
 		if err != nil || len(ls) == 0 {
 			if err != nil {
@@ -172,11 +174,11 @@ type stepPrinter struct {
 }
 
 func (e *env) followSteps(ctx context.Context) *stepPrinter {
-	return e.followEvents(ctx, lifecycle.RollStep)
+	return e.followStepsOf(ctx, lifecycle.RollStep)
 }
 
-// followEvents prints the events of type t as steps.
-func (e *env) followEvents(ctx context.Context, t lifecycle.Type) *stepPrinter {
+// followStepsOf prints the events of type t as steps.
+func (e *env) followStepsOf(ctx context.Context, t lifecycle.Type) *stepPrinter {
 	from := "0-0"
 	if msgs, err := e.rdb.XRevRangeN(ctx, e.ks.Events(), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
 		from = msgs[0].ID
@@ -251,7 +253,7 @@ func cmdReshard(c *ucli.Context) error {
 			// Several launchers: one runs the re-shard, the others follow.
 			at = append(at, control.At(ls[0].Addr))
 		}
-		steps := e.followEvents(ctx, lifecycle.ReshardStep)
+		steps := e.followStepsOf(ctx, lifecycle.ReshardStep)
 		defer steps.stop()
 		if len(ls) > 0 {
 			steps.say("re-shard run by launcher %s, with %d other launchers\n", ls[0].ID, len(ls)-1)
@@ -311,7 +313,10 @@ func cmdShutdown(c *ucli.Context) error {
 			}
 			if drain {
 				fmt.Fprintf(e.errOut(), "draining launcher %s: its clusters (%s) move to the others one at a time\n", l.ID, orDash(shardmap.FormatRanges(l.Owned)))
-				if err := control.Drain(ctx, n, control.At(l.Addr)); err != nil {
+				progress := e.followEvents(ctx, "the clusters of launcher "+l.ID+" to move", clusterSetEvents(l.Owned))
+				err := control.Drain(ctx, n, control.At(l.Addr))
+				progress.stop()
+				if err != nil {
 					return nil, fmt.Errorf("launcher %s: %w", l.ID, err)
 				}
 			} else if err := control.Shutdown(ctx, n, control.At(l.Addr)); err != nil {
@@ -334,6 +339,7 @@ var cmdEval = withEnv(func(c *ucli.Context, e *env) error {
 		if err != nil {
 			return err
 		}
+		nameCopies(g, e.copyLabels(ctx))
 		if err := e.printGathered(g); err != nil {
 			return err
 		}

@@ -44,7 +44,7 @@ var cmdStatus = withEnv(func(c *ucli.Context, e *env) error {
 		return err
 	}
 	if e.json {
-		return e.printJSON(ov)
+		return e.printJSON(typedStatus(ov))
 	}
 	now := time.Now()
 	fmt.Fprintf(e.out, "namespace %s   shards %d   max_concurrency %d   session starts %d/%d left",
@@ -138,6 +138,14 @@ var cmdNodes = withEnv(func(c *ucli.Context, e *env) error {
 })
 
 var cmdStats = withEnv(func(c *ucli.Context, e *env) error {
+	if c.Bool("watch") {
+		return watchStats(c, e)
+	}
+	return printStats(c, e)
+})
+
+// printStats prints every process's statistics once.
+func printStats(c *ucli.Context, e *env) error {
 	reports, err := stats.ReadAll(c.Context, e.rdb, e.ks, 0)
 	if err != nil {
 		return err
@@ -157,8 +165,8 @@ var cmdStats = withEnv(func(c *ucli.Context, e *env) error {
 	}
 	var custom []string
 	for _, r := range reports {
-		for f := range r.Fields {
-			if !known[f] {
+		for f, v := range r.Fields {
+			if !known[f] && !structured(v) {
 				known[f] = true
 				custom = append(custom, f)
 			}
@@ -184,7 +192,7 @@ var cmdStats = withEnv(func(c *ucli.Context, e *env) error {
 		fmt.Fprintln(w)
 	}
 	return w.Flush()
-})
+}
 
 var cmdEvents = withEnv(func(c *ucli.Context, e *env) error {
 	n := c.Int("count")

@@ -36,6 +36,8 @@ type shared struct {
 	// owner's REST cache answered instead.
 	ownerFetches, ownerErrors atomic.Int64
 	ownerREST, ownerCached    atomic.Int64
+	// events counts the dispatches received, by type.
+	events eventCounts
 
 	countsMu sync.Mutex
 	counts   shardCounts

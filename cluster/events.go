@@ -104,6 +104,9 @@ func (r *runner) handle(g gateway.Gateway, t gateway.EventType, seq int, data ga
 		return
 	case gateway.EventTypeRaw:
 		r.track.rawSeen(shard, seq)
+		if raw, ok := data.(gateway.EventRaw); ok {
+			r.sh.events.add(string(raw.EventType))
+		}
 		proj := r.sh.proj
 		if raw, ok := data.(gateway.EventRaw); ok && raw.Payload != nil && (proj != nil || r.o.OnRawEvent != nil) {
 			// The payload reader can be read once: copy it, and hand

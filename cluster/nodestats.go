@@ -32,6 +32,20 @@ func (r *runner) addStats(rep *stats.Reporter) {
 	add("owner_fetches", func(context.Context) any { return r.sh.ownerFetches.Load() })
 	add("owner_rest", func(context.Context) any { return r.sh.ownerREST.Load() })
 	add("owner_rest_cached", func(context.Context) any { return r.sh.ownerCached.Load() })
+	add("gateway_events", func(context.Context) any { return r.sh.events.snapshot() })
+	add(redisipc.CallMetricsField, func(context.Context) any { return r.sh.node.CallMetrics() })
+	add("identify_waits", func(context.Context) any {
+		if r.limiter == nil {
+			return 0
+		}
+		return r.limiter.WaitStats().Waits
+	})
+	add("identify_wait_seconds", func(context.Context) any {
+		if r.limiter == nil {
+			return 0.0
+		}
+		return r.limiter.WaitStats().Seconds
+	})
 	if p := r.sh.proj; p != nil {
 		add("cache_events", func(context.Context) any { return p.Stats().Events })
 		add("cache_written", func(context.Context) any { return p.Stats().Written })

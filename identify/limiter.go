@@ -71,6 +71,8 @@ type Limiter struct {
 
 	closed    chan struct{}
 	closeOnce sync.Once
+
+	waits waitCounters
 }
 
 type config struct {
@@ -207,6 +209,7 @@ func (l *Limiter) Wait(ctx context.Context, shardID int) error {
 			l.tokens[shardID] = token
 			l.mu.Unlock()
 			l.spend(ctx, shardID)
+			l.waits.add(time.Since(start))
 			l.cfg.logger.DebugContext(ctx, "identify bucket taken",
 				slog.Int("shard_id", shardID), slog.Int("bucket", bucket),
 				slog.Duration("waited", time.Since(start)))

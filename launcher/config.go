@@ -20,6 +20,7 @@ import (
 	"github.com/megane-go/megane/identify"
 	"github.com/megane-go/megane/keyspace"
 	"github.com/megane-go/megane/lifecycle"
+	"github.com/megane-go/megane/monitor"
 	"github.com/megane-go/megane/notify"
 	"github.com/megane-go/megane/redisconn"
 	"github.com/megane-go/megane/redisipc"
@@ -276,6 +277,14 @@ type Config struct {
 	// Range 1s..1h.
 	StatsInterval time.Duration
 
+	// HTTPAddr is where the launcher serves its metrics (/metrics), health
+	// checks (/healthz, /readyz) and live status page (/), host:port
+	// (package monitor). "off" serves nothing. When the address is taken
+	// the launcher logs a warning and runs the bot without them.
+	// Env MEGANE_HTTP_ADDR. Default monitor.DefaultAddr (127.0.0.1:9190,
+	// loopback only). Port range 0..65535 (0 picks a free port).
+	HTTPAddr string
+
 	// DisableDemo makes a missing token an error instead of starting demo
 	// mode; set it in production. Env MEGANE_DEMO=false.
 	DisableDemo bool
@@ -425,6 +434,7 @@ func (c *Config) applyEnv(r *envReader) {
 	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
 	r.dur(envStatsInterval, &c.StatsInterval)
 	r.str(envStatusWebhook, &c.StatusWebhook)
+	r.str(envHTTPAddr, &c.HTTPAddr)
 	demo := !c.DisableDemo
 	r.bool(envDemo, &demo)
 	c.DisableDemo = !demo
@@ -454,6 +464,9 @@ func (c *Config) setDefaults() {
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setDur(&c.StatsInterval, stats.DefaultInterval)
 	setDur(&c.DemoPingInterval, DefaultDemoPingInterval)
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = monitor.DefaultAddr
+	}
 	if c.MaxRestarts == 0 {
 		c.MaxRestarts = DefaultMaxRestarts
 	}
@@ -566,6 +579,7 @@ func (c *Config) validate(earlier ...error) error {
 		}
 	}
 	c.validateEval(bad)
+	c.validateHTTPAddr(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}

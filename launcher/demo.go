@@ -86,6 +86,9 @@ func (d *demo) announce(l *Launcher) {
 		fmt.Fprintf(&b, "    Redis          %s  (embedded)\n", d.redis.Addr())
 	}
 	fmt.Fprintf(&b, "    clusters       %d, shards %d, namespace %q\n", len(l.clusters), l.shardCount, l.cfg.Namespace)
+	if l.monitorURL != "" {
+		fmt.Fprintf(&b, "    status page    %s  (metrics: %smetrics)\n", l.monitorURL, l.monitorURL)
+	}
 	if port != "" {
 		cli := "redis-cli -h " + host + " -p " + port
 		fmt.Fprintf(&b, "  Look inside:\n")

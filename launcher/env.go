@@ -38,6 +38,7 @@ const (
 	envShutdownTimeout      = "MEGANE_SHUTDOWN_TIMEOUT"
 	envStatsInterval        = "MEGANE_STATS_INTERVAL"
 	envStatusWebhook        = "MEGANE_STATUS_WEBHOOK"
+	envHTTPAddr             = "MEGANE_HTTP_ADDR"
 	envDemo                 = "MEGANE_DEMO"
 	envDemoGuilds           = "MEGANE_DEMO_GUILDS"
 	envDemoPingInterval     = "MEGANE_DEMO_PING_INTERVAL"

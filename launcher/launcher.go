@@ -65,6 +65,7 @@ type Launcher struct {
 	handles        *Handles
 	coop           *coop  // nil when one launcher runs the bot
 	images         images // builds kept for rolling back a deploy
+	monitorURL     string // the status page's URL; "" when not served
 
 	ran        atomic.Bool
 	mu         sync.Mutex

@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 
+	"github.com/megane-go/megane/redisipc"
 	"github.com/megane-go/megane/stats"
 )
 
@@ -26,6 +27,12 @@ func (l *Launcher) startStats(ctx context.Context) (*stats.Reporter, func()) {
 			n += p.status().Restarts
 		}
 		return n
+	})
+	_ = r.Add(redisipc.CallMetricsField, func(context.Context) any {
+		if l.node == nil {
+			return []redisipc.CallMetric{}
+		}
+		return l.node.CallMetrics()
 	})
 	_ = r.Add("services", func(context.Context) any { return len(l.services) })
 	_ = r.Add("shards", func(context.Context) any {

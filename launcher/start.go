@@ -113,6 +113,7 @@ func (l *Launcher) start(ctx context.Context, cleanups *[]func()) (err error) {
 	if err := l.buildHandles(l.node, rep); err != nil {
 		return err
 	}
+	l.startMonitor(cleanups)
 	if demo != nil {
 		demo.announce(l)
 		*cleanups = append(*cleanups, demo.startPinger(ctx, l))

@@ -49,7 +49,9 @@ type Gathered struct {
 // because some targets were silent: they are listed in Missing. It returns
 // ErrNoResponders (with a Gathered listing what is missing) when no live
 // node matches the target.
-func (n *Node) Gather(ctx context.Context, target, op string, payload []byte) (*Gathered, error) {
+func (n *Node) Gather(ctx context.Context, target, op string, payload []byte) (res *Gathered, err error) {
+	start := time.Now()
+	defer func() { n.calls.observe(op, target, time.Since(start), err) }()
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -101,6 +101,7 @@ type Node struct {
 	failed      atomic.Int64
 	dropped     atomic.Int64
 	deadLetters atomic.Int64
+	calls       callMetrics
 }
 
 // New registers a node, starts its writer, reply reader, broadcast
@@ -268,7 +269,9 @@ func (n *Node) nextID() string { return strconv.FormatUint(n.idSeq.Add(1), 10) }
 // with ErrTimeout when ctx's deadline passes first (ctx without a deadline
 // gets Options.CallTimeout), and with a *RemoteError when the handler
 // failed.
-func (n *Node) Call(ctx context.Context, to, op string, payload []byte) ([]byte, error) {
+func (n *Node) Call(ctx context.Context, to, op string, payload []byte) (res []byte, err error) {
+	start := time.Now()
+	defer func() { n.calls.observe(op, to, time.Since(start), err) }()
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -238,6 +238,7 @@ func Run(ctx context.Context, opts Options, w Worker) error {
 	// from the reporter, which the Worker's Statser feeds.
 	_ = s.Stats.Add("service", func(context.Context) any { return opts.Name })
 	_ = s.Stats.Add("copy", func(context.Context) any { return opts.Copy })
+	_ = s.Stats.Add(redisipc.CallMetricsField, func(context.Context) any { return node.CallMetrics() })
 	if st, ok := w.(Statser); ok {
 		s.Stats.AddSource(st.Stats)
 	}
