@@ -169,8 +169,7 @@ type stepPrinter struct {
 	e       *env
 	mu      sync.Mutex
 	printed int
-	cancel  context.CancelFunc
-	done    chan struct{}
+	stop    func()
 }
 
 func (e *env) followSteps(ctx context.Context) *stepPrinter {
@@ -179,27 +178,14 @@ func (e *env) followSteps(ctx context.Context) *stepPrinter {
 
 // followStepsOf prints the events of type t as steps.
 func (e *env) followStepsOf(ctx context.Context, t lifecycle.Type) *stepPrinter {
-	from := "0-0"
-	if msgs, err := e.rdb.XRevRangeN(ctx, e.ks.Events(), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
-		from = msgs[0].ID
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	p := &stepPrinter{e: e, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		for ctx.Err() == nil {
-			evs, next, err := lifecycle.Follow(ctx, e.rdb, e.ks, from, 100, time.Second)
-			if err != nil {
-				return
-			}
-			from = next
-			for _, ev := range evs {
-				if ev.Type == t {
-					p.print(ev.Detail)
-				}
+	p := &stepPrinter{e: e}
+	p.stop = e.tailEvents(ctx, func(evs []lifecycle.Event) {
+		for _, ev := range evs {
+			if ev.Type == t {
+				p.print(ev.Detail)
 			}
 		}
-	}()
+	})
 	return p
 }
 
@@ -279,11 +265,6 @@ func stepError(s control.RollStep) string {
 		return ""
 	}
 	return "; FAILED: " + s.Error
-}
-
-func (p *stepPrinter) stop() {
-	p.cancel()
-	<-p.done
 }
 
 func cmdShutdown(c *ucli.Context) error {

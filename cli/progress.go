@@ -17,47 +17,57 @@ import (
 // sees it move instead of a silent wait. Every progressInterval without an
 // event it prints that it is still waiting.
 type eventProgress struct {
-	e      *env
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	e    *env
+	mu   sync.Mutex
+	stop func()
 }
 
 // progressInterval is how long a long command stays silent at most.
 const progressInterval = 5 * time.Second
 
-// followEvents starts printing the events keep accepts, published from
-// now on, until stop; what names what the command waits for.
-func (e *env) followEvents(ctx context.Context, what string, keep func(lifecycle.Event) bool) *eventProgress {
+// tailEvents calls each, on a goroutine of its own, with every batch of
+// lifecycle events published from now on, and with an empty batch after
+// each quiet second, until the returned func is called (it waits for the
+// goroutine to end).
+func (e *env) tailEvents(ctx context.Context, each func([]lifecycle.Event)) (stop func()) {
 	from := "0-0"
 	if msgs, err := e.rdb.XRevRangeN(ctx, e.ks.Events(), "+", "-", 1).Result(); err == nil && len(msgs) > 0 {
 		from = msgs[0].ID
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	p := &eventProgress{e: e, cancel: cancel, done: make(chan struct{})}
-	start := time.Now()
-	fmt.Fprintf(e.errOut(), "waiting for %s\n", what)
+	done := make(chan struct{})
 	go func() {
-		defer close(p.done)
-		quiet := time.Now()
+		defer close(done)
 		for ctx.Err() == nil {
 			evs, next, err := lifecycle.Follow(ctx, e.rdb, e.ks, from, 100, time.Second)
 			if err != nil {
 				return
 			}
 			from = next
-			for _, ev := range evs {
-				if keep(ev) {
-					p.print(describeEvent(ev))
-					quiet = time.Now()
-				}
-			}
-			if time.Since(quiet) >= progressInterval {
-				p.print(fmt.Sprintf("still waiting for %s (%s)", what, time.Since(start).Round(time.Second)))
+			each(evs)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// followEvents starts printing the events keep accepts, published from
+// now on, until stop; what names what the command waits for.
+func (e *env) followEvents(ctx context.Context, what string, keep func(lifecycle.Event) bool) *eventProgress {
+	p := &eventProgress{e: e}
+	start, quiet := time.Now(), time.Now()
+	fmt.Fprintf(e.errOut(), "waiting for %s\n", what)
+	p.stop = e.tailEvents(ctx, func(evs []lifecycle.Event) {
+		for _, ev := range evs {
+			if keep(ev) {
+				p.print(describeEvent(ev))
 				quiet = time.Now()
 			}
 		}
-	}()
+		if time.Since(quiet) >= progressInterval {
+			p.print(fmt.Sprintf("still waiting for %s (%s)", what, time.Since(start).Round(time.Second)))
+			quiet = time.Now()
+		}
+	})
 	return p
 }
 
@@ -65,11 +75,6 @@ func (p *eventProgress) print(line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.e.errOut(), "  %s\n", line)
-}
-
-func (p *eventProgress) stop() {
-	p.cancel()
-	<-p.done
 }
 
 // describeEvent is one progress line: "cluster 2: shard 9 shard_resumed (detail)".
