@@ -169,6 +169,7 @@ type stepPrinter struct {
 	e       *env
 	mu      sync.Mutex
 	printed int
+	seen    map[string]bool // lines printed: a step's event and its reply's copy print once
 	stop    func()
 }
 
@@ -178,7 +179,7 @@ func (e *env) followSteps(ctx context.Context) *stepPrinter {
 
 // followStepsOf prints the events of type t as steps.
 func (e *env) followStepsOf(ctx context.Context, t lifecycle.Type) *stepPrinter {
-	p := &stepPrinter{e: e}
+	p := &stepPrinter{e: e, seen: map[string]bool{}}
 	p.stop = e.tailEvents(ctx, func(evs []lifecycle.Event) {
 		for _, ev := range evs {
 			if ev.Type == t {
@@ -199,27 +200,24 @@ func (p *stepPrinter) say(format string, args ...any) {
 func (p *stepPrinter) print(line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.seen[line] {
+		return
+	}
+	p.seen[line] = true
 	p.printed++
 	fmt.Fprintf(p.e.errOut(), "step %d: %s\n", p.printed, line)
 }
 
-// flush prints the steps of a reply beyond those printed already.
+// flush prints the steps of a reply that were not printed yet.
 func (p *stepPrinter) flush(steps []control.RollStep) {
-	p.mu.Lock()
-	n := p.printed
-	p.mu.Unlock()
-	for _, s := range steps[min(n, len(steps)):] {
-		p.print(fmt.Sprintf("%s: %s, resumed %d, identified %d, replayed %d%s", strings.Join(s.Processes, ", "),
-			s.Duration.Round(time.Millisecond), s.Resumed, s.Identified, s.Replayed, stepError(s)))
+	for _, s := range steps {
+		p.print(s.String())
 	}
 }
 
-// flushDetails prints the details beyond those printed already.
+// flushDetails prints the details that were not printed yet.
 func (p *stepPrinter) flushDetails(details []string) {
-	p.mu.Lock()
-	n := p.printed
-	p.mu.Unlock()
-	for _, d := range details[min(n, len(details)):] {
+	for _, d := range details {
 		p.print(d)
 	}
 }
@@ -258,13 +256,6 @@ func cmdReshard(c *ucli.Context) error {
 			rep.From, rep.To, rep.Took.Round(time.Millisecond), rep.Switch.Round(time.Millisecond), rep.Identified, rep.Resumed, rep.Replayed)
 		return rep, nil
 	})
-}
-
-func stepError(s control.RollStep) string {
-	if s.Error == "" {
-		return ""
-	}
-	return "; FAILED: " + s.Error
 }
 
 func cmdShutdown(c *ucli.Context) error {

@@ -12,6 +12,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/megane-go/megane/redisipc"
@@ -177,6 +178,20 @@ type RollStep struct {
 	// process was started again from the launcher's own build (RolledBack).
 	Error      string `json:"error,omitempty"`
 	RolledBack bool   `json:"rolled_back,omitempty"`
+}
+
+// String is the step in one line, as the lifecycle.RollStep event's detail
+// and megane-cli print it.
+func (s RollStep) String() string {
+	d := fmt.Sprintf("%s: %s, resumed %d, identified %d, replayed %d",
+		strings.Join(s.Processes, ", "), s.Duration.Round(time.Millisecond), s.Resumed, s.Identified, s.Replayed)
+	if s.Error != "" {
+		d += "; FAILED: " + s.Error
+		if s.RolledBack {
+			d += " (rolled back to the build it ran before)"
+		}
+	}
+	return d
 }
 
 // RollingRestartReply is the reply of OpRollingRestart: the launcher's

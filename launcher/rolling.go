@@ -144,7 +144,7 @@ func (l *Launcher) rollStep(ctx context.Context, batch []*proc) (RollStep, error
 		step.Error = strings.Join(failed, "; ")
 		err = errors.New(step.Error)
 	}
-	l.sink.event(lifecycle.Event{Type: lifecycle.RollStep, Cluster: -1, Shard: -1, Detail: describeStep(step)})
+	l.sink.event(lifecycle.Event{Type: lifecycle.RollStep, Cluster: -1, Shard: -1, Detail: step.String()})
 	return step, err
 }
 
@@ -268,16 +268,4 @@ func (l *Launcher) countStep(ctx context.Context, step *RollStep, batch []*proc,
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func describeStep(s RollStep) string {
-	d := fmt.Sprintf("%s: %s, resumed %d, identified %d, replayed %d",
-		strings.Join(s.Processes, ", "), s.Duration.Round(time.Millisecond), s.Resumed, s.Identified, s.Replayed)
-	if s.Error != "" {
-		d += "; FAILED: " + s.Error
-		if s.RolledBack {
-			d += " (rolled back to the build it ran before)"
-		}
-	}
-	return d
 }
