@@ -305,7 +305,13 @@ func TestFrozenLauncherTreeGivesUpItsShards(t *testing.T) {
 	if !a.running() {
 		t.Fatal("the woken launcher exited; it should stay and wait for free clusters")
 	}
-	// shutdown --launcher stops one launcher and leaves the other.
+	// shutdown --launcher stops one launcher and leaves the other. The
+	// woken launcher's IPC registration expired while it was frozen; it
+	// answers again once its node's next heartbeat registered it.
+	testwait.For(t, 30*time.Second, "the woken launcher to answer at its address", func() bool {
+		_, ok := a.coopStatus()
+		return ok
+	})
 	recA, _ := a.launcherRecord()
 	if out := a.cli("shutdown", "--launcher", recA.ID); !strings.Contains(out, "ok") {
 		t.Fatalf("megane-cli shutdown --launcher:\n%s", out)
