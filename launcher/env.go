@@ -2,6 +2,10 @@ package launcher
 
 import (
 	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Environment variables. The first group is for users (see Config); the
@@ -74,4 +78,107 @@ func parseRole(v string) (Role, error) {
 		return Role(v), nil
 	}
 	return "", fmt.Errorf("%s=%q: want %q, %q or %q", envRole, v, RoleLauncher, RoleCluster, RoleService)
+}
+
+// envReader applies environment overrides and collects parse errors, so a
+// user sees every bad variable at once.
+type envReader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+func (r *envReader) get(name string) (string, bool) {
+	v, ok := r.lookup(name)
+	v = strings.TrimSpace(v)
+	// docker compose passes "${VAR:-}" as an empty string: treat it as unset.
+	return v, ok && v != ""
+}
+
+func (r *envReader) str(name string, dst *string) {
+	if v, ok := r.get(name); ok {
+		*dst = v
+	}
+}
+
+func (r *envReader) int(name string, dst *int) {
+	if v, ok := r.get(name); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not an integer", name, v))
+			return
+		}
+		*dst = n
+	}
+}
+
+func (r *envReader) bool(name string, dst *bool) {
+	if v, ok := r.get(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a boolean (true/false)", name, v))
+			return
+		}
+		*dst = b
+	}
+}
+
+func (r *envReader) dur(name string, dst *time.Duration) {
+	if v, ok := r.get(name); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a duration (like 500ms or 5s)", name, v))
+			return
+		}
+		*dst = d
+	}
+}
+
+func (r *envReader) level(name string, dst *slog.Level) {
+	if v, ok := r.get(name); ok {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(v)); err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s=%q is not a log level (debug, info, warn, error)", name, v))
+			return
+		}
+		*dst = l
+	}
+}
+
+// applyEnv overrides c's fields from the environment.
+func (c *Config) applyEnv(r *envReader) {
+	r.str(envToken, &c.Token)
+	r.str(envRedisURL, &c.RedisURL)
+	r.str(envNamespace, &c.Namespace)
+	r.int(envClusters, &c.Clusters)
+	r.int(envTotalClusters, &c.TotalClusters)
+	r.str(envBinary, &c.Binary)
+	r.dur(envLeaseTTL, &c.LeaseTTL)
+	r.int(envShards, &c.Shards)
+	r.int(envGuildsPerShard, &c.GuildsPerShard)
+	r.bool(envLargeBotSharding, &c.LargeBotSharding)
+	r.int(envMaxConcurrency, &c.MaxConcurrency)
+	r.int(envIdentifyReserve, &c.IdentifyReserve)
+	r.dur(envIdentifyWindow, &c.IdentifyWindow)
+	r.str(envRESTURL, &c.RESTURL)
+	r.str(envGatewayURL, &c.GatewayURL)
+	r.dur(envHeartbeatInterval, &c.HeartbeatInterval)
+	r.dur(envReadyTimeout, &c.ReadyTimeout)
+	r.dur(envReadyTimeoutPerShard, &c.ReadyTimeoutPerShard)
+	r.dur(envRestartBackoff, &c.RestartBackoff)
+	r.dur(envMaxRestartBackoff, &c.MaxRestartBackoff)
+	r.int(envMaxRestarts, &c.MaxRestarts)
+	r.dur(envRestartWindow, &c.RestartWindow)
+	r.dur(envReshardCheckInterval, &c.ReshardCheckInterval)
+	r.int(envReshardGrowth, &c.ReshardGrowth)
+	r.dur(envShutdownTimeout, &c.ShutdownTimeout)
+	r.dur(envStatsInterval, &c.StatsInterval)
+	r.str(envStatusWebhook, &c.StatusWebhook)
+	r.str(envHTTPAddr, &c.HTTPAddr)
+	demo := !c.DisableDemo
+	r.bool(envDemo, &demo)
+	c.DisableDemo = !demo
+	r.int(envDemoGuilds, &c.DemoGuilds)
+	r.dur(envDemoPingInterval, &c.DemoPingInterval)
+	r.level(envLogLevel, &c.logLevel)
+	c.applyEvalEnv(r)
 }

@@ -75,7 +75,7 @@ func (l *Launcher) Reshard(ctx context.Context, o ReshardOptions) (ReshardReport
 	}
 	defer l.rolling.Unlock()
 	start := time.Now()
-	rs := &resharder{l: l, rep: &rep, start: start}
+	rs := &resharder{l: l, rep: &rep}
 	err := rs.run(ctx, o)
 	rep.Took = time.Since(start)
 	rep.Status, _ = l.Status()
@@ -97,10 +97,9 @@ func (l *Launcher) currentShardCount() int {
 
 // resharder is one run of Reshard.
 type resharder struct {
-	l     *Launcher
-	rep   *ReshardReport
-	start time.Time
-	mu    sync.Mutex // rep.Steps, from the standby watchers
+	l   *Launcher
+	rep *ReshardReport
+	mu  sync.Mutex // rep.Steps, from the standby watchers
 }
 
 // step records and publishes one step.

@@ -16,6 +16,40 @@ import (
 	"github.com/megane-go/megane/shardmap"
 )
 
+// respawnGate holds a restart between the old child's exit and the
+// respawn.
+type respawnGate struct {
+	stopped chan struct{} // closed by the run loop once no child runs
+	resume  chan struct{} // closed by the re-shard to let it spawn
+	once    sync.Once
+}
+
+func newRespawnGate() *respawnGate {
+	return &respawnGate{stopped: make(chan struct{}), resume: make(chan struct{})}
+}
+
+// hold is called by the run loop before a spawn: it reports the stop and
+// waits to be let through; false when ctx ended first.
+func (g *respawnGate) hold(ctx context.Context) bool {
+	g.once.Do(func() { close(g.stopped) })
+	select {
+	case <-g.resume:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// gateOf returns the gate of a pending request, if one has any.
+func gateOf(pending []*restartReq) *respawnGate {
+	for _, r := range pending {
+		if r.gate != nil {
+			return r.gate
+		}
+	}
+	return nil
+}
+
 // heldClusters are this launcher's clusters, stopped for a re-shard's
 // switch until resumeClusters starts them on their new shards.
 type heldClusters struct {

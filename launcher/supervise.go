@@ -62,40 +62,6 @@ type restartReq struct {
 	gate *respawnGate
 }
 
-// respawnGate holds a restart between the old child's exit and the
-// respawn.
-type respawnGate struct {
-	stopped chan struct{} // closed by the run loop once no child runs
-	resume  chan struct{} // closed by the re-shard to let it spawn
-	once    sync.Once
-}
-
-func newRespawnGate() *respawnGate {
-	return &respawnGate{stopped: make(chan struct{}), resume: make(chan struct{})}
-}
-
-// hold is called by the run loop before a spawn: it reports the stop and
-// waits to be let through; false when ctx ended first.
-func (g *respawnGate) hold(ctx context.Context) bool {
-	g.once.Do(func() { close(g.stopped) })
-	select {
-	case <-g.resume:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// gateOf returns the gate of a pending request, if one has any.
-func gateOf(pending []*restartReq) *respawnGate {
-	for _, r := range pending {
-		if r.gate != nil {
-			return r.gate
-		}
-	}
-	return nil
-}
-
 // proc supervises one child process (a cluster, or one copy of a service)
 // across its respawns. Its run loop owns the child; other goroutines talk to
 // it through restartCh and staleCh and read its state under mu.
